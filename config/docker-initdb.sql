@@ -1,0 +1,3 @@
+-- Databases orion-etl expects on the Docker stack (scripts/stack.sh creates the same ones).
+CREATE DATABASE orion_source;
+CREATE DATABASE orion_warehouse;

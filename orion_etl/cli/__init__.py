@@ -1,0 +1,1 @@
+"""Thin Typer command modules: parse options, call the core or a job, render the result."""

@@ -1,0 +1,84 @@
+"""The `orion-etl` root command: global options, sub-command groups, one error boundary."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from orion_etl import __version__
+from orion_etl.cli import config as config_cmd
+from orion_etl.cli import db as db_cmd
+from orion_etl.cli.context import AppState
+from orion_etl.errors import ExitCode, OrionError
+from orion_etl.logs import redactor
+
+app = typer.Typer(
+    name="orion-etl",
+    help="CDC-to-warehouse ETL toolkit: Debezium/Kafka streams into a PostgreSQL star schema.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(config_cmd.app, name="config")
+app.add_typer(db_cmd.app, name="db")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"orion-etl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="TOML config file (default: $ORION_ETL_CONFIG, ./orion-etl.toml)."
+        ),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Debug logs and full tracebacks.")] = False,
+    log_format: Annotated[
+        str | None, typer.Option("--log-format", help="auto | rich | json | plain (default from config).")
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Global options shared by every command."""
+    ctx.obj = AppState(config_path=config, debug=debug, log_format=log_format)
+
+
+def main() -> None:
+    """Console-script entry point: run the app; report errors on one line with a documented exit code."""
+    debug = "--debug" in sys.argv
+    err = Console(stderr=True)
+    try:
+        app()
+    except OrionError as exc:
+        err.print(f"[bold red]error:[/] {redactor.redact(exc.message)}", highlight=False, soft_wrap=True)
+        if exc.hint:
+            err.print(f"[dim]hint: {redactor.redact(exc.hint)}[/]", highlight=False, soft_wrap=True)
+        if debug:
+            logging.getLogger("orion_etl").exception("details")
+        sys.exit(int(exc.exit_code))
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # the last line of defence: never a bare traceback for users
+        if debug:
+            raise
+        message = redactor.redact(f"{type(exc).__name__}: {exc}".splitlines()[0])
+        err.print(f"[bold red]error:[/] unexpected {message} (run with --debug for details)", highlight=False)
+        sys.exit(int(ExitCode.ERROR))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Pure transformations and rule definitions: DataFrames in, DataFrames out, no I/O."""

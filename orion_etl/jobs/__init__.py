@@ -1,0 +1,1 @@
+"""Jobs wire adapters to the core; each takes its adapters as parameters."""
