@@ -1,0 +1,214 @@
+"""Data-quality rules: one definition, two execution modes.
+
+A `Rule` describes a check on one warehouse table. Row-level rules (`ROW_LEVEL_KINDS`) compile
+to a polars expression that is true on violating rows; the streaming loader evaluates them
+vectorized on every micro-batch (`evaluate_rows`). Audits run every rule, including the
+table-level kinds (unique, relationships, freshness, custom SQL), as set-based SQL against the
+warehouse (see `orion_etl.jobs.audit`).
+
+The story's trade and order rules ship as `DEFAULT_RULES`, with its names and messages, so
+`[tenant_required] tenant_id is required` reads the same in the DLQ, in
+`etl_data_quality_issues` and in alerts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+
+import polars as pl
+
+
+class Severity(StrEnum):
+    """ERROR rejects a row (DLQ when streaming); WARNING records it and lets the row load."""
+
+    ERROR = "ERROR"
+    WARNING = "WARNING"
+
+
+class RuleKind(StrEnum):
+    """What a rule checks."""
+
+    NOT_NULL = "not_null"  # null or empty string fails
+    POSITIVE = "positive"  # > 0; null fails
+    NON_NEGATIVE = "non_negative"  # >= 0; null passes (treated as 0, like the story's `fees || 0`)
+    ACCEPTED_VALUES = "accepted_values"  # in `values`; null fails
+    RANGE = "range"  # min <= x < max (bounds optional, `inclusive_max` to include max); null passes
+    LESS_OR_EQUAL = "less_or_equal"  # column <= other_column; null fails
+    UNIQUE = "unique"  # no duplicate values of `columns` (table-level)
+    RELATIONSHIPS = "relationships"  # column references to_table.to_column (table-level)
+    FRESHNESS = "freshness"  # newest `column` younger than `max_age_s` (table-level)
+    CUSTOM_SQL = "custom_sql"  # rows matching the SQL predicate `sql` violate (table-level)
+
+
+ROW_LEVEL_KINDS = frozenset(
+    {
+        RuleKind.NOT_NULL,
+        RuleKind.POSITIVE,
+        RuleKind.NON_NEGATIVE,
+        RuleKind.ACCEPTED_VALUES,
+        RuleKind.RANGE,
+        RuleKind.LESS_OR_EQUAL,
+    }
+)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One data-quality rule on one table."""
+
+    name: str
+    table: str
+    kind: RuleKind
+    message: str
+    severity: Severity = Severity.ERROR
+    column: str | None = None
+    columns: tuple[str, ...] = ()
+    values: tuple[str, ...] = ()
+    min: Decimal | None = None
+    max: Decimal | None = None
+    inclusive_max: bool = False
+    other_column: str | None = None
+    to_table: str | None = None
+    to_column: str | None = None
+    max_age_s: int | None = None
+    sql: str | None = None
+    enabled: bool = True
+    tags: tuple[str, ...] = field(default=())
+
+    @property
+    def key(self) -> str:
+        """Unique identity of the rule: `<table>.<name>` (names repeat across tables)."""
+        return f"{self.table}.{self.name}"
+
+    @property
+    def row_level(self) -> bool:
+        return self.kind in ROW_LEVEL_KINDS
+
+    @property
+    def label(self) -> str:
+        """The story's message format: `[name] message`."""
+        return f"[{self.name}] {self.message}"
+
+    def violation(self) -> pl.Expr:
+        """Polars expression, true on rows that violate this (row-level) rule."""
+        if not self.row_level:
+            raise ValueError(f"rule {self.key} ({self.kind}) is not row-level")
+        assert self.column is not None, f"rule {self.key} needs a column"
+        col = pl.col(self.column)
+        match self.kind:
+            case RuleKind.NOT_NULL:
+                as_text = col.cast(pl.String, strict=False)
+                return col.is_null() | (as_text.str.strip_chars() == "").fill_null(False)
+            case RuleKind.POSITIVE:
+                return (col > 0).fill_null(False).not_()
+            case RuleKind.NON_NEGATIVE:
+                return (col < 0).fill_null(False)
+            case RuleKind.ACCEPTED_VALUES:
+                return col.cast(pl.String, strict=False).is_in(list(self.values)).fill_null(False).not_()
+            case RuleKind.RANGE:
+                bad = pl.lit(False)
+                if self.min is not None:
+                    bad = bad | (col < self.min).fill_null(False)
+                if self.max is not None:
+                    over = (col > self.max) if self.inclusive_max else (col >= self.max)
+                    bad = bad | over.fill_null(False)
+                return bad
+            case RuleKind.LESS_OR_EQUAL:
+                assert self.other_column is not None
+                return (col <= pl.col(self.other_column)).fill_null(False).not_()
+        raise AssertionError(self.kind)  # pragma: no cover
+
+
+ERRORS_COLUMN = "_dq_errors"
+WARNINGS_COLUMN = "_dq_warnings"
+FAILED_RULES_COLUMN = "_dq_failed_rules"
+
+
+def applicable(rules: list[Rule], table: str, columns: list[str]) -> list[Rule]:
+    """Enabled row-level rules of `table` whose columns are present in a frame."""
+    out = []
+    for rule in rules:
+        if not (rule.enabled and rule.row_level and rule.table == table):
+            continue
+        needed = [c for c in (rule.column, rule.other_column) if c]
+        if all(c in columns for c in needed):
+            out.append(rule)
+    return out
+
+
+def evaluate_rows(frame: pl.DataFrame, rules: list[Rule], table: str) -> pl.DataFrame:
+    """Add `_dq_errors`, `_dq_warnings` (lists of `[name] message`) and `_dq_failed_rules`.
+
+    Vectorized: one expression per rule over the whole batch. A row is valid when `_dq_errors`
+    is empty; warnings never reject a row.
+    """
+    active = applicable(rules, table, frame.columns)
+
+    def collect(severity: Severity) -> pl.Expr:
+        parts = [
+            pl.when(r.violation()).then(pl.lit(r.label)).otherwise(pl.lit(None, dtype=pl.String))
+            for r in active
+            if r.severity is severity
+        ]
+        if not parts:
+            return pl.lit([], dtype=pl.List(pl.String))
+        return pl.concat_list(parts).list.drop_nulls()
+
+    names = [
+        pl.when(r.violation()).then(pl.lit(r.name)).otherwise(pl.lit(None, dtype=pl.String)) for r in active
+    ]
+    failed = pl.concat_list(names).list.drop_nulls() if names else pl.lit([], dtype=pl.List(pl.String))
+    return frame.with_columns(
+        collect(Severity.ERROR).alias(ERRORS_COLUMN),
+        collect(Severity.WARNING).alias(WARNINGS_COLUMN),
+        failed.alias(FAILED_RULES_COLUMN),
+    )
+
+
+def split_valid(evaluated: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(rows without errors, rows with at least one error-severity violation)."""
+    has_error = pl.col(ERRORS_COLUMN).list.len() > 0
+    return evaluated.filter(~has_error), evaluated.filter(has_error)
+
+
+def _trade_and_order_rules() -> list[Rule]:
+    t, o = "fact_trades", "fact_orders"
+    e, w = Severity.ERROR, Severity.WARNING
+    return [
+        Rule("tenant_required", t, RuleKind.NOT_NULL, "tenant_id is required", e, column="tenant_id"),
+        Rule("client_required", t, RuleKind.NOT_NULL, "client_id is required", e, column="client_id"),
+        Rule(
+            "instrument_required", t, RuleKind.NOT_NULL, "instrument_id is required", e,
+            column="instrument_id",
+        ),
+        Rule("positive_quantity", t, RuleKind.POSITIVE, "quantity must be positive", e, column="quantity"),
+        Rule("positive_price", t, RuleKind.POSITIVE, "price must be positive", e, column="price"),
+        Rule(
+            "valid_side", t, RuleKind.ACCEPTED_VALUES, "side must be BUY or SELL", e,
+            column="side", values=("BUY", "SELL"),
+        ),
+        Rule(
+            "reasonable_price", t, RuleKind.RANGE, "price seems unreasonably high", w,
+            column="price", max=Decimal(1_000_000_000),
+        ),
+        Rule("fees_non_negative", t, RuleKind.NON_NEGATIVE, "fees should be non-negative", w, column="fees"),
+        Rule("tenant_required", o, RuleKind.NOT_NULL, "tenant_id is required", e, column="tenant_id"),
+        Rule("client_required", o, RuleKind.NOT_NULL, "client_id is required", e, column="client_id"),
+        Rule(
+            "positive_requested_quantity", o, RuleKind.POSITIVE, "requested_quantity must be positive", e,
+            column="requested_quantity",
+        ),
+        Rule(
+            "valid_status", o, RuleKind.ACCEPTED_VALUES, "invalid order status", e,
+            column="final_status", values=("PENDING", "PARTIAL", "FILLED", "CANCELLED", "REJECTED"),
+        ),
+        Rule(
+            "filled_not_exceed_requested", o, RuleKind.LESS_OR_EQUAL, "filled quantity exceeds requested", w,
+            column="filled_quantity", other_column="requested_quantity",
+        ),
+    ]  # fmt: skip
+
+
+DEFAULT_RULES: list[Rule] = _trade_and_order_rules()
