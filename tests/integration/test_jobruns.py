@@ -19,7 +19,8 @@ def test_completed_and_failed_runs(stack_settings: OrionSettings, warehouse: psy
         run.processed = 7
         run.metadata["extra"] = "x"
     row = warehouse.execute(
-        "SELECT status, records_processed, metadata, completed_at IS NOT NULL FROM etl_job_runs WHERE id = %s",
+        "SELECT status, records_processed, metadata, completed_at IS NOT NULL "
+        "FROM etl_job_runs WHERE id = %s",
         (run.id,),
     ).fetchone()
     assert row == ("COMPLETED", 7, {"k": 1, "extra": "x"}, True)
