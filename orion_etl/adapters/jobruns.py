@@ -72,3 +72,96 @@ def _finish(warehouse: PostgresSettings, run: JobRun, status: str, error: str | 
             "records_failed = %s, error_message = %s, metadata = %s::jsonb WHERE id = %s",
             (status, run.processed, run.failed, error, json.dumps(run.metadata, default=str), run.id),
         )
+
+
+@dataclass(frozen=True)
+class JobRunRecord:
+    """One row of `etl_job_runs` as read back."""
+
+    id: uuid.UUID
+    job_name: str
+    job_type: str
+    status: str
+    started_at: Any
+    completed_at: Any
+    records_processed: int
+    records_failed: int
+    error_message: str | None
+    metadata: dict[str, Any]
+    host: str | None
+    pid: int | None
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.completed_at is None:
+            return None
+        return float((self.completed_at - self.started_at).total_seconds())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "job_name": self.job_name,
+            "job_type": self.job_type,
+            "status": self.status,
+            "started_at": self.started_at.isoformat(),
+            "completed_at": self.completed_at.isoformat() if self.completed_at else None,
+            "duration_s": self.duration_s,
+            "records_processed": self.records_processed,
+            "records_failed": self.records_failed,
+            "error_message": self.error_message,
+            "metadata": self.metadata,
+            "host": self.host,
+            "pid": self.pid,
+        }
+
+
+_COLUMNS = (
+    "id, job_name, job_type, status, started_at, completed_at, records_processed, records_failed, "
+    "error_message, metadata, host, pid"
+)
+
+
+def list_job_runs(
+    warehouse: PostgresSettings,
+    *,
+    job_name: str | None = None,
+    job_type: str | None = None,
+    status: str | None = None,
+    since: Any = None,
+    limit: int = 50,
+) -> list[JobRunRecord]:
+    """Most recent runs first, filtered by name, type, status and start time."""
+    from psycopg import sql
+
+    clauses: list[sql.Composable] = []
+    params: list[Any] = []
+    for column, value in (("job_name", job_name), ("job_type", job_type), ("status", status)):
+        if value is not None:
+            clauses.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
+            params.append(value)
+    if since is not None:
+        clauses.append(sql.SQL("started_at >= %s"))
+        params.append(since)
+    where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(clauses) if clauses else sql.SQL("")
+    query = sql.SQL("SELECT {} FROM etl_job_runs{} ORDER BY started_at DESC LIMIT %s").format(
+        sql.SQL(_COLUMNS), where
+    )
+    with connect(warehouse, autocommit=True) as conn:
+        rows = conn.execute(query, [*params, limit]).fetchall()
+    return [JobRunRecord(*row) for row in rows]
+
+
+def get_job_run(warehouse: PostgresSettings, run_id: str) -> JobRunRecord | None:
+    """One run by id or by a unique id prefix (as printed by `jobs list`)."""
+    from psycopg import sql
+
+    with connect(warehouse, autocommit=True) as conn:
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT {} FROM etl_job_runs WHERE id::text LIKE %s ORDER BY started_at DESC LIMIT 2"
+            ).format(sql.SQL(_COLUMNS)),
+            (run_id.replace("%", "").replace("_", "") + "%",),
+        ).fetchall()
+    if len(rows) != 1:
+        return None
+    return JobRunRecord(*rows[0])
