@@ -127,6 +127,22 @@ class RuleSpec(BaseModel):
             raise ValueError("sql has unbalanced parentheses")
         return value
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _name_the_rule(cls, data: Any, handler: Any) -> Any:
+        """Prefix every problem with the rule it belongs to: `rule <table>.<name>: <key>: <problem>`."""
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            who = f"{data.get('table', '?')}.{data.get('name', '?')}" if isinstance(data, dict) else "?"
+            err = exc.errors()[0]
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            if msg.startswith("rule "):
+                raise ValueError(msg) from None
+            key = ".".join(str(p) for p in err["loc"])
+            problem = "unknown key" if err["type"] == "extra_forbidden" else msg
+            raise ValueError(f"rule {who}: {key + ': ' if key else ''}{problem}") from None
+
     @model_validator(mode="after")
     def _complete(self) -> RuleSpec:
         if self.kind is not None:
@@ -181,7 +197,7 @@ class RuleCatalog:
 
     rules: list[Rule]
     tables: dict[str, TableSpec]
-    origins: dict[str, str]  # rule key -> default | file | config
+    origins: dict[str, str]  # rule key -> "default" | "file <name>" | "config"
 
     @property
     def active(self) -> list[Rule]:
@@ -245,11 +261,11 @@ def spec_to_rule(spec: RuleSpec) -> Rule:
     )
 
 
-def _describe(exc: ValidationError, where: str, spec_hint: str = "") -> str:
+def _describe(exc: ValidationError, where: str) -> str:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"])
-    msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-    return f"{where}{spec_hint}: {loc + ': ' if loc else ''}{msg}"
+    msg = "unknown key" if err["type"] == "extra_forbidden" else str(err["msg"]).removeprefix("Value error, ")
+    return f"{where}: {loc + ': ' if loc else ''}{msg}"
 
 
 def read_rules_file(path: Path) -> RulesFile:
@@ -260,27 +276,20 @@ def read_rules_file(path: Path) -> RulesFile:
     try:
         return RulesFile(**data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        hint = ""
-        loc = err["loc"]
-        if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
-            raw = (data.get("rules") or [])[loc[1]]
-            if isinstance(raw, dict):
-                hint = f" (rule {raw.get('table', '?')}.{raw.get('name', '?')})"
-        raise ConfigError(_describe(exc, str(path), hint)) from None
+        raise ConfigError(_describe(exc, str(path))) from None
 
 
 def merge_rules(
-    layers: list[tuple[str, list[RuleSpec]]], *, include_defaults: bool = True
+    layers: list[tuple[str, str, list[RuleSpec]]], *, include_defaults: bool = True
 ) -> tuple[list[Rule], dict[str, str]]:
-    """Apply rule layers over the defaults; `(table, name)` identifies a rule."""
+    """Apply `(origin, where, rules)` layers over the defaults; `(table, name)` identifies a rule."""
     rules: dict[str, Rule] = {}
     origins: dict[str, str] = {}
     if include_defaults:
         for rule in default_rules():
             rules[rule.key] = rule
             origins[rule.key] = "default"
-    for origin, specs in layers:
+    for origin, where, specs in layers:
         for spec in specs:
             key = f"{spec.table}.{spec.name}"
             if spec.kind is not None:
@@ -289,7 +298,7 @@ def merge_rules(
                 base = rules.get(key)
                 if base is None:
                     raise ConfigError(
-                        f"{origin}: rule {key}: kind is required (no rule of that name to modify)"
+                        f"{where}: rule {key}: kind is required (no rule of that name to modify)"
                     )
                 if spec.model_fields_set <= {"table", "name", "enabled"}:
                     rules[key] = replace(base, enabled=True if spec.enabled is None else spec.enabled)
@@ -300,14 +309,14 @@ def merge_rules(
                     try:
                         rules[key] = spec_to_rule(RuleSpec(**merged))
                     except ValidationError as exc:
-                        raise ConfigError(_describe(exc, origin, f" (rule {key})")) from None
+                        raise ConfigError(_describe(exc, where)) from None
             origins[key] = origin
     return list(rules.values()), origins
 
 
 def build_catalog(dq: Any, base_dir: Path | None = None) -> RuleCatalog:
     """The effective rules of a `DqSettings`: defaults, then `rules_file`, then inline rules."""
-    layers: list[tuple[str, list[RuleSpec]]] = []
+    layers: list[tuple[str, str, list[RuleSpec]]] = []
     tables: dict[str, TableSpec] = dict(DEFAULT_TABLES)
 
     def add_tables(specs: dict[str, TableSpecSettings]) -> None:
@@ -327,8 +336,8 @@ def build_catalog(dq: Any, base_dir: Path | None = None) -> RuleCatalog:
             raise ConfigError(f"dq.rules_file: rules file not found: {path}")
         parsed = read_rules_file(path)
         add_tables(parsed.tables)
-        layers.append((str(path), parsed.rules))
+        layers.append((f"file {path.name}", str(path), parsed.rules))
     add_tables(dq.tables)
-    layers.append(("dq.rules", list(dq.rules)))
+    layers.append(("config", "dq.rules", list(dq.rules)))
     rules, origins = merge_rules(layers, include_defaults=dq.include_defaults)
     return RuleCatalog(rules, tables, origins)
