@@ -13,6 +13,8 @@ from psycopg.conninfo import make_conninfo
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from orion_etl.config.dq import RuleSpec, TableSpecSettings, check_table_names
+
 ENV_PREFIX = "ORION_ETL_"
 ENV_NESTED_DELIMITER = "__"
 
@@ -232,19 +234,34 @@ class TradingDaySettings(Section):
 
 
 class AlertSettings(Section):
-    """Where data-quality alerts go."""
+    """Where data-quality alerts go (see docs/data-quality.md)."""
 
+    # Slack-compatible incoming webhook ({"text", "blocks"} JSON body); a secret, never printed.
     webhook_url: SecretStr | None = None
     log: bool = True
     timeout_s: float = Field(10.0, gt=0)
+    # Alert on failing rules of at least this severity (recoveries follow the same filter).
+    min_severity: Literal["warning", "error"] = "warning"
+    # Put sample rows in webhook messages (off: samples may hold client data).
+    include_samples: bool = False
 
 
 class DqSettings(Section):
     """Data-quality rules and alerts."""
 
     rules_file: str | None = None
+    # Ship the story's trade/order rules and the default audit rules (override them by table+name).
+    include_defaults: bool = True
+    rules: list[RuleSpec] = Field(default_factory=list)
+    tables: dict[str, TableSpecSettings] = Field(default_factory=dict)
     sample_rows: int = Field(5, ge=0, le=100)
+    statement_timeout_s: int = Field(600, ge=1)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+
+    @field_validator("tables")
+    @classmethod
+    def _table_names(cls, value: dict[str, TableSpecSettings]) -> dict[str, TableSpecSettings]:
+        return check_table_names(value)
 
 
 class LoggingSettings(Section):

@@ -42,6 +42,11 @@ class RuleKind(StrEnum):
     CUSTOM_SQL = "custom_sql"  # rows matching the SQL predicate `sql` violate (table-level)
 
 
+TABLE_LEVEL_KINDS = frozenset(
+    {RuleKind.UNIQUE, RuleKind.RELATIONSHIPS, RuleKind.FRESHNESS, RuleKind.CUSTOM_SQL}
+)
+
+
 ROW_LEVEL_KINDS = frozenset(
     {
         RuleKind.NOT_NULL,
@@ -212,3 +217,56 @@ def _trade_and_order_rules() -> list[Rule]:
 
 
 DEFAULT_RULES: list[Rule] = _trade_and_order_rules()
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """How audits treat one table: its time column (for --from/--to) and its row identifier."""
+
+    name: str
+    time_column: str | None = None
+    key_column: str | None = None
+
+
+DEFAULT_TABLES: dict[str, TableSpec] = {
+    t.name: t
+    for t in (
+        TableSpec("fact_trades", "trade_date", "trade_id"),
+        TableSpec("fact_orders", "order_date", "order_id"),
+        TableSpec("fact_quotes", "quote_timestamp", None),
+        TableSpec("fact_risk_snapshots", "snapshot_time", None),
+    )
+}
+
+
+def _audit_rules() -> list[Rule]:
+    """Set-based rules that only audits run: integrity of facts against dimensions, freshness, keys."""
+    t, o = "fact_trades", "fact_orders"
+    e, w = Severity.ERROR, Severity.WARNING
+    rel = RuleKind.RELATIONSHIPS
+    return [
+        Rule("client_exists", t, rel, "client_id has no dim_clients member", e,
+             column="client_id", to_table="dim_clients", to_column="client_id"),
+        Rule("instrument_exists", t, rel, "instrument_id has no dim_instruments member", e,
+             column="instrument_id", to_table="dim_instruments", to_column="instrument_id"),
+        Rule("lp_exists", t, rel, "lp_id has no dim_liquidity_providers member", w,
+             column="lp_id", to_table="dim_liquidity_providers", to_column="lp_id"),
+        Rule("trade_date_key_exists", t, rel, "trade_date_key is not in dim_date", e,
+             column="trade_date_key", to_table="dim_date", to_column="date_key"),
+        Rule("unique_trade_reference", t, RuleKind.UNIQUE, "trade_reference is not unique per tenant", w,
+             columns=("tenant_id", "trade_reference")),
+        Rule("trades_fresh", t, RuleKind.FRESHNESS, "no trade executed in the last 24 hours", w,
+             column="trade_date", max_age_s=86_400),
+        Rule("client_exists", o, rel, "client_id has no dim_clients member", e,
+             column="client_id", to_table="dim_clients", to_column="client_id"),
+        Rule("instrument_exists", o, rel, "instrument_id has no dim_instruments member", w,
+             column="instrument_id", to_table="dim_instruments", to_column="instrument_id"),
+    ]  # fmt: skip
+
+
+DEFAULT_AUDIT_RULES: list[Rule] = _audit_rules()
+
+
+def default_rules() -> list[Rule]:
+    """Every shipped rule: the story's row-level rules, then the audit-only rules."""
+    return [*DEFAULT_RULES, *DEFAULT_AUDIT_RULES]

@@ -1,0 +1,190 @@
+"""`dq audit`: run every selected rule as set-based SQL, record issues, raise alerts.
+
+One run: a `DQ_AUDIT` row in `etl_job_runs`; per table, one scan for all row-predicate rules
+plus a query per `unique`/`freshness` rule, each in a read-only transaction; one
+`etl_data_quality_issues` row (with sample rows) per failing rule; the open-failure state in
+`etl_dq_alert_state` updated in the same transaction; then alerts for state changes only.
+Alert delivery problems are logged and retried by the next audit; they never change the result.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from orion_etl.adapters import dq_store
+from orion_etl.adapters.alerts import Delivery, Notifier
+from orion_etl.adapters.dq_sql import Target, Window, row_predicate_rule
+from orion_etl.adapters.jobruns import record_job_run
+from orion_etl.adapters.postgres import advisory_lock, connect
+from orion_etl.config.dq import RuleCatalog
+from orion_etl.config.models import OrionSettings
+from orion_etl.core.dq_results import Outcome, RuleResult, exit_code
+from orion_etl.core.quality import Rule, RuleKind
+from orion_etl.errors import ExitCode, UsageError
+
+log = logging.getLogger(__name__)
+
+JOB_NAME = "dq-audit"
+LOCK_NAME = "orion-etl:dq-audit"
+
+
+@dataclass
+class AuditReport:
+    """What an audit found and did."""
+
+    run_id: uuid.UUID
+    results: list[RuleResult]
+    window: Window
+    issues_recorded: int = 0
+    deliveries: list[Delivery] = field(default_factory=list)
+    unwindowed_tables: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return exit_code(self.results)
+
+    def counts(self) -> dict[str, int]:
+        out = {o.value: 0 for o in Outcome}
+        for r in self.results:
+            out[r.outcome.value] += 1
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": str(self.run_id),
+            "exit_code": int(self.exit_code),
+            "window": {"from": self.window.start, "to": self.window.end},
+            "unwindowed_tables": self.unwindowed_tables,
+            "counts": self.counts(),
+            "issues_recorded": self.issues_recorded,
+            "alerts": [
+                {
+                    "rule": d.alert.rule_key,
+                    "kind": str(d.alert.kind),
+                    "delivered": d.delivered,
+                    "errors": d.errors,
+                }
+                for d in self.deliveries
+            ],
+            "duration_s": round(self.duration_s, 3),
+            "results": [r.as_dict() for r in self.results],
+        }
+
+
+def select_rules(catalog: RuleCatalog, tables: list[str], rules: list[str]) -> list[Rule]:
+    """Active rules filtered by table names and rule names/keys; unknown names are usage errors.
+
+    Names are matched against the configured rules only, so nothing a user types reaches SQL.
+    """
+    active = catalog.active
+    known_tables = sorted({r.table for r in active})
+    for table in tables:
+        if table not in known_tables:
+            raise UsageError(
+                f"unknown table {table!r}: no active rule on it (tables: {', '.join(known_tables)})"
+            )
+    selected = [r for r in active if not tables or r.table in tables]
+    if rules:
+        for name in rules:
+            if not any(name in (r.name, r.key) for r in selected):
+                raise UsageError(f"unknown rule {name!r} (list them with `orion-etl dq rules`)")
+        selected = [r for r in selected if r.name in rules or r.key in rules]
+    return selected
+
+
+def _evaluate_table(
+    conn: Any, settings: OrionSettings, catalog: RuleCatalog, table: str, rules: list[Rule],
+    columns: dict[str, dict[str, str]], window: Window,
+) -> tuple[list[RuleResult], bool]:  # fmt: skip
+    """Results of one table's rules, and whether the time window applied."""
+    spec = catalog.table(table)
+    own = columns.get(table, {})
+    results: list[RuleResult] = []
+    time_column = spec.time_column
+    problem: str | None
+    if time_column and own and time_column not in own and not window.empty:
+        problem = f"time column {time_column} does not exist in {table}"
+        return [RuleResult(r, Outcome.ERROR, error=problem) for r in rules], False
+    target = Target(settings.warehouse.schema_name, table, own, time_column)
+    evaluator = dq_store.Evaluator(
+        conn, target, window, settings.dq.sample_rows, settings.dq.statement_timeout_s
+    )
+    runnable = []
+    for rule in rules:
+        problem = dq_store.missing_objects(rule, columns)
+        if problem:
+            results.append(RuleResult(rule, Outcome.ERROR, error=problem))
+        else:
+            runnable.append(rule)
+    results += evaluator.row_predicates([r for r in runnable if row_predicate_rule(r)])
+    for rule in runnable:
+        if rule.kind is RuleKind.UNIQUE:
+            results.append(evaluator.unique(rule))
+        elif rule.kind is RuleKind.FRESHNESS:
+            results.append(evaluator.freshness(rule))
+    return results, bool(time_column) or window.empty
+
+
+def run_audit(
+    settings: OrionSettings,
+    catalog: RuleCatalog,
+    *,
+    tables: list[str] | None = None,
+    rules: list[str] | None = None,
+    window: Window | None = None,
+    notifier: Notifier | None = None,
+) -> AuditReport:
+    """Run the selected rules against the warehouse, record the outcome, send due alerts."""
+    window = window or Window()
+    selected = select_rules(catalog, tables or [], rules or [])
+    started = time.monotonic()
+    metadata = {"tables": tables or [], "rules": rules or [], "from": window.start, "to": window.end}
+    with record_job_run(settings.warehouse, JOB_NAME, "DQ_AUDIT", metadata) as run:
+        report = AuditReport(run.id, [], window)
+        with connect(settings.warehouse, autocommit=True) as conn, advisory_lock(conn, LOCK_NAME):
+            involved = sorted({r.table for r in selected} | {r.to_table for r in selected if r.to_table})
+            columns = dq_store.table_columns(conn, settings.warehouse.schema_name, involved)
+            by_table: dict[str, list[Rule]] = {}
+            for rule in selected:
+                by_table.setdefault(rule.table, []).append(rule)
+            for table, table_rules in by_table.items():
+                results, windowed = _evaluate_table(
+                    conn, settings, catalog, table, table_rules, columns, window
+                )
+                report.results += results
+                if not window.empty and not windowed:
+                    report.unwindowed_tables.append(table)
+            order = {r.key: i for i, r in enumerate(selected)}
+            report.results.sort(key=lambda r: order[r.rule.key])
+            key_columns = {t: catalog.table(t).key_column for t in by_table}
+            origin = {"mode": "audit", "from": window.start, "to": window.end}
+            with conn.transaction():
+                report.issues_recorded = dq_store.record_issues(
+                    conn, run.id, report.results, key_columns, origin
+                )
+                dq_store.update_alert_state(conn, run.id, report.results)
+            if notifier is not None:
+                severities = {"ERROR"} if settings.dq.alerts.min_severity == "error" else {"ERROR", "WARNING"}
+                for alert in dq_store.due_alerts(conn, run.id, report.results, severities):
+                    delivery = notifier.send(alert)
+                    report.deliveries.append(delivery)
+                    if delivery.delivered:
+                        dq_store.mark_notified(conn, alert)
+        report.duration_s = time.monotonic() - started
+        counts = report.counts()
+        run.processed = len(report.results)
+        run.failed = counts["fail"] + counts["error"]
+        run.metadata.update(
+            counts=counts,
+            exit_code=int(report.exit_code),
+            issues=report.issues_recorded,
+            alerts_sent=sum(d.delivered for d in report.deliveries),
+            alerts_failed=sum(not d.delivered for d in report.deliveries),
+            errors={r.rule.key: r.error for r in report.results if r.error},
+        )
+    return report

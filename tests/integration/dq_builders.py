@@ -1,0 +1,66 @@
+"""Test-data builders for data-quality tests: a few dimension members and fact rows."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+
+TENANT = uuid.UUID("00000000-0000-0000-0000-0000000000aa")
+
+
+def add_client(conn: psycopg.Connection, client_id: uuid.UUID | None = None) -> uuid.UUID:
+    client_id = client_id or uuid.uuid4()
+    conn.execute(
+        "INSERT INTO dim_clients (client_id, tenant_id, client_name, valid_from) VALUES (%s, %s, 'c', now())",
+        (client_id, TENANT),
+    )
+    return client_id
+
+
+def add_instrument(conn: psycopg.Connection) -> uuid.UUID:
+    instrument_id = uuid.uuid4()
+    conn.execute(
+        "INSERT INTO dim_instruments (instrument_id, symbol, valid_from) VALUES (%s, 'EURUSD', now())",
+        (instrument_id,),
+    )
+    return instrument_id
+
+
+def add_trade(
+    conn: psycopg.Connection, client_id: uuid.UUID, instrument_id: uuid.UUID, **over: Any
+) -> uuid.UUID:
+    when: datetime = over.pop("trade_date", datetime.now(UTC) - timedelta(minutes=5))
+    qty = Decimal(over.pop("quantity", "10"))
+    price = Decimal(over.pop("price", "1.1"))
+    row: dict[str, Any] = {
+        "trade_id": uuid.uuid4(),
+        "tenant_id": TENANT,
+        "trade_reference": f"TR-{uuid.uuid4().hex[:10]}",
+        "trade_date": when,
+        "trade_date_key": int(when.strftime("%Y%m%d")),
+        "client_id": client_id,
+        "instrument_id": instrument_id,
+        "side": "BUY",
+        "quantity": qty,
+        "price": price,
+        "notional_value": qty * price,
+        "fees": Decimal("0"),
+        "net_amount": qty * price,
+        "src_origin": "event",
+    }
+    row.update(over)
+    columns = ", ".join(row)
+    marks = ", ".join(["%s"] * len(row))
+    conn.execute(f"INSERT INTO fact_trades ({columns}) VALUES ({marks})", list(row.values()))
+    return row["trade_id"]
+
+
+def clean_world(conn: psycopg.Connection) -> tuple[uuid.UUID, uuid.UUID]:
+    """One client, one instrument and one fresh, valid trade between them."""
+    client, instrument = add_client(conn), add_instrument(conn)
+    add_trade(conn, client, instrument)
+    return client, instrument
