@@ -135,7 +135,9 @@ def _build_work(conn: psycopg.Connection, spec: DimensionSpec, round_no: int) ->
             SELECT x.*,
                    CASE
                      WHEN x.cur_key IS NULL THEN
-                       CASE WHEN x.is_deleted THEN 'ignored_delete' ELSE 'insert' END
+                       CASE WHEN x.is_deleted THEN 'ignored_delete'
+                            WHEN x.closed_at IS NOT NULL AND x.change_time < x.closed_at THEN 'stale'
+                            ELSE 'insert' END
                      WHEN x.is_deleted THEN
                        CASE WHEN {close} THEN 'close'
                             WHEN x.cur_deleted THEN 'unchanged' ELSE 'delete_flag' END
@@ -150,7 +152,9 @@ def _build_work(conn: psycopg.Connection, spec: DimensionSpec, round_no: int) ->
               SELECT s.*, {h2} AS h2, {h1} AS h1,
                      d.{key} AS cur_key, d.version AS cur_version, d.valid_from AS cur_from,
                      d.scd2_hash AS cur_h2, d.scd1_hash AS cur_h1, d.is_inferred AS cur_inferred,
-                     d.is_deleted AS cur_deleted, d.source_updated_at AS cur_src
+                     d.is_deleted AS cur_deleted, d.source_updated_at AS cur_src,
+                     CASE WHEN d.{key} IS NULL THEN
+                       (SELECT max(h.valid_to) FROM {table} h WHERE h.{nat} = s.natural_id) END AS closed_at
               FROM {stage} s
               LEFT JOIN {table} d ON d.{nat} = s.natural_id AND d.is_current
               WHERE s.round = %s

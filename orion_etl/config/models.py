@@ -171,7 +171,7 @@ class DimensionSettings(Section):
     """Which attributes of one dimension are SCD Type 2 (versioned) and which Type 1 (overwritten)."""
 
     scd2: list[str]
-    scd1: list[str]
+    scd1: list[str] = Field(default_factory=list)  # attributes in neither list are type 1 as well
     close_on_delete: bool = True
 
 

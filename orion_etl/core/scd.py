@@ -8,8 +8,9 @@ against them.
 Rules for one staged change (natural id, attributes, change time `ct`, deleted flag) against the
 dimension's current row `cur` (the order below is the priority):
 
-* no row for the id at all: INSERT version 1, `valid_from = created_at` (else `ct`); when the id
-  has closed history (deleted, then re-created) the new version follows the last one.
+* no current row: INSERT version 1, `valid_from = created_at` (else `ct`); when the id has a
+  closed history (deleted, then re-created) the new version follows the last one, unless `ct` is
+  before that history's end (a replayed old change: STALE).
 * deleted in the source: CLOSE the current version (`valid_to = ct`, `is_current = false`,
   `is_deleted = true`) when `close_on_delete`, else only flag it `is_deleted` (DELETE_FLAG).
 * `cur` is an inferred member (created by the loader for an early fact): COMPLETE it in place:
@@ -227,11 +228,21 @@ MINUS_INFINITY = datetime.min.replace(tzinfo=UTC)
 TICK = timedelta(microseconds=1)
 
 
-def classify(cur: Version | None, change: Change, h2: str, h1: str, close_on_delete: bool) -> Action:
-    """The action for `change` given the current row (None when there is none)."""
+def classify(
+    cur: Version | None,
+    change: Change,
+    h2: str,
+    h1: str,
+    close_on_delete: bool,
+    closed_at: datetime | None = None,
+) -> Action:
+    """The action for `change` given the current row (None when there is none; `closed_at` is then
+    the end of the member's closed history, if any)."""
     if cur is None:
         if change.deleted:
             return Action.IGNORED_DELETE
+        if closed_at is not None and change.change_time < closed_at:
+            return Action.STALE  # a replayed change from before the member was deleted
         return Action.INSERT
     if change.deleted:
         if close_on_delete:
@@ -277,7 +288,8 @@ class ModelDimension:
         versions = self.rows.setdefault(natural_id, [])
         cur = next((v for v in versions if v.is_current), None)
         h2, h1 = self.hashes(change.attrs)
-        action = classify(cur, change, h2, h1, self.spec.close_on_delete)
+        closed_at = max(v.valid_to for v in versions) if versions and cur is None else None
+        action = classify(cur, change, h2, h1, self.spec.close_on_delete, closed_at)
         ct = change.change_time
         if action is Action.INSERT:
             last = versions[-1] if versions else None

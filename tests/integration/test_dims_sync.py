@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 
 import psycopg
@@ -13,7 +12,14 @@ from orion_etl.adapters.dim_queries import point_in_time_keys
 from orion_etl.config.models import DimensionSettings, OrionSettings
 from orion_etl.core.scd import CATALOG, INFINITY, MINUS_INFINITY, attr_hash, resolve_spec
 from orion_etl.jobs.dims import check, sync_batch
-from tests.integration.dims_helpers import add_client, row_fingerprints, ts, update_client, versions, with_dims
+from tests.integration.dims_helpers import (
+    add_client,
+    row_fingerprints,
+    ts,
+    update_client,
+    versions,
+    with_dims,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -21,10 +27,10 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def dims(
     stack_settings: OrionSettings, warehouse: psycopg.Connection, source: psycopg.Connection
-) -> Iterator[OrionSettings]:
+) -> OrionSettings:
     """Empty dimensions, source and sync state."""
     warehouse.execute("TRUNCATE etl_dim_sync_state")
-    yield stack_settings
+    return stack_settings
 
 
 def client_counts(settings: OrionSettings, *, full: bool = False) -> dict[str, int]:
@@ -96,7 +102,9 @@ def test_rerun_without_source_change_touches_nothing(dims: OrionSettings, source
     assert row_fingerprints(warehouse) == before
 
 
-def test_trade_between_two_versions_resolves_to_the_earlier_key(dims: OrionSettings, source, warehouse) -> None:
+def test_trade_between_two_versions_resolves_to_the_earlier_key(
+    dims: OrionSettings, source, warehouse
+) -> None:
     cid = add_client(source, segment="TIER_2", at=ts(1))
     client_counts(dims)
     update_client(source, cid, ts(10), segment="TIER_1")
@@ -152,7 +160,9 @@ def test_delete_only_flags_when_close_on_delete_is_off(dims: OrionSettings, sour
     assert client_counts(settings, full=True)["flagged_deleted"] == 0
 
 
-def test_watermark_catches_changes_made_while_the_job_was_late(dims: OrionSettings, source, warehouse) -> None:
+def test_watermark_catches_changes_made_while_the_job_was_late(
+    dims: OrionSettings, source, warehouse
+) -> None:
     a, b = add_client(source, at=ts(1)), add_client(source, at=ts(1))
     client_counts(dims)
     # Changes dated long before "now" (the run was hours late): no clock window can miss them.
