@@ -285,7 +285,7 @@ class ModelDimension:
 
     def apply_change(self, natural_id: Any, change: Change) -> Action:
         """Apply one change; returns the action taken."""
-        versions = self.rows.setdefault(natural_id, [])
+        versions = self.rows.get(natural_id, [])
         cur = next((v for v in versions if v.is_current), None)
         h2, h1 = self.hashes(change.attrs)
         closed_at = max(v.valid_to for v in versions) if versions and cur is None else None
@@ -295,6 +295,7 @@ class ModelDimension:
             last = versions[-1] if versions else None
             start = max(ct, last.valid_to) if last else (change.created_at or ct)
             number = last.version + 1 if last else 1
+            self.rows[natural_id] = versions
             versions.append(
                 Version(
                     self._key(),

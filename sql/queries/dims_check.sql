@@ -2,9 +2,11 @@
 -- Versions of a member are ordered by version; each must start where the previous one ended
 -- (half-open [valid_from, valid_to) intervals, no overlap, no gap), version numbers run 1..n,
 -- exactly one current version (the latest, open-ended) unless the member was deleted (closed).
+-- The one allowed gap: between a version closed by a deletion and the member's re-creation.
 WITH v AS (
     SELECT d.{nat} AS natural_id, d.version, d.valid_from, d.valid_to, d.is_current, d.is_deleted,
            lag(d.valid_to) OVER w AS prev_to,
+           lag(d.is_deleted) OVER w AS prev_deleted,
            row_number() OVER w AS rn,
            count(*) FILTER (WHERE d.is_current) OVER p AS n_current,
            max(d.version) OVER p AS max_version
@@ -31,7 +33,7 @@ SELECT 'overlapping_intervals', count(*), (array_agg(natural_id::text))[1:5]
 FROM v WHERE prev_to > valid_from
 UNION ALL
 SELECT 'gapped_intervals', count(*), (array_agg(natural_id::text))[1:5]
-FROM v WHERE prev_to < valid_from
+FROM v WHERE prev_to < valid_from AND NOT prev_deleted
 UNION ALL
 SELECT 'version_not_contiguous', count(*), (array_agg(natural_id::text))[1:5]
 FROM v WHERE version <> rn
