@@ -13,6 +13,7 @@ from rich.console import Console
 from orion_etl import __version__
 from orion_etl.cli import config as config_cmd
 from orion_etl.cli import db as db_cmd
+from orion_etl.cli import dims as dims_cmd
 from orion_etl.cli import dq as dq_cmd
 from orion_etl.cli import jobs as jobs_cmd
 from orion_etl.cli.context import AppState
@@ -31,6 +32,7 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(db_cmd.app, name="db")
 app.add_typer(jobs_cmd.app, name="jobs")
 app.add_typer(dq_cmd.app, name="dq")
+app.add_typer(dims_cmd.app, name="dims")
 
 
 def _version(value: bool) -> None:

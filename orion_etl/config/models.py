@@ -173,12 +173,23 @@ class DimensionSettings(Section):
     """Which attributes of one dimension are SCD Type 2 (versioned) and which Type 1 (overwritten)."""
 
     scd2: list[str]
-    scd1: list[str]
+    scd1: list[str] = Field(default_factory=list)  # attributes in neither list are type 1 as well
     close_on_delete: bool = True
 
 
+class DimsTopicSettings(Section):
+    """Debezium topics carrying dimension changes (consumed by `dims sync --from-cdc`)."""
+
+    client: str = "cdc.public.clients"
+    instrument: str = "cdc.public.instruments"
+    lp: str = "cdc.public.liquidity_providers"
+
+
 class DimsSettings(Section):
-    """Dimension sync (defaults are the story's)."""
+    """Dimension sync (defaults are the story's).
+
+    Attributes listed in neither `scd2` nor `scd1` (e.g. `client_code`) are treated as SCD1.
+    """
 
     client: DimensionSettings = Field(
         default_factory=lambda: DimensionSettings(
@@ -204,6 +215,13 @@ class DimsSettings(Section):
             scd2=["tier", "lp_type", "is_active"], scd1=["lp_code", "lp_name", "region"]
         )
     )
+    # Incremental reads take source rows with updated_at >= watermark - lookback_s, so that rows
+    # written by transactions that committed after the previous run read them are not missed.
+    lookback_s: int = Field(300, ge=0)
+    cdc_group_id: str = "orion-etl-dims"
+    cdc_topics: DimsTopicSettings = Field(default_factory=DimsTopicSettings)
+    cdc_batch_max_messages: int = Field(5000, ge=1)
+    cdc_idle_timeout_s: float = Field(2.0, gt=0)
 
 
 class TradingDaySettings(Section):

@@ -45,6 +45,7 @@ WAREHOUSE_TABLES = [
     "dim_clients",
     "dim_instruments",
     "dim_liquidity_providers",
+    "etl_dim_sync_state",
 ]
 SOURCE_TABLES = ["trades", "orders", "positions", "clients", "instruments", "liquidity_providers"]
 

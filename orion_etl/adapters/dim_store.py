@@ -1,0 +1,292 @@
+"""Warehouse side of dimension sync: a staging table and the set-based SCD statements.
+
+Both the batch path (source rows piped with binary COPY) and the CDC path (decoded Debezium
+envelopes) fill the same temporary staging table `_dim_stage`; `apply_staged` then applies it with
+a handful of set-based statements whose rules are those of `orion_etl.core.scd.classify`. Nothing
+here commits: the caller owns the transaction (dimension + watermark/offsets together).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from orion_etl.core.scd import Action, DimensionSpec
+
+STAGE = sql.Identifier("_dim_stage")
+WORK = sql.Identifier("_dim_work")
+
+
+def _ids(names: Iterable[str], prefix: str | None = None) -> sql.Composed:
+    if prefix:
+        return sql.SQL(", ").join(sql.Identifier(prefix, n) for n in names)
+    return sql.SQL(", ").join(sql.Identifier(n) for n in names)
+
+
+def stage_columns(spec: DimensionSpec) -> list[str]:
+    """Column order of `_dim_stage` (the batch COPY and the CDC rows follow it)."""
+    return ["natural_id", *spec.columns, "change_time", "created_at", "is_deleted", "seq", "round"]
+
+
+def create_stage(conn: psycopg.Connection, spec: DimensionSpec) -> None:
+    """(Re)create the temporary staging table for `spec` (dropped at commit)."""
+    attrs = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(a.column), sql.SQL(a.pg_type)) for a in spec.attributes
+    )
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(STAGE))
+    conn.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE {} (natural_id uuid NOT NULL, {}, change_time timestamptz NOT NULL, "
+            "created_at timestamptz, is_deleted boolean NOT NULL DEFAULT false, "
+            "seq bigint NOT NULL DEFAULT 0, round integer NOT NULL DEFAULT 1) ON COMMIT DROP"
+        ).format(STAGE, attrs)
+    )
+
+
+def source_select(spec: DimensionSpec, schema: str, since: datetime | None) -> sql.Composed:
+    """The source query whose binary COPY output matches `_dim_stage` column for column."""
+    cols = sql.SQL(", ").join(
+        sql.SQL("{}::{}").format(sql.Identifier(a.source), sql.SQL(a.pg_type)) for a in spec.attributes
+    )
+    where: sql.Composable = sql.SQL("")
+    if since is not None:
+        where = sql.SQL(" WHERE updated_at >= {}").format(sql.Literal(since))
+    return sql.SQL(
+        "SELECT id::uuid, {}, updated_at::timestamptz, created_at::timestamptz, false, 0::bigint, 1::integer "
+        "FROM {}.{}{}"
+    ).format(cols, sql.Identifier(schema), sql.Identifier(spec.source_table), where)
+
+
+def copy_in_stage(
+    conn: psycopg.Connection, spec: DimensionSpec, chunks: Iterable[bytes | bytearray | memoryview]
+) -> None:
+    """Stream binary COPY data (from the source's COPY TO) into `_dim_stage`."""
+    with (
+        conn.cursor() as cur,
+        cur.copy(
+            sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(STAGE, _ids(stage_columns(spec)))
+        ) as copy,
+    ):
+        for chunk in chunks:
+            copy.write(chunk)
+
+
+def write_stage_rows(conn: psycopg.Connection, spec: DimensionSpec, rows: Sequence[Sequence[Any]]) -> None:
+    """COPY Python rows (in `stage_columns` order) into `_dim_stage`."""
+    with (
+        conn.cursor() as cur,
+        cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(STAGE, _ids(stage_columns(spec)))) as copy,
+    ):
+        for row in rows:
+            copy.write_row(row)
+
+
+def stage_summary(conn: psycopg.Connection) -> tuple[int, datetime | None]:
+    """Rows staged and their newest change time."""
+    row = conn.execute(sql.SQL("SELECT count(*), max(change_time) FROM {}").format(STAGE)).fetchone()
+    assert row is not None
+    return int(row[0]), row[1]
+
+
+def stage_deletions(conn: psycopg.Connection, spec: DimensionSpec, at: datetime) -> int:
+    """Full mode: stage a deletion for every live member missing from the (complete) stage."""
+    nat = sql.Identifier(spec.natural_id)
+    cur = conn.execute(
+        sql.SQL(
+            "INSERT INTO {stage} (natural_id, change_time, is_deleted) "
+            "SELECT d.{nat}, %s, true FROM {table} d "
+            "WHERE d.is_current AND NOT d.is_inferred AND NOT d.is_deleted "
+            "AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.natural_id = d.{nat})"
+        ).format(stage=STAGE, nat=nat, table=sql.Identifier(spec.table)),
+        (at,),
+    )
+    return cur.rowcount
+
+
+def _hash(names: Sequence[str], alias: str | None) -> sql.Composed:
+    """md5 of jsonb_build_array(...)::text: the canonical text of `orion_etl.core.scd.canonical_text`."""
+    return sql.SQL("md5(jsonb_build_array({})::text)").format(_ids(names, alias))
+
+
+def rehash(conn: psycopg.Connection, spec: DimensionSpec) -> int:
+    """Recompute stored hashes from the columns (after the SCD split changed); returns rows updated."""
+    h2, h1 = _hash(spec.scd2, None), _hash(spec.scd1, None)
+    cur = conn.execute(
+        sql.SQL(
+            "UPDATE {t} SET scd2_hash = {h2}, scd1_hash = {h1}, updated_at = now() "
+            "WHERE NOT is_inferred AND (scd2_hash IS DISTINCT FROM {h2} OR scd1_hash IS DISTINCT FROM {h1})"
+        ).format(t=sql.Identifier(spec.table), h2=h2, h1=h1)
+    )
+    return cur.rowcount
+
+
+def _build_work(conn: psycopg.Connection, spec: DimensionSpec, round_no: int) -> None:
+    close = sql.Literal(spec.close_on_delete)
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(WORK))
+    conn.execute(
+        sql.SQL(
+            """
+            CREATE TEMP TABLE {work} ON COMMIT DROP AS
+            SELECT x.*,
+                   CASE
+                     WHEN x.cur_key IS NULL THEN
+                       CASE WHEN x.is_deleted THEN 'ignored_delete'
+                            WHEN x.closed_at IS NOT NULL AND x.change_time < x.closed_at THEN 'stale'
+                            ELSE 'insert' END
+                     WHEN x.is_deleted THEN
+                       CASE WHEN {close} THEN 'close'
+                            WHEN x.cur_deleted THEN 'unchanged' ELSE 'delete_flag' END
+                     WHEN x.cur_inferred THEN 'complete'
+                     WHEN x.cur_src IS NOT NULL AND x.change_time < x.cur_src THEN 'stale'
+                     WHEN x.cur_h2 IS DISTINCT FROM x.h2 THEN
+                       CASE WHEN x.change_time > x.cur_from THEN 'scd2' ELSE 'correct' END
+                     WHEN x.cur_h1 IS DISTINCT FROM x.h1 OR x.cur_deleted THEN 'scd1'
+                     ELSE 'unchanged'
+                   END AS action
+            FROM (
+              SELECT s.*, {h2} AS h2, {h1} AS h1,
+                     d.{key} AS cur_key, d.version AS cur_version, d.valid_from AS cur_from,
+                     d.scd2_hash AS cur_h2, d.scd1_hash AS cur_h1, d.is_inferred AS cur_inferred,
+                     d.is_deleted AS cur_deleted, d.source_updated_at AS cur_src,
+                     CASE WHEN d.{key} IS NULL THEN
+                       (SELECT max(h.valid_to) FROM {table} h WHERE h.{nat} = s.natural_id) END AS closed_at
+              FROM {stage} s
+              LEFT JOIN {table} d ON d.{nat} = s.natural_id AND d.is_current
+              WHERE s.round = %s
+            ) x
+            """
+        ).format(
+            work=WORK,
+            close=close,
+            h2=_hash(spec.scd2, "s"),
+            h1=_hash(spec.scd1, "s"),
+            key=sql.Identifier(spec.key),
+            stage=STAGE,
+            table=sql.Identifier(spec.table),
+            nat=sql.Identifier(spec.natural_id),
+        ),
+        (round_no,),
+    )
+    conn.execute(sql.SQL("ANALYZE {}").format(WORK))
+
+
+def _set_list(names: Sequence[str]) -> sql.Composed:
+    return sql.SQL(", ").join(
+        sql.SQL("{} = w.{}").format(sql.Identifier(n), sql.Identifier(n)) for n in names
+    )
+
+
+def _apply_work(conn: psycopg.Connection, spec: DimensionSpec) -> None:
+    fmt = {
+        "t": sql.Identifier(spec.table),
+        "key": sql.Identifier(spec.key),
+        "nat": sql.Identifier(spec.natural_id),
+        "work": WORK,
+    }
+    statements: list[sql.Composed] = []
+    if spec.scd1:
+        # Type 1 overwrites every version of the member (Kimball), only where it differs.
+        statements.append(
+            sql.SQL(
+                "UPDATE {t} d SET {scd1}, scd1_hash = w.h1, updated_at = now() FROM {work} w "
+                "WHERE w.action IN ('scd1', 'scd2') AND d.{nat} = w.natural_id "
+                "AND d.scd1_hash IS DISTINCT FROM w.h1"
+            ).format(scd1=_set_list(spec.scd1), **fmt)
+        )
+    statements += [
+        sql.SQL(
+            "UPDATE {t} d SET source_updated_at = w.change_time, is_deleted = false, updated_at = now() "
+            "FROM {work} w WHERE w.action = 'scd1' AND d.{key} = w.cur_key"
+        ).format(**fmt),
+        sql.SQL(
+            "UPDATE {t} d SET {attrs}, scd2_hash = w.h2, scd1_hash = w.h1, is_inferred = false, "
+            "is_deleted = false, source_updated_at = w.change_time, updated_at = now() "
+            "FROM {work} w WHERE w.action IN ('complete', 'correct') AND d.{key} = w.cur_key"
+        ).format(attrs=_set_list(spec.columns), **fmt),
+        sql.SQL(
+            "UPDATE {t} d SET valid_to = CASE WHEN w.action = 'scd2' THEN w.change_time "
+            "ELSE greatest(w.change_time, d.valid_from + interval '1 microsecond') END, "
+            "is_current = false, is_deleted = (w.action = 'close'), updated_at = now() "
+            "FROM {work} w WHERE w.action IN ('scd2', 'close') AND d.{key} = w.cur_key"
+        ).format(**fmt),
+        sql.SQL(
+            "UPDATE {t} d SET is_deleted = true, updated_at = now() "
+            "FROM {work} w WHERE w.action = 'delete_flag' AND d.{key} = w.cur_key"
+        ).format(**fmt),
+        # New members and new versions. A member re-created after a closed history continues it.
+        sql.SQL(
+            """
+            INSERT INTO {t} ({nat}, {cols}, scd2_hash, scd1_hash, valid_from, valid_to, is_current,
+                             version, is_inferred, is_deleted, source_updated_at)
+            SELECT w.natural_id, {wcols}, w.h2, w.h1,
+                   CASE WHEN w.action = 'scd2' THEN w.change_time
+                        ELSE coalesce(
+                          (SELECT greatest(w.change_time, max(h.valid_to)) FROM {t} h
+                            WHERE h.{nat} = w.natural_id HAVING count(*) > 0),
+                          w.created_at, w.change_time) END,
+                   'infinity', true,
+                   CASE WHEN w.action = 'scd2' THEN w.cur_version + 1
+                        ELSE coalesce((SELECT max(h.version) FROM {t} h WHERE h.{nat} = w.natural_id), 0) + 1
+                   END,
+                   false, false, w.change_time
+            FROM {work} w WHERE w.action IN ('insert', 'scd2')
+            """
+        ).format(cols=_ids(spec.columns), wcols=_ids(spec.columns, "w"), **fmt),
+    ]
+    for statement in statements:
+        conn.execute(statement)
+
+
+def apply_staged(conn: psycopg.Connection, spec: DimensionSpec) -> Counter[str]:
+    """Apply everything in `_dim_stage` (in `round` order); returns counts per `Action`."""
+    conn.execute(sql.SQL("ANALYZE {}").format(STAGE))
+    row = conn.execute(sql.SQL("SELECT coalesce(max(round), 0) FROM {}").format(STAGE)).fetchone()
+    rounds = int(row[0]) if row else 0
+    counts: Counter[str] = Counter({a.value: 0 for a in Action})
+    for round_no in range(1, rounds + 1):
+        _build_work(conn, spec, round_no)
+        _apply_work(conn, spec)
+        for action, n in conn.execute(
+            sql.SQL("SELECT action, count(*) FROM {} GROUP BY action").format(WORK)
+        ):
+            counts[action] += int(n)
+    return counts
+
+
+# --- sync state -------------------------------------------------------------------------------
+
+
+def read_state(conn: psycopg.Connection, dimension: str) -> tuple[datetime | None, str | None]:
+    """(watermark, spec fingerprint) of a dimension, locking its state row for the transaction."""
+    conn.execute(
+        "INSERT INTO etl_dim_sync_state (dimension) VALUES (%s) ON CONFLICT (dimension) DO NOTHING",
+        (dimension,),
+    )
+    row = conn.execute(
+        "SELECT watermark, spec_fingerprint FROM etl_dim_sync_state WHERE dimension = %s FOR UPDATE",
+        (dimension,),
+    ).fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+def write_state(
+    conn: psycopg.Connection,
+    dimension: str,
+    *,
+    watermark: datetime | None,
+    fingerprint: str,
+    full: bool,
+) -> None:
+    """Persist the fingerprint and the new watermark (None keeps it), in the caller's transaction."""
+    conn.execute(
+        "UPDATE etl_dim_sync_state SET watermark = coalesce(%s, watermark), spec_fingerprint = %s, "
+        "last_full_at = CASE WHEN %s THEN now() ELSE last_full_at END, updated_at = now() "
+        "WHERE dimension = %s",
+        (watermark, fingerprint, full, dimension),
+    )

@@ -1,0 +1,115 @@
+"""`orion-etl dims sync|check`: SCD Type 2 / Type 1 dimension synchronisation."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from orion_etl.cli.context import state
+from orion_etl.cli.render import OutputFormat, print_json, print_table
+from orion_etl.errors import ExitCode, UsageError
+from orion_etl.jobs import dims as dims_job
+from orion_etl.jobs import dims_cdc
+
+app = typer.Typer(help="Dimension sync (SCD2/SCD1 with surrogate keys) and checks.", no_args_is_help=True)
+
+
+class Dimension(StrEnum):
+    """`--dimension` choices."""
+
+    CLIENT = "client"
+    INSTRUMENT = "instrument"
+    LP = "lp"
+    ALL = "all"
+
+
+DimensionOpt = Annotated[Dimension, typer.Option("--dimension", "-d", help="client | instrument | lp | all")]
+FormatOpt = Annotated[OutputFormat, typer.Option("--format", help="table | json")]
+
+
+@app.command("sync")
+def sync(
+    ctx: typer.Context,
+    dimension: DimensionOpt = Dimension.ALL,
+    full: Annotated[
+        bool, typer.Option("--full", help="Read every source row; close members deleted in the source.")
+    ] = False,
+    from_cdc: Annotated[
+        bool, typer.Option("--from-cdc", help="Apply changes from the Debezium topics until caught up.")
+    ] = False,
+    fmt: FormatOpt = OutputFormat.TABLE,
+) -> None:
+    """Bring dimensions up to date; exit 1 when changes were skipped (stale or undecodable)."""
+    if full and from_cdc:
+        raise UsageError("--full and --from-cdc cannot be combined")
+    app_state = state(ctx)
+    settings = app_state.settings()
+    names = dims_job.selected(dimension.value)
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=app_state.err_console,
+        disable=not app_state.err_console.is_terminal,
+        transient=True,
+    ) as bar:
+        tasks = {n: bar.add_task(f"{n}: waiting", total=1) for n in names}
+
+        def step(name: str, phase: str) -> None:
+            bar.update(tasks[name], description=f"{name}: {phase}", completed=1 if phase == "done" else 0)
+
+        if from_cdc:
+            report = dims_cdc.sync_cdc(settings, dimension.value, progress=step)
+        else:
+            report = dims_job.sync_batch(settings, dimension.value, full=full, progress=step)
+    data = report.as_dict()
+    if fmt is OutputFormat.JSON:
+        print_json(data)
+    else:
+        columns = ["dimension", "read", "inserted", "scd1", "scd2", "closed", "completed_inferred"]
+        columns += ["unchanged", "stale", "undecodable"]
+        print_table(
+            app_state.console,
+            f"dims sync ({data['mode']})",
+            columns,
+            [[d[c] for c in columns] for d in data["dimensions"]],
+        )
+    if report.warnings:
+        raise typer.Exit(int(ExitCode.WARNINGS))
+
+
+@app.command("check")
+def check(
+    ctx: typer.Context, dimension: DimensionOpt = Dimension.ALL, fmt: FormatOpt = OutputFormat.TABLE
+) -> None:
+    """Check SCD2 invariants: one current version, contiguous intervals and versions; exit 2 on violation."""
+    app_state = state(ctx)
+    results = dims_job.check(app_state.settings(), dimension.value)
+    failed = [r for r in results if r.violations]
+    if fmt is OutputFormat.JSON:
+        print_json(
+            {
+                "ok": not failed,
+                "checks": [
+                    {
+                        "dimension": r.dimension,
+                        "check": r.check,
+                        "violations": r.violations,
+                        "samples": r.samples,
+                    }
+                    for r in results
+                ],
+            }
+        )
+    else:
+        print_table(
+            app_state.console,
+            "dimension checks",
+            ["dimension", "check", "violations", "samples"],
+            [[r.dimension, r.check, r.violations, ", ".join(r.samples)] for r in results],
+        )
+    if failed:
+        raise typer.Exit(int(ExitCode.FAILURE))
