@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from orion_etl import __version__
+from orion_etl.cli import aggregate as aggregate_cmd
 from orion_etl.cli import config as config_cmd
 from orion_etl.cli import db as db_cmd
 from orion_etl.cli.context import AppState
@@ -27,6 +28,7 @@ app = typer.Typer(
 )
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(db_cmd.app, name="db")
+app.add_typer(aggregate_cmd.app, name="aggregate")
 
 
 def _version(value: bool) -> None:
