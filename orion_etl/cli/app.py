@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from orion_etl import __version__
+from orion_etl.cli import aggregate as aggregate_cmd
 from orion_etl.cli import config as config_cmd
 from orion_etl.cli import db as db_cmd
 from orion_etl.cli import dims as dims_cmd
@@ -33,6 +34,8 @@ app.add_typer(db_cmd.app, name="db")
 app.add_typer(jobs_cmd.app, name="jobs")
 app.add_typer(dq_cmd.app, name="dq")
 app.add_typer(dims_cmd.app, name="dims")
+
+app.add_typer(aggregate_cmd.app, name="aggregate")
 
 
 def _version(value: bool) -> None:

@@ -282,6 +282,18 @@ class DqSettings(Section):
         return check_table_names(value)
 
 
+class AggregateSettings(Section):
+    """`orion-etl aggregate`: which dirty period buckets the intraday run recomputes."""
+
+    # Periods whose dirty buckets `aggregate --intraday` recomputes. Quarterly/yearly marks stay
+    # queued until a run includes them (e.g. a nightly `--intraday --periods all`).
+    intraday_periods: list[Literal["DAILY", "WEEKLY", "MONTHLY", "QUARTERLY", "YEARLY"]] = Field(
+        default_factory=lambda: ["DAILY", "WEEKLY", "MONTHLY"]  # type: ignore[arg-type]
+    )
+    # Wait for a running aggregation instead of failing with exit 3 (lock held).
+    wait_for_lock: bool = False
+
+
 class LoggingSettings(Section):
     """Logging: rich on a terminal, JSON lines otherwise (`auto`)."""
 
@@ -310,6 +322,7 @@ class OrionSettings(BaseSettings):
     dims: DimsSettings = Field(default_factory=DimsSettings)
     trading_day: TradingDaySettings = Field(default_factory=TradingDaySettings)
     dq: DqSettings = Field(default_factory=DqSettings)
+    aggregate: AggregateSettings = Field(default_factory=AggregateSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @classmethod

@@ -46,6 +46,8 @@ WAREHOUSE_TABLES = [
     "dim_instruments",
     "dim_liquidity_providers",
     "etl_dim_sync_state",
+    "agg_dirty_buckets",
+    "agg_intraday_state",
 ]
 SOURCE_TABLES = ["trades", "orders", "positions", "clients", "instruments", "liquidity_providers"]
 
