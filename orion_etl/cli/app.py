@@ -11,7 +11,9 @@ import typer
 from rich.console import Console
 
 from orion_etl import __version__
+from orion_etl.cli import cdc as cdc_cmd
 from orion_etl.cli import config as config_cmd
+from orion_etl.cli import connectors as connectors_cmd
 from orion_etl.cli import db as db_cmd
 from orion_etl.cli.context import AppState
 from orion_etl.errors import ExitCode, OrionError
@@ -27,6 +29,8 @@ app = typer.Typer(
 )
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(db_cmd.app, name="db")
+app.add_typer(connectors_cmd.app, name="connectors")
+app.add_typer(cdc_cmd.app, name="cdc")
 
 
 def _version(value: bool) -> None:
