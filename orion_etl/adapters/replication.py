@@ -89,9 +89,10 @@ def table_info(conn: psycopg.Connection, schema: str, tables: list[str], user: s
         SELECT t.name, c.relreplident,
                CASE WHEN c.oid IS NULL OR NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = %(user)s)
                     THEN false ELSE has_table_privilege(%(user)s, c.oid, 'SELECT') END
-        FROM unnest(%(tables)s::text[]) AS t(name)
+        FROM unnest(%(tables)s::text[]) WITH ORDINALITY AS t(name, ord)
         LEFT JOIN pg_namespace n ON n.nspname = %(schema)s
         LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.name AND c.relkind IN ('r', 'p')
+        ORDER BY t.ord
         """,
         {"tables": tables, "schema": schema, "user": user},
     ).fetchall()

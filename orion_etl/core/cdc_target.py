@@ -79,6 +79,10 @@ def resolve_target(settings: OrionSettings, env: str | None = None) -> CdcTarget
     data = base.model_dump(exclude={"environments"})
     data.update(overrides)
     data["env"] = name
+    # An empty environment variable (ORION_ETL_CDC__DATABASE_PASSWORD_REF=) means "not set".
+    for key in ("database_hostname", "database_dbname", "database_user", "database_password_ref"):
+        if data.get(key) == "":
+            data[key] = None
     for key in TEMPLATED_KEYS:
         if isinstance(data.get(key), str):
             data[key] = data[key].replace("{env}", name)

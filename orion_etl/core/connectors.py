@@ -166,7 +166,7 @@ def validation_errors(result: dict[str, Any]) -> list[str]:
     """`key: message` for each property Connect's validate endpoint rejected (values never included)."""
     errors: list[str] = []
     for item in result.get("configs", []):
-        value = item.get("value", {})
+        value = item.get("value") or {}
         for message in value.get("errors", []) or []:
             errors.append(f"{value.get('name', '?')}: {message}")
     return errors

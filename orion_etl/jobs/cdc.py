@@ -53,7 +53,7 @@ class PrepareReport:
 
     def add(self, item: str, outcome: Outcome, detail: str) -> None:
         self.steps.append(Step(item, outcome, detail))
-        log.info("cdc prepare: %s %s: %s", item, outcome, detail)
+        log.debug("cdc prepare: %s %s: %s", item, outcome, detail)
 
     @property
     def exit_code(self) -> int:
@@ -167,7 +167,7 @@ def _check_role(conn: psycopg.Connection, target: CdcTarget, report: PrepareRepo
         report.add(item, "could-not", f"cannot log in: ALTER ROLE {user} WITH LOGIN")
     elif role.superuser:
         report.add(
-            item, "warning", "superuser: works, but a dedicated REPLICATION role is safer in production"
+            item, "unchanged", "superuser (works; a dedicated REPLICATION role is safer in production)"
         )
     elif role.replication:
         report.add(item, "unchanged", "has REPLICATION")

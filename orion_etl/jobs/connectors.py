@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orion_etl.adapters import replication as repl
-from orion_etl.adapters.connect import ConnectClient, ConnectorNotFoundError
+from orion_etl.adapters.connect import ConnectClient, ConnectError, ConnectorNotFoundError
 from orion_etl.adapters.postgres import connect
 from orion_etl.core.cdc_target import CdcTarget
 from orion_etl.core.connector_config import CONNECTOR_CLASS, ConnectorSpec, mask_config, render_connector
@@ -51,7 +51,14 @@ def masked(spec: ConnectorSpec) -> dict[str, Any]:
 
 def validate(client: ConnectClient, spec: ConnectorSpec) -> list[str]:
     """Problems Kafka Connect (and Debezium, which connects to the database) find in the config."""
-    result = client.validate(spec.config.get("connector.class", CONNECTOR_CLASS), spec.config)
+    try:
+        result = client.validate(spec.config.get("connector.class", CONNECTOR_CLASS), spec.config)
+    except ConnectError as exc:
+        # A config provider that cannot resolve a reference (missing secrets file, ...) makes
+        # Connect answer 500 with a ConfigException: that is a rejected config, not an outage.
+        if exc.status_code == 500 and "ConfigException" in exc.message:
+            return [redactor.redact(exc.message.split("ConfigException:", 1)[1].strip())]
+        raise
     return list(dict.fromkeys(redactor.redact(e) for e in validation_errors(result)))
 
 
@@ -64,7 +71,7 @@ def ensure_valid(client: ConnectClient, spec: ConnectorSpec) -> None:
         )
         raise ConnectorRejectedError(
             f"Kafka Connect rejected connector {spec.name!r}: {errors[0]}{more}",
-            hint="check [cdc] / [source] settings and that the database is reachable from the Connect worker",
+            hint="check the cdc and source settings, and that the Connect worker can reach the database",
         )
 
 
