@@ -229,8 +229,9 @@ def delete(
 ) -> None:
     """Delete the connector. Its replication slot stays (and retains WAL) unless --drop-slot."""
     target = _target(ctx, env)
-    connector = name or job.render(target).name
-    if drop_slot and connector != job.render(target).name:
+    configured = job.render(target).name
+    connector = name or configured
+    if drop_slot and connector != configured:
         raise UsageError("--drop-slot only applies to the connector configured for --env")
     if not yes:
         if not sys.stdin.isatty():
@@ -241,7 +242,7 @@ def delete(
     typer.echo(f"{connector}: {'deleted' if existed else 'not registered (nothing to delete)'}")
     if drop_slot:
         typer.echo(f"{connector}: {job.drop_slot(target)}")
-    elif existed:
+    elif existed and connector == configured:
         typer.echo(
             f"{connector}: replication slot {target.cdc.slot_name!r} still retains WAL; "
             "drop it with --drop-slot if the connector is gone for good",

@@ -24,7 +24,7 @@ import psycopg
 import pytest
 
 from orion_etl.adapters.connect import ConnectClient
-from orion_etl.adapters.kafka import make_consumer
+from orion_etl.adapters.kafka import make_admin, make_consumer
 from orion_etl.adapters.postgres import connect
 from orion_etl.config.models import OrionSettings
 from tests.integration.conftest import STACK_PG_PASSWORD
@@ -145,6 +145,21 @@ def cdc(
             if client.get_config(state.name) is not None:
                 client.delete(state.name)
         _drop_slot(s, slot)
+        _delete_topics(s, state)
+
+
+def _delete_topics(settings: OrionSettings, state: Cdc) -> None:
+    """Remove the topics this session's connector created (routed tables and its heartbeat topic)."""
+    admin = make_admin(settings.kafka)
+    heartbeat = f"__debezium-heartbeat.{state.env['ORION_ETL_CDC__TOPIC_PREFIX']}"
+    mine = [
+        t
+        for t in admin.list_topics(timeout=15).topics
+        if t.startswith(f"{state.routed_prefix}.") or t == heartbeat
+    ]
+    if mine:
+        for future in admin.delete_topics(mine, operation_timeout=30).values():
+            future.result()
 
 
 class Reader:
@@ -306,6 +321,9 @@ def _status(cdc: Cdc) -> tuple[int, dict[str, Any]]:
 
 
 def test_status_pause_resume(cdc: Cdc) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while (status := _status(cdc))[0] != 0 and time.monotonic() < deadline:
+        time.sleep(0.5)  # tasks are assigned shortly after registration
     code, status = _status(cdc)
     assert (code, status["state"], [t["state"] for t in status["tasks"]]) == (0, "RUNNING", ["RUNNING"])
 
