@@ -21,7 +21,7 @@ app = typer.Typer(help="Manage the Debezium connector in Kafka Connect.", no_arg
 
 EnvOption = Annotated[
     str | None,
-    typer.Option("--env", "-e", help="CDC environment (default: cdc.env); see [cdc.environments]."),
+    typer.Option("--env", "-e", help="CDC environment (default: cdc.env); overrides in cdc.environments."),
 ]
 NameArg = Annotated[
     str | None,

@@ -288,6 +288,12 @@ def test_prepare_and_register_again_change_nothing(cdc: Cdc, connect_client: Con
     assert again.returncode == 0
     outcomes = {s["outcome"] for s in json.loads(again.stdout)["steps"]}
     assert outcomes == {"unchanged"}
+    with connect(cdc.settings.warehouse) as wh:
+        runs = wh.execute(
+            "SELECT status, records_processed FROM etl_job_runs "
+            "WHERE job_type = 'CDC_PREPARE' ORDER BY started_at"
+        ).fetchall()
+    assert runs[-1] == ("COMPLETED", 0) and runs[-2][0] == "COMPLETED" and runs[-2][1] > 0
 
     before = connect_client.get_config(cdc.name)
     plan = cdc.run("connectors", "register", "--format", "json")
@@ -391,6 +397,12 @@ def test_failures_are_one_clear_line(cdc: Cdc) -> None:
             "invalid",
         ),
         (("connectors", "status", "no-such-connector"), {}, 2, "is not registered"),
+        (
+            ("cdc", "prepare", "--dry-run"),
+            {"ORION_ETL_CDC__DATABASE_USER": "orion_no_such_role"},
+            2,
+            "could-not    role orion_no_such_role: role does not exist",
+        ),
         (("connectors", "render", "--env", "bad env"), {}, 2, "invalid environment name"),
     ]
     for args, extra, code, text in cases:
@@ -415,8 +427,11 @@ def test_delete_leaves_an_abandoned_slot_that_status_flags_then_drops_it(cdc: Cd
     deleted = cdc.run("connectors", "delete", "--yes")
     assert deleted.returncode == 0 and f"{cdc.name}: deleted" in deleted.stdout
     assert "still retains WAL" in deleted.stderr
-    missing = cdc.run("connectors", "status", "--format", "json")
-    assert missing.returncode == 2 and "is not registered" in missing.stderr
+    deadline = time.monotonic() + 30
+    while (missing := cdc.run("connectors", "status", "--format", "json")).returncode != 2:
+        assert time.monotonic() < deadline, missing.stdout  # the status topic catches up shortly
+        time.sleep(0.5)
+    assert "is not registered" in missing.stderr
 
     # The slot outlives the connector: with a zero WAL budget, an inactive slot is a failure.
     deadline = time.monotonic() + 30
