@@ -9,10 +9,13 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from orion_etl import __version__
 from orion_etl.cli import aggregate as aggregate_cmd
+from orion_etl.cli import cdc as cdc_cmd
 from orion_etl.cli import config as config_cmd
+from orion_etl.cli import connectors as connectors_cmd
 from orion_etl.cli import db as db_cmd
 from orion_etl.cli import dims as dims_cmd
 from orion_etl.cli import dq as dq_cmd
@@ -36,6 +39,8 @@ app.add_typer(dq_cmd.app, name="dq")
 app.add_typer(dims_cmd.app, name="dims")
 
 app.add_typer(aggregate_cmd.app, name="aggregate")
+app.add_typer(connectors_cmd.app, name="connectors")
+app.add_typer(cdc_cmd.app, name="cdc")
 
 
 def _version(value: bool) -> None:
@@ -72,9 +77,10 @@ def main() -> None:
     try:
         app()
     except OrionError as exc:
-        err.print(f"[bold red]error:[/] {redactor.redact(exc.message)}", highlight=False, soft_wrap=True)
+        text = escape(redactor.redact(exc.message))
+        err.print(f"[bold red]error:[/] {text}", highlight=False, soft_wrap=True)
         if exc.hint:
-            err.print(f"[dim]hint: {redactor.redact(exc.hint)}[/]", highlight=False, soft_wrap=True)
+            err.print(f"[dim]hint: {escape(redactor.redact(exc.hint))}[/]", highlight=False, soft_wrap=True)
         if debug:
             logging.getLogger("orion_etl").exception("details")
         sys.exit(int(exc.exit_code))
@@ -85,7 +91,10 @@ def main() -> None:
         if debug:
             raise
         message = redactor.redact(f"{type(exc).__name__}: {exc}".splitlines()[0])
-        err.print(f"[bold red]error:[/] unexpected {message} (run with --debug for details)", highlight=False)
+        err.print(
+            f"[bold red]error:[/] unexpected {escape(message)} (run with --debug for details)",
+            highlight=False,
+        )
         sys.exit(int(ExitCode.ERROR))
 
 

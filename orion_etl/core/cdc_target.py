@@ -1,0 +1,130 @@
+"""Which CDC environment a command acts on: `[cdc]` + `[cdc.environments.<env>]` with `{env}` filled in.
+
+Pure: takes the loaded settings and an environment name, returns the effective settings. Rules:
+
+* the environment is ``--env``, else ``cdc.env``;
+* when ``cdc.environments`` is not empty, the environment must be one of its names (or ``cdc.env``),
+  so a typo such as ``--env prdo`` cannot register a brand-new connector;
+* the overrides of that environment replace keys of ``[cdc]``; a ``source`` table in them replaces
+  keys of ``[source]`` (the connection `cdc prepare|status` use);
+* ``{env}`` in name-like keys is replaced by the environment name.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from orion_etl.config.models import CdcSettings, OrionSettings, SourceSettings
+from orion_etl.errors import ConfigError
+
+# Keys in which "{env}" is substituted.
+TEMPLATED_KEYS = (
+    "connector_name",
+    "topic_prefix",
+    "routed_topic_prefix",
+    "publication_name",
+    "slot_name",
+    "database_dbname",
+    "database_password_ref",
+    "heartbeat_table",
+)
+_TOPIC_RE = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+_IDENT_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_ENV_RE = re.compile(r"[A-Za-z0-9_-]{1,40}")
+
+
+@dataclass(frozen=True)
+class CdcTarget:
+    """The effective CDC settings of one environment and the source connection that goes with them."""
+
+    env: str
+    cdc: CdcSettings
+    source: SourceSettings
+
+    @property
+    def database_user(self) -> str:
+        """The user the connector logs in as."""
+        return self.cdc.database_user or self.source.user
+
+    @property
+    def captured_tables(self) -> list[str]:
+        """Configured tables, de-duplicated, in configured order."""
+        return list(dict.fromkeys(self.cdc.tables))
+
+    @property
+    def replica_identity_tables(self) -> list[str]:
+        """Tables `cdc prepare` sets to REPLICA IDENTITY FULL."""
+        wanted = self.cdc.replica_identity_full
+        if "*" in wanted:
+            return self.captured_tables
+        return list(dict.fromkeys(wanted))
+
+
+def resolve_target(settings: OrionSettings, env: str | None = None) -> CdcTarget:
+    """Effective settings for `env` (default `cdc.env`); `ConfigError` naming the key when invalid."""
+    base = settings.cdc
+    name = env or base.env
+    if not _ENV_RE.fullmatch(name):
+        raise ConfigError(f"invalid environment name {name!r} (letters, digits, '_' and '-', at most 40)")
+    if base.environments and name not in base.environments and name != base.env:
+        known = ", ".join(sorted(base.environments))
+        raise ConfigError(f"unknown environment {name!r}: cdc.environments defines {known}")
+    overrides: dict[str, Any] = dict(base.environments.get(name, {}))
+    source_overrides = overrides.pop("source", {}) or {}
+
+    data = base.model_dump(exclude={"environments"})
+    data.update(overrides)
+    data["env"] = name
+    # An empty environment variable (ORION_ETL_CDC__DATABASE_PASSWORD_REF=) means "not set".
+    for key in ("database_hostname", "database_dbname", "database_user", "database_password_ref"):
+        if data.get(key) == "":
+            data[key] = None
+    for key in TEMPLATED_KEYS:
+        if isinstance(data.get(key), str):
+            data[key] = data[key].replace("{env}", name)
+    where = f"cdc.environments.{name}" if overrides else "cdc"
+    try:
+        cdc = CdcSettings.model_validate(data)
+        source = SourceSettings.model_validate({**settings.source.model_dump(), **source_overrides})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"{where}: {loc}: {err['msg']}") from None
+    _check_names(cdc, where)
+    return CdcTarget(env=name, cdc=cdc, source=source)
+
+
+def _check_names(cdc: CdcSettings, where: str) -> None:
+    for key in ("topic_prefix", "routed_topic_prefix"):
+        value = getattr(cdc, key)
+        if not _TOPIC_RE.fullmatch(value):
+            raise ConfigError(
+                f"{where}.{key}: {value!r} is not a valid topic prefix "
+                "(letters, digits, '_', '-', dot-separated)"
+            )
+    for key in ("slot_name", "publication_name"):
+        value = getattr(cdc, key)
+        if not _IDENT_RE.fullmatch(value):
+            raise ConfigError(
+                f"{where}.{key}: {value!r} must be a lower-case PostgreSQL name ([a-z_][a-z0-9_]*, <= 63)"
+            )
+    if not cdc.tables:
+        raise ConfigError(f"{where}.tables: at least one table is required")
+    for table in [*cdc.tables, *(t for t in cdc.replica_identity_full if t != "*")]:
+        if not _IDENT_RE.fullmatch(table):
+            raise ConfigError(f"{where}.tables: {table!r} is not a plain lower-case table name")
+    if cdc.heartbeat_table and not _IDENT_RE.fullmatch(cdc.heartbeat_table):
+        raise ConfigError(f"{where}.heartbeat_table: {cdc.heartbeat_table!r} is not a plain table name")
+    unknown = [t for t in cdc.replica_identity_full if t != "*" and t not in cdc.tables]
+    if unknown:
+        raise ConfigError(f"{where}.replica_identity_full: {unknown[0]!r} is not one of cdc.tables")
+    ref = cdc.database_password_ref
+    if ref is not None and not re.fullmatch(r"\$\{[A-Za-z0-9_.-]+:[^{}]+\}", ref):
+        raise ConfigError(
+            f"{where}.database_password_ref: expected a config-provider reference such as "
+            "'${env:VAR}' or '${file:/path/secrets.properties:key}'"
+        )

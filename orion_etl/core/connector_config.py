@@ -1,0 +1,137 @@
+"""Render the Debezium 3.x PostgreSQL connector config from orion-etl settings (pure, no I/O).
+
+Fixes the story's `createDebeziumConfig` (see shared/spec/REVIEW.md):
+
+* ``topic.prefix`` instead of ``database.server.name`` (gone since Debezium 2.0);
+* the RegexRouter gets the keys it actually reads, ``transforms.route.regex`` and
+  ``transforms.route.replacement``; the regex is anchored on ``<topic.prefix>.<schema>.`` so that
+  only table topics are routed (``<prefix>.public.trades`` -> ``cdc.public.trades``), never the
+  heartbeat or transaction topics;
+* the password can be a Kafka Connect config-provider reference (``${file:...}``/``${env:...}``),
+  which Connect resolves at runtime and never stores or returns in clear; inline passwords are
+  masked in everything orion-etl prints;
+* a heartbeat (topic ``__debezium-heartbeat.<prefix>``) plus an action query that upserts one row
+  of ``heartbeat_table`` per slot, so the slot advances even when the captured tables are idle and
+  `cdc status` can measure the heartbeat age;
+* ``decimal.handling.mode=string`` by default: NUMERIC money stays exact and readable in JSON
+  (``precise`` gives base64 bytes in JSON, ``double`` loses precision).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from orion_etl.core.cdc_target import CdcTarget
+
+CONNECTOR_CLASS = "io.debezium.connector.postgresql.PostgresConnector"
+JSON_CONVERTER = "org.apache.kafka.connect.json.JsonConverter"
+REGEX_ROUTER = "org.apache.kafka.connect.transforms.RegexRouter"
+MASK = "********"
+_SECRET_KEY = re.compile(r"password|secret|token|jaas|credential|api\.?key", re.I)
+_PROVIDER_REF = re.compile(r"\$\{[A-Za-z0-9_.-]+:[^{}]+\}")
+
+
+@dataclass(frozen=True)
+class ConnectorSpec:
+    """A rendered connector: its name, its full config and the secret values inside it."""
+
+    name: str
+    config: dict[str, str]
+    secrets: tuple[str, ...] = ()
+
+    @property
+    def password_inline(self) -> bool:
+        """True when the database password is in the config in clear (no provider reference)."""
+        return not is_provider_ref(self.config.get("database.password", ""))
+
+
+def is_provider_ref(value: str) -> bool:
+    """`${provider:[path:]key}`: a Kafka Connect config-provider reference, safe to show."""
+    return bool(_PROVIDER_REF.fullmatch(value))
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a connector property name carries a secret."""
+    return bool(_SECRET_KEY.search(key))
+
+
+def mask_value(key: str, value: str | None) -> str | None:
+    """The value as it may be shown: secrets masked, config-provider references kept."""
+    if value is None or not is_secret_key(key) or is_provider_ref(value) or value == "":
+        return value
+    return MASK
+
+
+def mask_config(config: dict[str, str]) -> dict[str, str]:
+    """A copy of a connector config with every secret value masked."""
+    return {k: mask_value(k, v) or "" for k, v in config.items()}
+
+
+def java_regex_literal(text: str) -> str:
+    """`text` as a Java regex literal (topic names only contain [A-Za-z0-9._-])."""
+    return text.replace(".", r"\.")
+
+
+def heartbeat_action_query(schema: str, table: str, slot: str) -> str:
+    """The upsert Debezium runs on every heartbeat (names are validated plain identifiers)."""
+    return (
+        f'INSERT INTO "{schema}"."{table}" (slot_name, heartbeat_at) '
+        f"VALUES ('{slot}', now()) "
+        "ON CONFLICT (slot_name) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at"
+    )
+
+
+def render_connector(target: CdcTarget) -> ConnectorSpec:
+    """The connector name and config for one environment."""
+    cdc, source = target.cdc, target.source
+    schema = source.schema_name
+    secrets: list[str] = []
+    if cdc.database_password_ref:
+        password = cdc.database_password_ref
+    else:
+        secret = cdc.database_password or source.password
+        password = secret.get_secret_value()
+        secrets.append(password)
+    config: dict[str, str] = {
+        "name": cdc.connector_name,
+        "connector.class": CONNECTOR_CLASS,
+        "tasks.max": "1",
+        "database.hostname": cdc.database_hostname or source.host,
+        "database.port": str(cdc.database_port or source.port),
+        "database.user": target.database_user,
+        "database.password": password,
+        "database.dbname": cdc.database_dbname or source.dbname,
+        "topic.prefix": cdc.topic_prefix,
+        "plugin.name": "pgoutput",
+        "publication.name": cdc.publication_name,
+        "publication.autocreate.mode": cdc.publication_autocreate_mode,
+        "slot.name": cdc.slot_name,
+        "table.include.list": ",".join(f"{schema}.{t}" for t in target.captured_tables),
+        "snapshot.mode": cdc.snapshot_mode,
+        "decimal.handling.mode": cdc.decimal_handling_mode,
+        "tombstones.on.delete": "true",
+        "heartbeat.interval.ms": str(cdc.heartbeat_interval_ms),
+        "key.converter": JSON_CONVERTER,
+        "key.converter.schemas.enable": "true",
+        "value.converter": JSON_CONVERTER,
+        "value.converter.schemas.enable": "true",
+        # Topics are created by Connect with the broker's defaults instead of relying on
+        # auto.create.topics.enable (which production brokers usually disable).
+        "topic.creation.default.replication.factor": "-1",
+        "topic.creation.default.partitions": "-1",
+        "transforms": "route",
+        "transforms.route.type": REGEX_ROUTER,
+        "transforms.route.regex": java_regex_literal(f"{cdc.topic_prefix}.{schema}.") + "(.*)",
+        "transforms.route.replacement": f"{cdc.routed_topic_prefix}.{schema}.$1",
+    }
+    if cdc.heartbeat_table and cdc.heartbeat_interval_ms > 0:
+        config["heartbeat.action.query"] = heartbeat_action_query(schema, cdc.heartbeat_table, cdc.slot_name)
+    config.update(cdc.extra)
+    config["name"] = cdc.connector_name
+    return ConnectorSpec(name=cdc.connector_name, config=config, secrets=tuple(secrets))
+
+
+def routed_topic(target: CdcTarget, table: str) -> str:
+    """The Kafka topic the changes of `table` land on after routing."""
+    return f"{target.cdc.routed_topic_prefix}.{target.source.schema_name}.{table}"
