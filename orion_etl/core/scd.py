@@ -324,7 +324,9 @@ class ModelDimension:
                     v.attrs.update({c: change.attrs.get(c) for c in self.spec.scd1})
                     v.h1 = h1
             if action is Action.SCD2:
-                cur.valid_to, cur.is_current = ct, False
+                # A delete-flagged member changed again lives in the source: the closed version
+                # is ordinary history, not "closed by a deletion" (as the warehouse SQL does).
+                cur.valid_to, cur.is_current, cur.is_deleted = ct, False, False
                 versions.append(
                     Version(
                         self._key(),
