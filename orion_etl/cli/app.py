@@ -13,6 +13,7 @@ from rich.console import Console
 from orion_etl import __version__
 from orion_etl.cli import config as config_cmd
 from orion_etl.cli import db as db_cmd
+from orion_etl.cli import stream as stream_cmd
 from orion_etl.cli.context import AppState
 from orion_etl.errors import ExitCode, OrionError
 from orion_etl.logs import redactor
@@ -27,6 +28,7 @@ app = typer.Typer(
 )
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(db_cmd.app, name="db")
+app.add_typer(stream_cmd.app, name="stream")
 
 
 def _version(value: bool) -> None:
