@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+UNAVAILABLE_PLACEHOLDER = "__debezium_unavailable_value"
+
 _FIELD_TYPES = {
     "trades": {
         "id": ("string", "io.debezium.data.Uuid", False),

@@ -202,8 +202,8 @@ class WarehouseLoader:
                 "s.seen_since_kept, s.last_kept_spread_bps, s.last_kept_offset "
                 "FROM etl_quote_sampler_state s JOIN unnest(%s::text[], %s::int[], %s::uuid[], %s::uuid[], "
                 "%s::uuid[]) AS k(topic, partition, tenant_id, instrument_id, lp_id) "
-                "USING (topic, partition, tenant_id, instrument_id, lp_id)",
-                [list(c) for c in cols],
+                "USING (topic, partition, tenant_id, instrument_id, lp_id) WHERE s.consumer_group = %s",
+                [*(list(c) for c in cols), self.group],
             ).fetchall()
         return {(r[0], r[1], r[2], r[3], r[4]): SamplerState(r[5], r[6], r[7]) for r in rows}
 
@@ -437,15 +437,15 @@ class WarehouseLoader:
         cols.append([state[k].last_kept_spread_bps for k in keys])
         cols.append([state[k].last_kept_offset for k in keys])
         conn.execute(
-            "INSERT INTO etl_quote_sampler_state AS s (topic, partition, tenant_id, instrument_id, lp_id, "
-            "seen_since_kept, last_kept_spread_bps, last_kept_offset) "
-            "SELECT * FROM unnest(%s::text[], %s::int[], %s::uuid[], %s::uuid[], %s::uuid[], %s::int[], "
+            "INSERT INTO etl_quote_sampler_state AS s (consumer_group, topic, partition, tenant_id, "
+            "instrument_id, lp_id, seen_since_kept, last_kept_spread_bps, last_kept_offset) "
+            "SELECT %s, * FROM unnest(%s::text[], %s::int[], %s::uuid[], %s::uuid[], %s::uuid[], %s::int[], "
             "%s::numeric[], %s::bigint[]) "
-            "ON CONFLICT (topic, partition, tenant_id, instrument_id, lp_id) DO UPDATE SET "
+            "ON CONFLICT (consumer_group, topic, partition, tenant_id, instrument_id, lp_id) DO UPDATE SET "
             "seen_since_kept = EXCLUDED.seen_since_kept, "
             "last_kept_spread_bps = EXCLUDED.last_kept_spread_bps, "
             "last_kept_offset = EXCLUDED.last_kept_offset, updated_at = now()",
-            cols,
+            [self.group, *cols],
         )
 
     def _issues(self, conn: psycopg.Connection, issues: list[dict[str, Any]], job_run_id: str | None) -> int:

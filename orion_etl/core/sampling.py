@@ -1,6 +1,6 @@
 """Deterministic quote sampling (no randomness): the same input keeps the same quotes.
 
-Per (topic, partition, tenant, instrument, LP), in offset order, a quote is kept when
+Per (topic, partition, tenant, instrument, LP) and consumer group, in offset order, a quote is kept when
   * it is the first quote ever seen for that key, or
   * `every_n` quotes have been seen since the last kept one (so every Nth is kept), or
   * its spread moved by at least `change_bps` basis points versus the last kept quote.

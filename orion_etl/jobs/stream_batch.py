@@ -189,9 +189,10 @@ class BatchPreparer:
             ups = latest.filter(pl.col("_op") != "d")
             if not ups.is_empty():
                 ups = ups.with_columns(
-                    pl.format(
-                        '{"topic":"{}","partition":{},"offset":{}}',
-                        pl.col("_topic"), pl.col("_partition"), pl.col("_offset"),
+                    pl.concat_str(
+                        pl.lit('{"topic":"'), pl.col("_topic"), pl.lit('","partition":'),
+                        pl.col("_partition").cast(pl.String), pl.lit(',"offset":'),
+                        pl.col("_offset").cast(pl.String), pl.lit("}"),
                     ).alias("src_kafka")
                 )  # fmt: skip
                 setattr(out.write, "trades" if table == "fact_trades" else "orders", ups)

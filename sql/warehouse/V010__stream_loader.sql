@@ -24,11 +24,13 @@ CREATE TABLE etl_fact_tombstones (
     PRIMARY KEY (fact_table, natural_key)
 );
 
--- Quote sampling state per (topic, partition, tenant, instrument, LP): how many quotes were seen
+-- Quote sampling state per (consumer group, topic, partition, tenant, instrument, LP): how many quotes were seen
 -- since the last kept one and that quote's spread. It is written in the same transaction as the
 -- kept quotes and the Kafka positions, so a restart continues with exactly the state of the
--- last committed batch and the same input always keeps the same quotes.
+-- last committed batch and the same input always keeps the same quotes (also for a replay by
+-- another consumer group, which starts from its own empty state).
 CREATE TABLE etl_quote_sampler_state (
+    consumer_group        TEXT    NOT NULL,
     topic                 TEXT    NOT NULL,
     partition             INTEGER NOT NULL,
     tenant_id             UUID    NOT NULL,
@@ -38,5 +40,5 @@ CREATE TABLE etl_quote_sampler_state (
     last_kept_spread_bps  NUMERIC(18, 6),
     last_kept_offset      BIGINT  NOT NULL,
     updated_at            TIMESTAMPTZ NOT NULL DEFAULT now(),
-    PRIMARY KEY (topic, partition, tenant_id, instrument_id, lp_id)
+    PRIMARY KEY (consumer_group, topic, partition, tenant_id, instrument_id, lp_id)
 );
