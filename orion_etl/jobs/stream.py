@@ -210,7 +210,11 @@ class StreamJob:
         producer = make_producer(kafka)
         publisher = DeadLetterPublisher(producer, self.st.dlq_suffix, self.group)
         publisher.job_run_id = self.job_run_id
-        consumer = make_consumer(kafka, self.group, **{"auto.offset.reset": self.st.start_from})
+        consumer = make_consumer(
+            kafka,
+            self.group,
+            **{"auto.offset.reset": self.st.start_from, "fetch.wait.max.ms": 50, "statistics.interval.ms": 1000},
+        )
         self.consumer = consumer
         consumer.subscribe(
             self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
@@ -334,15 +338,26 @@ class StreamJob:
         if not self.assigned:
             return time.monotonic() - started > self.st.assignment_timeout_s
         for topic, partition in self.assigned:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=10, cached=False
-            )
+            low, high = self._watermarks(consumer, topic, partition)
             done = self.expected.get((topic, partition))
             if done is None:
                 done = low if self.st.start_from == "earliest" else high
             if done < high:
                 return False
         return True
+
+    @staticmethod
+    def _watermarks(consumer: Consumer, topic: str, partition: int) -> tuple[int, int]:
+        """(low, high): as seen in librdkafka's last fetch/statistics, else asked (slow).
+
+        An uncached query waits behind the in-flight fetch request, so the cached value is used
+        whenever the partition has been fetched at least once.
+        """
+        tp = TopicPartition(topic, partition)
+        low, high = consumer.get_watermark_offsets(tp, cached=True) or (-1, -1)
+        if high < 0 or low < 0:
+            low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False) or (0, 0)
+        return low, high
 
     def _update_lag(self, consumer: Consumer) -> None:
         if not self.assigned or time.monotonic() - self._last_lag < 2.0:
@@ -351,9 +366,7 @@ class StreamJob:
         lag = 0
         try:
             for topic, partition in self.assigned:
-                low, high = consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=2, cached=False
-                )
+                low, high = self._watermarks(consumer, topic, partition)
                 done = self.expected.get((topic, partition))
                 lag += max(0, high - (low if done is None else done))
         except KafkaException:
