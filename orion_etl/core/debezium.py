@@ -247,6 +247,8 @@ def decode_cdc(record: KafkaRecord) -> Change:
         raise DecodeError(ErrorClass.DECODE, f"envelope has wrong types: {_msg(exc)}") from exc
     except msgspec.DecodeError as exc:
         raise DecodeError(ErrorClass.DECODE, f"not valid JSON: {_msg(exc)}") from exc
+    except UnicodeDecodeError as exc:
+        raise DecodeError(ErrorClass.DECODE, f"not valid UTF-8: {_msg(exc)}") from exc
     op = payload.op
     if op is None:
         raise DecodeError(ErrorClass.MISSING_PAYLOAD, "no Debezium payload (op missing)")
@@ -283,6 +285,8 @@ def decode_event(record: KafkaRecord, expected_type: str | None = None) -> Chang
         raise DecodeError(ErrorClass.DECODE, f"event has wrong types: {_msg(exc)}") from exc
     except msgspec.DecodeError as exc:
         raise DecodeError(ErrorClass.DECODE, f"not valid JSON: {_msg(exc)}") from exc
+    except UnicodeDecodeError as exc:
+        raise DecodeError(ErrorClass.DECODE, f"not valid UTF-8: {_msg(exc)}") from exc
     if event.payload is None:
         raise DecodeError(ErrorClass.MISSING_PAYLOAD, "event without payload")
     if expected_type and event.eventType and event.eventType != expected_type:
