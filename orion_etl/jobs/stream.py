@@ -213,7 +213,11 @@ class StreamJob:
         consumer = make_consumer(
             kafka,
             self.group,
-            **{"auto.offset.reset": self.st.start_from, "fetch.wait.max.ms": 50, "statistics.interval.ms": 1000},
+            **{
+                "auto.offset.reset": self.st.start_from,
+                "fetch.wait.max.ms": 50,
+                "statistics.interval.ms": 1000,
+            },
         )
         self.consumer = consumer
         consumer.subscribe(

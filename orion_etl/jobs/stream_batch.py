@@ -181,14 +181,25 @@ class BatchPreparer:
             valid = (
                 self._validate(pl.concat(frames, how="diagonal_relaxed"), table, key, out) if frames else None
             )
-            combined = [f for f in (valid, dels) if f is not None and not f.is_empty()]
-            if not combined:
-                continue
-            latest, superseded = facts.latest_per_key(pl.concat(combined, how="diagonal_relaxed"), key)
-            counts["superseded"] += superseded
-            ups = latest.filter(pl.col("_op") != "d")
-            if not ups.is_empty():
-                ups = ups.with_columns(
+            # Upserts and deletes are deduplicated separately and both applied (upsert first, then the
+            # delete, each guarded by position): the warehouse then ends the same whether a create and
+            # its delete arrive in one batch or in two, which keeps crash/restart runs identical.
+            for part in (valid, dels):
+                if part is None or part.is_empty():
+                    continue
+                latest, superseded = facts.latest_per_key(part, key)
+                counts["superseded"] += superseded
+                out.latencies_ts_ms.extend(latest.get_column("_ts_ms").drop_nulls().to_list())
+                if part is dels:
+                    deletes.append(
+                        latest.select(
+                            pl.lit(table).alias("fact_table"),
+                            pl.col(key).alias("natural_key"),
+                            *facts.POSITION_COLUMNS,
+                        )
+                    )
+                    continue
+                ups = latest.with_columns(
                     pl.concat_str(
                         pl.lit('{"topic":"'), pl.col("_topic"), pl.lit('","partition":'),
                         pl.col("_partition").cast(pl.String), pl.lit(',"offset":'),
@@ -196,16 +207,6 @@ class BatchPreparer:
                     ).alias("src_kafka")
                 )  # fmt: skip
                 setattr(out.write, "trades" if table == "fact_trades" else "orders", ups)
-            d = latest.filter(pl.col("_op") == "d")
-            if not d.is_empty():
-                deletes.append(
-                    d.select(
-                        pl.lit(table).alias("fact_table"),
-                        pl.col(key).alias("natural_key"),
-                        *facts.POSITION_COLUMNS,
-                    )
-                )
-            out.latencies_ts_ms.extend(latest.get_column("_ts_ms").drop_nulls().to_list())
         if deletes:
             out.write.deletes = pl.concat(deletes, how="vertical_relaxed")
 

@@ -33,7 +33,12 @@ def stream_settings(base: OrionSettings, topic_name: Callable[[str], str], **str
         "assignment_timeout_s": 20,
         **stream,
     }
-    new_stream = base.stream.model_copy(update={"topics": base.stream.topics.model_copy(update=topics), **{k: v for k, v in update.items() if k != "topics"}})
+    new_stream = base.stream.model_copy(
+        update={
+            "topics": base.stream.topics.model_copy(update=topics),
+            **{k: v for k, v in update.items() if k != "topics"},
+        }
+    )
     return base.model_copy(update={"stream": new_stream})
 
 
@@ -74,7 +79,8 @@ def fact_snapshot(conn: psycopg.Connection) -> dict[str, Any]:
     """Facts with dimension keys replaced by natural ids, timestamps of loading removed."""
     trades = conn.execute(
         "SELECT f.trade_id, f.tenant_id, f.trade_date, f.trade_date_key, f.side, f.quantity, f.price, "
-        "f.notional_value, f.fees, f.net_amount, f.execution_venue, f.is_deleted, f.src_commit_lsn, f.src_lsn, "
+        "f.notional_value, f.fees, f.net_amount, f.execution_venue, f.is_deleted, f.src_commit_lsn, "
+        "f.src_lsn, "
         "c.client_id, c.version, i.instrument_id, l.lp_id FROM fact_trades f "
         "LEFT JOIN dim_clients c USING (client_key) LEFT JOIN dim_instruments i USING (instrument_key) "
         "LEFT JOIN dim_liquidity_providers l USING (lp_key) ORDER BY trade_id"
@@ -95,7 +101,8 @@ def fact_snapshot(conn: psycopg.Connection) -> dict[str, Any]:
 
 def totals(conn: psycopg.Connection) -> tuple[Any, ...]:
     row = conn.execute(
-        "SELECT count(*), sum(notional_value), sum(net_amount), count(*) FILTER (WHERE is_deleted) FROM fact_trades"
+        "SELECT count(*), sum(notional_value), sum(net_amount), count(*) FILTER (WHERE is_deleted) "
+        "FROM fact_trades"
     ).fetchone()
     orders = conn.execute("SELECT count(*), sum(filled_quantity) FROM fact_orders").fetchone()
     quotes = conn.execute("SELECT count(*), sum(mid_price) FROM fact_quotes").fetchone()

@@ -11,8 +11,23 @@ import pytest
 from psycopg import sql
 
 from orion_etl.config.models import OrionSettings
-from tests.integration.stream_support import STREAM_TABLES, drain, fact_snapshot, produce, stream_settings, totals
-from tests.stream_builders import UNAVAILABLE_PLACEHOLDER, cdc, dumps, order_row, quote_event, trade_event, trade_row
+from tests.integration.stream_support import (
+    STREAM_TABLES,
+    drain,
+    fact_snapshot,
+    produce,
+    stream_settings,
+    totals,
+)
+from tests.stream_builders import (
+    UNAVAILABLE_PLACEHOLDER,
+    cdc,
+    dumps,
+    order_row,
+    quote_event,
+    trade_event,
+    trade_row,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +42,7 @@ def wh(warehouse: psycopg.Connection) -> Iterator[psycopg.Connection]:
     warehouse.execute(
         sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(sql.Identifier(t) for t in STREAM_TABLES))
     )
-    yield warehouse
+    return warehouse
 
 
 def seed_dimensions(conn: psycopg.Connection) -> dict[str, int]:
@@ -61,15 +76,21 @@ def test_trades_orders_events_quotes_load_with_point_in_time_keys(
     t = settings.stream.topics
     keys = seed_dimensions(wh)
     before = trade_row(trade_date="2024-03-05T12:00:00Z", quantity="100.5", price="1.085", fees="2.5")
-    after = trade_row(trade_date="2024-03-15T12:00:00Z", side="SELL", quantity="3", price="0.3333333333", fees="0.1")
+    after = trade_row(
+        trade_date="2024-03-15T12:00:00Z", side="SELL", quantity="3", price="0.3333333333", fees="0.1"
+    )
     early = trade_row(trade_date="2023-12-01T12:00:00Z")
     event = trade_event(quantity="1000", price="1.2345", fees="1.5", side="SELL")
     orders = [order_row(status=s) for s in ("FILLED", "REJECTED", "CANCELLED")]
     orders[1].update(requested_quantity="5", filled_quantity="0")
     quotes = [quote_event("1.0850", "1.0852", ts=f"2024-03-15T14:30:0{i}Z") for i in range(5)]
-    msgs = [(t.trades_cdc, r["id"].encode(), cdc("trades", r, lsn=1000 + i, commit_lsn=900 + i))
-            for i, r in enumerate((before, after, early))]
-    msgs.append((t.trades_cdc, before["id"].encode(), cdc("trades", before, schema=False, lsn=1000, commit_lsn=900)))
+    msgs = [
+        (t.trades_cdc, r["id"].encode(), cdc("trades", r, lsn=1000 + i, commit_lsn=900 + i))
+        for i, r in enumerate((before, after, early))
+    ]
+    msgs.append(
+        (t.trades_cdc, before["id"].encode(), cdc("trades", before, schema=False, lsn=1000, commit_lsn=900))
+    )
     msgs.append((t.trade_events, None, dumps(event)))
     msgs += [(t.orders_cdc, o["id"].encode(), cdc("orders", o, lsn=2000 + i)) for i, o in enumerate(orders)]
     msgs += [(t.quote_events, None, dumps(q)) for q in quotes]
@@ -95,7 +116,9 @@ def test_trades_orders_events_quotes_load_with_point_in_time_keys(
     assert rows[after["id"]][3:6] == (Decimal("0.9999999999"), Decimal("0.8999999999"), 20240315)
     ev = rows[event["payload"]["tradeId"]]
     assert ev[3:5] == (Decimal("1234.5000000000"), Decimal("1233.0000000000")) and ev[6] == "event"
-    lp = wh.execute("SELECT lp_key, is_inferred, is_current, version, valid_from::text FROM dim_liquidity_providers").fetchall()
+    lp = wh.execute(
+        "SELECT lp_key, is_inferred, is_current, version, valid_from::text FROM dim_liquidity_providers"
+    ).fetchall()
     assert len(lp) == 1 and lp[0][1:] == (True, True, 1, "-infinity")
     assert {r[2] for r in rows.values()} == {lp[0][0]}
 
@@ -105,7 +128,9 @@ def test_trades_orders_events_quotes_load_with_point_in_time_keys(
     quote_rows = wh.execute("SELECT src_offset, mid_price, spread_bps FROM fact_quotes ORDER BY 1").fetchall()
     assert [r[0] for r in quote_rows] == [0, 2, 4]  # first, then every 2nd
     assert quote_rows[0][1:] == (Decimal("1.0851000000"), Decimal("1.843318"))
-    offsets = dict(wh.execute("SELECT topic || ':' || partition, next_offset FROM etl_consumer_offsets").fetchall())
+    offsets = dict(
+        wh.execute("SELECT topic || ':' || partition, next_offset FROM etl_consumer_offsets").fetchall()
+    )
     assert sum(offsets.values()) == len(msgs)
     job = wh.execute("SELECT status, job_type, records_processed FROM etl_job_runs").fetchall()
     assert job == [("COMPLETED", "STREAM", len(msgs))]
@@ -131,7 +156,13 @@ def test_ordering_guard_deletes_tombstones_and_toast(
         cdc("trades", x, lsn=100, commit_lsn=90),
         cdc("trades", {**x, "price": "3"}, op="u", lsn=150, commit_lsn=140),  # newer transaction, lower LSN
         cdc("trades", {**x, "price": "2"}, op="u", lsn=300, commit_lsn=120),  # older transaction: stale
-        cdc("trades", {**x, "price": "3", "execution_venue": UNAVAILABLE_PLACEHOLDER}, op="u", lsn=160, commit_lsn=155),
+        cdc(
+            "trades",
+            {**x, "price": "3", "execution_venue": UNAVAILABLE_PLACEHOLDER},
+            op="u",
+            lsn=160,
+            commit_lsn=155,
+        ),
         cdc("trades", None, op="d", before={"id": y["id"]}, lsn=500, commit_lsn=490),
         cdc("trades", y, op="u", lsn=400, commit_lsn=390),  # late update of a deleted row: no resurrection
         cdc("trades", z, lsn=600, commit_lsn=590),
@@ -143,18 +174,29 @@ def test_ordering_guard_deletes_tombstones_and_toast(
     produce(settings, [(topic, k.encode(), v) for k, v in zip(keys, msgs, strict=True)])
     # a trade.executed event then a CDC change for the same trade: CDC wins; an older event is stale
     ev = lambda seq, price: dumps(trade_event(tradeId=ev_id, sequence=seq, price=price))  # noqa: E731
-    produce(settings, [(settings.stream.topics.trade_events, None, ev(2, "7")),
-                       (settings.stream.topics.trade_events, None, ev(1, "6"))])
+    produce(
+        settings,
+        [
+            (settings.stream.topics.trade_events, None, ev(2, "7")),
+            (settings.stream.topics.trade_events, None, ev(1, "6")),
+        ],
+    )
 
     result = drain(settings)
     s = result.stats
     assert s.dlq == 0 and s.tombstones == 1
     assert s.stale == 4, s.as_dict()  # x@lsn300, y@400 (tombstoned), z@650, event seq 1
-    got = {r[0]: r[1:] for r in wh.execute(
-        "SELECT trade_id::text, price, execution_venue, is_deleted, src_lsn FROM fact_trades").fetchall()}
+    got = {
+        r[0]: r[1:]
+        for r in wh.execute(
+            "SELECT trade_id::text, price, execution_venue, is_deleted, src_lsn FROM fact_trades"
+        ).fetchall()
+    }
     assert got[x["id"]] == (Decimal("3.0000000000"), "LP1", False, 160)  # TOAST kept the stored venue
     assert y["id"] not in got
     assert got[z["id"]][2:] == (True, 700)
     assert got[ev_id][0] == Decimal("7.0000000000")
-    tomb = wh.execute("SELECT natural_key::text, src_lsn FROM etl_fact_tombstones ORDER BY src_lsn").fetchall()
+    tomb = wh.execute(
+        "SELECT natural_key::text, src_lsn FROM etl_fact_tombstones ORDER BY src_lsn"
+    ).fetchall()
     assert tomb == [(y["id"], 500), (z["id"], 700)]

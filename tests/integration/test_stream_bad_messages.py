@@ -23,8 +23,10 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def wh(warehouse: psycopg.Connection) -> Iterator[psycopg.Connection]:
-    warehouse.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(sql.Identifier(t) for t in STREAM_TABLES)))
-    yield warehouse
+    warehouse.execute(
+        sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(sql.Identifier(t) for t in STREAM_TABLES))
+    )
+    return warehouse
 
 
 def _trade_raw(**after: object) -> bytes:
@@ -97,9 +99,19 @@ def test_bad_messages_go_to_the_dlq_and_good_ones_load(
     by_class: dict[str, int] = {}
     for msg in letters:
         headers = {k: v.decode() for k, v in msg.headers()}
-        assert {"dlq.error", "dlq.error_class", "dlq.rule", "dlq.origin_topic", "dlq.origin_partition",
-                "dlq.origin_offset", "dlq.origin_timestamp", "dlq.failed_at", "dlq.fingerprint",
-                "dlq.consumer_group", "dlq.job_run_id"} <= set(headers)
+        assert {
+            "dlq.error",
+            "dlq.error_class",
+            "dlq.rule",
+            "dlq.origin_topic",
+            "dlq.origin_partition",
+            "dlq.origin_offset",
+            "dlq.origin_timestamp",
+            "dlq.failed_at",
+            "dlq.fingerprint",
+            "dlq.consumer_group",
+            "dlq.job_run_id",
+        } <= set(headers)
         assert headers["dlq.job_run_id"] == result.job_run_id
         by_class[headers["dlq.error_class"]] = by_class.get(headers["dlq.error_class"], 0) + 1
         if headers["dlq.error_class"] == "RULE":
@@ -109,7 +121,9 @@ def test_bad_messages_go_to_the_dlq_and_good_ones_load(
         assert cls is not None
         expected_classes[cls] = expected_classes.get(cls, 0) + 1
     assert by_class == expected_classes
-    assert {i[2] for i in issues} == {dict((k, v.decode()) for k, v in m.headers())["dlq.fingerprint"] for m in letters}
+    assert {i[2] for i in issues} == {
+        {k: v.decode() for k, v in m.headers()}["dlq.fingerprint"] for m in letters
+    }
     # the raw value is re-published verbatim (invalid UTF-8 included)
     assert any(m.value() == b'{"op": "c", "after": {"id": "\xff\xfe"}}' for m in letters)
 
