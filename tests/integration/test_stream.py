@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 
 import psycopg
@@ -38,7 +38,7 @@ TENANT = str(uuid.UUID(int=1))
 
 
 @pytest.fixture
-def wh(warehouse: psycopg.Connection) -> Iterator[psycopg.Connection]:
+def wh(warehouse: psycopg.Connection) -> psycopg.Connection:
     warehouse.execute(
         sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(sql.Identifier(t) for t in STREAM_TABLES))
     )

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -33,7 +33,7 @@ RESET = [*STREAM_TABLES, "fact_trades", "fact_orders", "fact_quotes", "etl_consu
 
 
 @pytest.fixture
-def wh(warehouse: psycopg.Connection) -> Iterator[psycopg.Connection]:
+def wh(warehouse: psycopg.Connection) -> psycopg.Connection:
     warehouse.execute(
         sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(sql.Identifier(t) for t in STREAM_TABLES))
     )
