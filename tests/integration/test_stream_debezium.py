@@ -155,14 +155,16 @@ def test_real_debezium_connector_to_facts(
     ).fetchone()[0]  # type: ignore[index]
     insert_trade = (
         "INSERT INTO trades (tenant_id, trade_reference, client_id, instrument_id, trade_date, side, "
-        "quantity, price, fees) VALUES (%s, %s, %s, %s, '2024-03-15 14:30:00.5+00', %s, %s, %s, %s) RETURNING id"
+        "quantity, price, fees) VALUES (%s, %s, %s, %s, '2024-03-15 14:30:00.5+00', %s, %s, %s, %s) "
+        "RETURNING id"
     )
     snap = source.execute(
         insert_trade, (tenant, "SNAP", client, instrument, "BUY", "100.5", "1.085", "2.5")
     ).fetchone()[0]  # type: ignore[index]
     order = source.execute(
         "INSERT INTO orders (tenant_id, client_id, instrument_id, order_type, side, status, "
-        "requested_quantity, filled_quantity) VALUES (%s, %s, %s, 'LIMIT', 'BUY', 'REJECTED', 10, 0) RETURNING id",
+        "requested_quantity, filled_quantity) VALUES (%s, %s, %s, 'LIMIT', 'BUY', 'REJECTED', 10, 0) "
+        "RETURNING id",
         (tenant, client, instrument),
     ).fetchone()[0]  # type: ignore[index]
     _wait_running(connect_client, name)
