@@ -143,6 +143,7 @@ class WarehouseLoader:
         self.settings = settings
         self.group = group
         self.conn: psycopg.Connection | None = None
+        self.reader: psycopg.Connection | None = None
 
     # --- connection ----------------------------------------------------------------------
 
@@ -167,11 +168,30 @@ class WarehouseLoader:
         return conn
 
     def close(self) -> None:
+        """Close the write connection (a failed batch's retry reconnects)."""
         if self.conn is not None:
             try:
                 self.conn.close()
             finally:
                 self.conn = None
+
+    def close_all(self) -> None:
+        self.close()
+        self.close_reader()
+
+    def close_reader(self) -> None:
+        if self.reader is not None:
+            try:
+                self.reader.close()
+            finally:
+                self.reader = None
+
+    def open_reader(self) -> psycopg.Connection:
+        """The read connection: batch preparation reads while the previous batch commits."""
+        if self.reader is not None and not self.reader.closed and not self.reader.broken:
+            return self.reader
+        self.reader = connect(self.settings, autocommit=True)
+        return self.reader
 
     # --- reads outside the batch transaction ---------------------------------------------
 
@@ -180,43 +200,40 @@ class WarehouseLoader:
         wanted = list(partitions)
         if not wanted:
             return {}
-        conn = self.open()
-        with conn.transaction():
-            rows = conn.execute(
-                "SELECT topic, partition, next_offset FROM etl_consumer_offsets "
-                "WHERE consumer_group = %s AND (topic, partition) IN "
-                "(SELECT * FROM unnest(%s::text[], %s::int[]))",
-                (self.group, [t for t, _ in wanted], [p for _, p in wanted]),
-            ).fetchall()
+        conn = self.open_reader()
+        rows = conn.execute(
+            "SELECT topic, partition, next_offset FROM etl_consumer_offsets "
+            "WHERE consumer_group = %s AND (topic, partition) IN "
+            "(SELECT * FROM unnest(%s::text[], %s::int[]))",
+            (self.group, [t for t, _ in wanted], [p for _, p in wanted]),
+        ).fetchall()
         return {(t, p): o for t, p, o in rows}
 
     def sampler_state(self, keys: list[SamplerKey]) -> dict[SamplerKey, SamplerState]:
         """Stored sampler state of the given keys."""
         if not keys:
             return {}
-        conn = self.open()
+        conn = self.open_reader()
         cols = list(zip(*keys, strict=True))
-        with conn.transaction():
-            rows = conn.execute(
-                "SELECT s.topic, s.partition, s.tenant_id::text, s.instrument_id::text, s.lp_id::text, "
-                "s.seen_since_kept, s.last_kept_spread_bps, s.last_kept_offset "
-                "FROM etl_quote_sampler_state s JOIN unnest(%s::text[], %s::int[], %s::uuid[], %s::uuid[], "
-                "%s::uuid[]) AS k(topic, partition, tenant_id, instrument_id, lp_id) "
-                "USING (topic, partition, tenant_id, instrument_id, lp_id) WHERE s.consumer_group = %s",
-                [*(list(c) for c in cols), self.group],
-            ).fetchall()
+        rows = conn.execute(
+            "SELECT s.topic, s.partition, s.tenant_id::text, s.instrument_id::text, s.lp_id::text, "
+            "s.seen_since_kept, s.last_kept_spread_bps, s.last_kept_offset "
+            "FROM etl_quote_sampler_state s JOIN unnest(%s::text[], %s::int[], %s::uuid[], %s::uuid[], "
+            "%s::uuid[]) AS k(topic, partition, tenant_id, instrument_id, lp_id) "
+            "USING (topic, partition, tenant_id, instrument_id, lp_id) WHERE s.consumer_group = %s",
+            [*(list(c) for c in cols), self.group],
+        ).fetchall()
         return {(r[0], r[1], r[2], r[3], r[4]): SamplerState(r[5], r[6], r[7]) for r in rows}
 
     def stored_values(self, table: str, key: str, columns: list[str], keys: list[str]) -> pl.DataFrame:
         """Current stored values of some columns of fact rows (to replace TOAST placeholders)."""
-        conn = self.open()
+        conn = self.open_reader()
         query = sql.SQL("SELECT {key}::text, {cols} FROM {table} WHERE {key} = ANY(%s::uuid[])").format(
             key=sql.Identifier(key),
             cols=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
             table=sql.Identifier(table),
         )
-        with conn.transaction():
-            rows = conn.execute(query, (keys,)).fetchall()
+        rows = conn.execute(query, (keys,)).fetchall()
         return pl.DataFrame(rows, schema=[key, *columns], orient="row", infer_schema_length=None)
 
     # --- the batch transaction -----------------------------------------------------------
@@ -339,15 +356,6 @@ class WarehouseLoader:
         updates = [
             sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in target_cols if c != spec.key
         ]
-        dup = conn.execute(
-            sql.SQL("SELECT count(*) FROM {stage} s JOIN {table} f USING ({key}) WHERE {ps} = {pf}").format(
-                stage=sql.Identifier(stage),
-                table=sql.Identifier(spec.table),
-                key=sql.Identifier(spec.key),
-                ps=pos("s"),
-                pf=pos("f"),
-            )
-        ).fetchone()
         cur = conn.execute(
             sql.SQL(
                 "INSERT INTO {table} AS f ({targets}) SELECT {selects} FROM {stage} s {joins} "
@@ -371,7 +379,20 @@ class WarehouseLoader:
             )
         )
         written = max(cur.rowcount, 0)
-        duplicates = int(dup[0]) if dup else 0
+        duplicates = 0
+        if written < frame.height:  # some were not applied: tell replays (same position) from stale
+            same = conn.execute(
+                sql.SQL(
+                    "SELECT count(*) FROM {stage} s JOIN {table} f USING ({key}) WHERE {ps} = {pf}"
+                ).format(
+                    stage=sql.Identifier(stage),
+                    table=sql.Identifier(spec.table),
+                    key=sql.Identifier(spec.key),
+                    ps=pos("s"),
+                    pf=pos("f"),
+                )
+            ).fetchone()
+            duplicates = (int(same[0]) if same else 0) - written  # rows just written match too
         return LoadCounts(upserted=written, duplicates=duplicates, stale=frame.height - written - duplicates)
 
     def _deletes(self, conn: psycopg.Connection, deletes: pl.DataFrame) -> LoadCounts:

@@ -51,6 +51,7 @@ import polars as pl
 
 UNAVAILABLE = "__debezium_unavailable_value"
 UNAVAILABLE_B64 = base64.b64encode(UNAVAILABLE.encode()).decode()
+_PLACEHOLDER_BYTES = (UNAVAILABLE.encode(), UNAVAILABLE_B64.encode())
 SCALE = 10
 MAX_ABS = Decimal(10) ** 18  # NUMERIC(28, 10): 18 integer digits
 CALENDAR = (date(2000, 1, 1), date(2060, 12, 31))  # dim_date's range
@@ -149,10 +150,10 @@ class _Payload(msgspec.Struct):
 
 
 class _Top(msgspec.Struct):
-    # Raw (bytes kept, not parsed); an empty Raw means the key was absent. `Raw | None` is not
-    # a valid msgspec union, JSON null arrives as Raw(b"null").
+    # One pass over the bytes: the schema is kept raw (not parsed; an empty Raw means absent,
+    # JSON null is Raw(b"null")), the payload decoded; UNSET tells an absent payload from null.
     schema: msgspec.Raw = msgspec.Raw()
-    payload: msgspec.Raw = msgspec.Raw()
+    payload: _Payload | None | msgspec.UnsetType = msgspec.UNSET
     op: str | None = None
     before: dict[str, Any] | None = None
     after: dict[str, Any] | None = None
@@ -171,7 +172,6 @@ class _Event(msgspec.Struct):
 
 
 _top_decoder = msgspec.json.Decoder(_Top, float_hook=Decimal)
-_payload_decoder = msgspec.json.Decoder(_Payload, float_hook=Decimal)
 _event_decoder = msgspec.json.Decoder(_Event, float_hook=Decimal)
 _schema_cache: dict[bytes, dict[str, FieldType]] = {}
 LOAD_OPS = frozenset({"c", "u", "r"})
@@ -233,12 +233,12 @@ def decode_cdc(record: KafkaRecord) -> Change:
     try:
         top = _top_decoder.decode(value)
         fields = None
-        if top.op is None and (top.payload or top.schema):
-            if not top.payload:
+        if top.op is None and (top.payload is not msgspec.UNSET or top.schema):
+            if top.payload is msgspec.UNSET:
                 raise DecodeError(ErrorClass.MISSING_PAYLOAD, "envelope with a schema but no payload")
-            if bytes(top.payload) == b"null":
+            if top.payload is None:
                 raise Tombstone()
-            payload = _payload_decoder.decode(top.payload)
+            payload = top.payload
             if top.schema and bytes(top.schema) != b"null":
                 fields = _row_fields(bytes(top.schema))
         else:
@@ -411,22 +411,32 @@ def to_frame(
     else:
         images = [c.row for c in rows]
     unavailable: list[list[str]] = [[] for _ in rows]
+    # Only records whose bytes contain the placeholder are scanned for it (a C-speed search).
+    toasted = [
+        i
+        for i, c in enumerate(rows)
+        if c.record.value
+        and (_PLACEHOLDER_BYTES[0] in c.record.value or _PLACEHOLDER_BYTES[1] in c.record.value)
+    ]
+    any_fields = any(c.fields for c in rows)
     series: list[pl.Series] = []
     errors: list[pl.Expr] = []
     for name, kind in columns.items():
-        raw: list[Any] = []
-        for i, image in enumerate(images):
-            v = image.get(name)
+        raw = [image.get(name) for image in images]
+        for i in toasted:
+            v = raw[i]
             if type(v) is str and v in (UNAVAILABLE, UNAVAILABLE_B64):
                 unavailable[i].append(name)
-                v = None
-            raw.append(v)
-        fts = [c.fields.get(name) if c.fields else None for c in rows]
+                raw[i] = None
+        no_fields: list[FieldType | None] = [None] * len(rows)
+        fts = [c.fields.get(name) if c.fields else None for c in rows] if any_fields else no_fields
         out, bad = _convert(name, kind, raw, fts)
         series.append(out)
         errors.append(pl.when(bad).then(pl.lit(f"{name}: invalid {kind.value} value")))
         if name in required:
-            missing = out.is_null() & pl.Series([name not in u for u in unavailable])
+            missing = out.is_null()
+            if toasted:
+                missing = missing & pl.Series([name not in u for u in unavailable])
             errors.append(pl.when(pl.lit(missing)).then(pl.lit(f"{name}: required value missing")))
     event_ts, _ = _convert("_event_ts", Kind.TIMESTAMP, [c.event_time for c in rows], [None] * len(rows))
     meta = pl.DataFrame(
@@ -440,7 +450,10 @@ def to_frame(
             "_ts_ms": pl.Series([c.ts_ms for c in rows], dtype=pl.Int64),
             "_event_version": pl.Series([c.event_version for c in rows], dtype=pl.Int64),
             "_kafka_ts_ms": pl.Series([c.record.timestamp_ms for c in rows], dtype=pl.Int64),
-            "_unavailable": pl.Series(unavailable, dtype=pl.List(pl.String)),
+            # built from joined text: a list-of-lists Series costs one Python Series per row
+            "_unavailable": pl.Series([",".join(u) for u in unavailable], dtype=pl.String)
+            .str.split(",")
+            .list.eval(pl.element().filter(pl.element() != "")),
         }
     )
     frame = pl.DataFrame(series) if series else pl.DataFrame()

@@ -22,6 +22,7 @@ import statistics
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -37,7 +38,7 @@ from orion_etl.adapters.warehouse_loader import FencedError, LoadCounts, Warehou
 from orion_etl.config.models import OrionSettings
 from orion_etl.core.debezium import KafkaRecord
 from orion_etl.errors import ExitCode, OrionError, TransientError
-from orion_etl.jobs.stream_batch import BatchPreparer
+from orion_etl.jobs.stream_batch import BatchPreparer, PreparedBatch
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,13 @@ class StreamJob:
         self.loader = WarehouseLoader(settings.warehouse, self.group)
         self.preparer = BatchPreparer(settings, self.loader)
         self.topics = list(dict.fromkeys(vars(self.st.topics).values()))
+        # Positions after the last *submitted* batch (what the next batch claims from) and after
+        # the last *committed* one (lag, caught-up). They differ while a batch is in flight.
         self.expected: dict[tuple[str, int], int | None] = {}
+        self.committed: dict[tuple[str, int], int | None] = {}
+        self.inflight: tuple[Future[tuple[LoadCounts, float]], PreparedBatch] | None = None
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orion-commit")
+        self.submitted = 0
         self.assigned: set[tuple[str, int]] = set()
         self.pending: list[KafkaRecord] = []
         self.stopping = False
@@ -164,22 +171,26 @@ class StreamJob:
     # --- rebalance callbacks -----------------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._settle(consumer, reseek=False)
+        self.preparer.sampler_cache.clear()
         stored = self._retry(lambda: self.loader.stored_offsets([(p.topic, p.partition) for p in partitions]))
         fallback = OFFSET_BEGINNING if self.st.start_from == "earliest" else OFFSET_END
         for p in partitions:
             key = (p.topic, p.partition)
             p.offset = stored.get(key, fallback)
-            self.expected[key] = stored.get(key)
+            self.expected[key] = self.committed[key] = stored.get(key)
             self.assigned.add(key)
         log.info("assigned %s", ", ".join(f"{p.topic}[{p.partition}]@{p.offset}" for p in partitions))
         consumer.assign(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._settle(consumer, reseek=False)  # finish the batch in flight before handing over
         gone = {(p.topic, p.partition) for p in partitions}
         self.pending = [r for r in self.pending if (r.topic, r.partition) not in gone]
         for key in gone:
             self.assigned.discard(key)
             self.expected.pop(key, None)
+            self.committed.pop(key, None)
         log.info("revoked %s", ", ".join(f"{t}[{p}]" for t, p in sorted(gone)))
         consumer.unassign()
 
@@ -226,14 +237,17 @@ class StreamJob:
         started = time.monotonic()
         last_progress = 0.0
         try:
+            self.preparer.before_read = lambda: self._settle_or_discard(consumer)
             while not self.stopping:
                 self._collect(consumer)
                 if self.pending:
                     records, self.pending = self.pending, []
-                    self._retry(lambda r=records: self._process(consumer, publisher, r))  # type: ignore[misc]
-                elif self.until_caught_up and self._caught_up(consumer, started):
-                    break
-                if self.max_messages is not None and self.stats.messages >= self.max_messages:
+                    self._submit(consumer, publisher, records)
+                elif self.until_caught_up:
+                    self._settle(consumer)
+                    if self._caught_up(consumer, started):
+                        break
+                if self.max_messages is not None and self.submitted >= self.max_messages:
                     break
                 now = time.monotonic()
                 if now - last_progress >= 1.0:
@@ -241,19 +255,24 @@ class StreamJob:
                     self._update_lag(consumer)
                     if self.on_progress:
                         self.on_progress(self.stats)
+            self._settle(consumer)
         finally:
+            if self.inflight is not None:  # an error interrupted the loop: let the commit finish
+                self.inflight[0].exception()
+                self.inflight = None
+            self.executor.shutdown(wait=True)
             self._update_lag(consumer)
             if self.on_progress:
                 self.on_progress(self.stats)
             consumer.close()
             producer.flush(10)
-            self.loader.close()
+            self.loader.close_all()
 
     def _collect(self, consumer: Consumer) -> None:
         """Fill `pending` up to the batch bounds (count and time)."""
         limit = self.st.batch_max_messages
         if self.max_messages is not None:
-            limit = max(1, min(limit, self.max_messages - self.stats.messages))
+            limit = max(1, min(limit, self.max_messages - self.submitted))
         deadline = time.monotonic() + self.st.batch_max_ms / 1000
         while len(self.pending) < limit and not self.stopping:
             timeout = deadline - time.monotonic()
@@ -284,27 +303,68 @@ class StreamJob:
                     )
                 )
 
-    def _process(
-        self, consumer: Consumer, publisher: DeadLetterPublisher, records: list[KafkaRecord]
-    ) -> None:
+    def _submit(self, consumer: Consumer, publisher: DeadLetterPublisher, records: list[KafkaRecord]) -> None:
+        """Prepare a batch while the previous one commits, then hand it to the commit thread.
+
+        Two cores work at once: this thread decodes and transforms batch k+1 while PostgreSQL
+        executes batch k. At most one batch is in flight, so memory stays bounded.
+        """
         records = [r for r in records if (r.topic, r.partition) in self.assigned]
         if not records:
             return
-        prepared = self.preparer.prepare(records)
+        try:
+            prepared = self._retry(lambda: self.preparer.prepare(records))
+        except FencedError:
+            return  # the batch before was fenced; positions re-read, this batch is void
         if prepared.letters:
             publisher.publish(prepared.letters)
-            publisher.flush()  # durable before the positions commit
+        if not self._settle(consumer):
+            return
         expected = {tp: self.expected.get(tp) for tp in prepared.write.offsets}
+        self.expected.update(prepared.write.offsets)
+        self.submitted += len(records)
+        future = self.executor.submit(self._commit, publisher, prepared, expected)
+        self.inflight = (future, prepared)
+
+    def _commit(
+        self,
+        publisher: DeadLetterPublisher,
+        prepared: PreparedBatch,
+        expected: dict[tuple[str, int], int | None],
+    ) -> tuple[LoadCounts, float]:
+        """(Commit thread) dead letters durable first, then rows + positions in one transaction."""
+
+        def attempt() -> LoadCounts:
+            if prepared.letters:
+                publisher.flush()
+            return self.loader.commit_batch(prepared.write, expected, self.job_run_id)
+
+        counts = self._retry(attempt, reset=self.loader.close)
+        return counts, time.time() * 1000
+
+    def _settle_or_discard(self, consumer: Consumer) -> None:
+        if not self._settle(consumer):
+            raise FencedError("the previous batch was fenced")
+
+    def _settle(self, consumer: Consumer, *, reseek: bool = True) -> bool:
+        """Wait for the batch in flight and account it; False when it was fenced (then re-seeked)."""
+        if self.inflight is None:
+            return True
+        future, prepared = self.inflight
+        self.inflight = None
         try:
-            counts = self.loader.commit_batch(prepared.write, expected, self.job_run_id)
+            counts, committed_ms = future.result()
         except FencedError as exc:
             log.warning("%s", exc.message)
             self.stats.fenced += 1
-            self._reseek(consumer)
-            return
-        committed_ms = time.time() * 1000
-        for tp, offset in prepared.write.offsets.items():
-            self.expected[tp] = offset
+            self.preparer.sampler_cache.clear()
+            if reseek:
+                self._reseek(consumer)
+            return False
+        except BaseException:
+            self.preparer.sampler_cache.clear()
+            raise
+        self.committed.update(prepared.write.offsets)
         self._account(prepared.counts, counts, prepared.latencies_ts_ms, committed_ms)
         try:  # for lag monitoring only; never read back
             consumer.commit(
@@ -313,6 +373,7 @@ class StreamJob:
             )
         except KafkaException as exc:
             log.debug("async Kafka commit failed: %s", exc)
+        return True
 
     def _account(self, c: dict[str, int], counts: LoadCounts, ts_ms: list[int], committed_ms: float) -> None:
         s = self.stats
@@ -334,16 +395,16 @@ class StreamJob:
         stored = self._retry(lambda: self.loader.stored_offsets(sorted(self.assigned)))
         self.pending = []
         for key in sorted(self.assigned):
-            if key in stored:
-                self.expected[key] = stored[key]
-                consumer.seek(TopicPartition(key[0], key[1], stored[key]))
+            self.expected[key] = self.committed[key] = stored.get(key)
+            fallback = OFFSET_BEGINNING if self.st.start_from == "earliest" else OFFSET_END
+            consumer.seek(TopicPartition(key[0], key[1], stored.get(key, fallback)))
 
     def _caught_up(self, consumer: Consumer, started: float) -> bool:
         if not self.assigned:
             return time.monotonic() - started > self.st.assignment_timeout_s
         for topic, partition in self.assigned:
             low, high = self._watermarks(consumer, topic, partition)
-            done = self.expected.get((topic, partition))
+            done = self.committed.get((topic, partition))
             if done is None:
                 done = low if self.st.start_from == "earliest" else high
             if done < high:
@@ -371,13 +432,13 @@ class StreamJob:
         try:
             for topic, partition in self.assigned:
                 low, high = self._watermarks(consumer, topic, partition)
-                done = self.expected.get((topic, partition))
+                done = self.committed.get((topic, partition))
                 lag += max(0, high - (low if done is None else done))
         except KafkaException:
             return
         self.stats.lag = lag
 
-    def _retry(self, fn: Callable[[], Any]) -> Any:
+    def _retry(self, fn: Callable[[], Any], reset: Callable[[], None] | None = None) -> Any:
         """Run `fn`, retrying infrastructure failures with backoff until it works or we stop."""
         attempts = 0
 
@@ -387,7 +448,7 @@ class StreamJob:
             self.stats.retries += 1
             exc = state.outcome.exception() if state.outcome else None
             log.warning("transient failure (attempt %s), retrying: %s", attempts, _describe(exc))
-            self.loader.close()
+            (reset or self.loader.close_reader)()
 
         retrying = Retrying(
             retry=retry_if_exception(_transient),

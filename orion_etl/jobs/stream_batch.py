@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
@@ -34,7 +35,7 @@ from orion_etl.core.debezium import (
     to_frame,
 )
 from orion_etl.core.quality import ERRORS_COLUMN, WARNINGS_COLUMN
-from orion_etl.core.sampling import sample_quotes, sampler_keys
+from orion_etl.core.sampling import SamplerKey, SamplerState, sample_quotes, sampler_keys
 
 log = logging.getLogger(__name__)
 _LABEL_RE = re.compile(r"^\[([^\]]+)\]")
@@ -107,6 +108,12 @@ class BatchPreparer:
         self.loader = loader
         self.routes = routes(settings)
         self._index: dict[tuple[str, int, int], KafkaRecord] = {}
+        # Sampler state after the last *prepared* batch. The batch before may still be committing,
+        # so the warehouse is only asked for keys this process has not seen since the cache was
+        # last reset (on (re)assignment and after a failed batch).
+        self.sampler_cache: dict[SamplerKey, SamplerState] = {}
+        # Called before reading fact rows from the warehouse: waits for the in-flight commit.
+        self.before_read: Callable[[], None] = lambda: None
         td = settings.trading_day
         self.tz, self.cutoff = td.timezone, td.cutoff
 
@@ -293,6 +300,7 @@ class BatchPreparer:
             return frame
         mapping = TOAST_MAP[table]
         fact_cols = [mapping.get(n, n) for n in names]
+        self.before_read()
         stored = self.loader.stored_values(
             table, mapping["id"], fact_cols, pending.get_column("id").unique().to_list()
         )
@@ -322,10 +330,15 @@ class BatchPreparer:
                            ErrorClass.INVALID_VALUE, out)  # fmt: skip
         valid = frame.filter(pl.col("_error").is_null())
         st = self.settings.stream
-        state = self.loader.sampler_state(sampler_keys(valid)) if not valid.is_empty() else {}
+        keys = sampler_keys(valid) if not valid.is_empty() else []
+        missing = [k for k in keys if k not in self.sampler_cache]
+        state = {k: self.sampler_cache[k] for k in keys if k in self.sampler_cache}
+        if missing:
+            state.update(self.loader.sampler_state(missing))
         kept, updated = sample_quotes(
             valid, state, st.quote_sample_every, Decimal(str(st.quote_spread_change_bps))
         )
+        self.sampler_cache.update(updated)
         counts["sampled_out"] += valid.height - kept.height
         out.write.sampler_state = updated
         if not kept.is_empty():
