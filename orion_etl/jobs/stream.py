@@ -226,8 +226,9 @@ class StreamJob:
             self.group,
             **{
                 "auto.offset.reset": self.st.start_from,
-                "fetch.wait.max.ms": 50,
-                "statistics.interval.ms": 1000,
+                "fetch.wait.max.ms": 50,  # latency: do not let the broker hold fetches long
+                "statistics.interval.ms": 1000,  # keeps cached watermarks fresh (lag, caught-up)
+                "queued.max.messages.kbytes": 16384,  # prefetch bound: flat memory on any backlog
             },
         )
         self.consumer = consumer
