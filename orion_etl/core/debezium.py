@@ -153,7 +153,7 @@ class _Top(msgspec.Struct):
     # One pass over the bytes: the schema is kept raw (not parsed; an empty Raw means absent,
     # JSON null is Raw(b"null")), the payload decoded; UNSET tells an absent payload from null.
     schema: msgspec.Raw = msgspec.Raw()
-    payload: _Payload | None | msgspec.UnsetType = msgspec.UNSET
+    payload: _Payload | msgspec.UnsetType | None = msgspec.UNSET
     op: str | None = None
     before: dict[str, Any] | None = None
     after: dict[str, Any] | None = None

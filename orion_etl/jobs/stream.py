@@ -229,6 +229,8 @@ class StreamJob:
                 "fetch.wait.max.ms": 50,  # latency: do not let the broker hold fetches long
                 "statistics.interval.ms": 1000,  # keeps cached watermarks fresh (lag, caught-up)
                 "queued.max.messages.kbytes": 16384,  # prefetch bound: flat memory on any backlog
+                "fetch.max.bytes": 16 * 1024 * 1024,
+                "max.partition.fetch.bytes": 4 * 1024 * 1024,  # fewer round trips for large envelopes
             },
         )
         self.consumer = consumer

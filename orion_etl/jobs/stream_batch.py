@@ -161,6 +161,7 @@ class BatchPreparer:
         counts["dlq"] = len(out.letters)
         counts["warnings"] = sum(1 for i in out.write.issues if i["severity"] == "WARNING")
         out.counts = counts
+        self._index = {}  # dead letters keep their own records; free the batch's bytes now
         return out
 
     # --- trades and orders -----------------------------------------------------------------
