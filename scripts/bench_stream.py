@@ -154,7 +154,12 @@ def bare_consume(settings: OrionSettings, topic: str, n: int, **conf: Any) -> fl
 
 
 def fact_rows(n: int) -> pl.DataFrame:
-    rows = [trade_values(i) for i in range(n)]
+    chunks = [_fact_chunk(start, min(n, start + 100_000)) for start in range(0, n, 100_000)]
+    return pl.concat(chunks)
+
+
+def _fact_chunk(start: int, end: int) -> pl.DataFrame:
+    rows = [trade_values(i) for i in range(start, end)]
     frame = pl.DataFrame(rows, infer_schema_length=None)
     qty = pl.col("quantity").str.to_decimal(scale=10).cast(pl.Decimal(38, 10))
     price = pl.col("price").str.to_decimal(scale=10).cast(pl.Decimal(38, 10))

@@ -43,6 +43,10 @@ from orion_etl.jobs.stream_batch import BatchPreparer, PreparedBatch
 log = logging.getLogger(__name__)
 
 
+class StreamLoadError(OrionError):
+    """A batch failed in the warehouse for a reason retrying cannot fix (exit 3)."""
+
+
 @dataclass
 class StreamStats:
     """Live and final counters of a run."""
@@ -205,6 +209,13 @@ class StreamJob:
                 self.job_run_id = str(run.id)
                 try:
                     self._loop()
+                except psycopg.Error as exc:
+                    detail = " ".join(str(exc).split())[:300] or type(exc).__name__
+                    raise StreamLoadError(
+                        f"a batch could not be loaded ({type(exc).__name__}: {detail}); nothing of it was "
+                        "committed, it is read again on the next start",
+                        hint="run with --debug for details",
+                    ) from exc
                 finally:
                     run.processed = self.stats.messages
                     run.failed = self.stats.dlq

@@ -200,3 +200,25 @@ def test_ordering_guard_deletes_tombstones_and_toast(
         "SELECT natural_key::text, src_lsn FROM etl_fact_tombstones ORDER BY src_lsn"
     ).fetchall()
     assert tomb == [(y["id"], 500), (z["id"], 700)]
+
+
+def test_a_consumer_that_lost_its_partition_cannot_commit(
+    stack_settings: OrionSettings, wh: psycopg.Connection
+) -> None:
+    from orion_etl.adapters.warehouse_loader import BatchWrite, FencedError, WarehouseLoader
+
+    loader = WarehouseLoader(stack_settings.warehouse, "fence-group")
+    try:
+        first = BatchWrite(offsets={("t", 0): 10})
+        loader.commit_batch(first, {("t", 0): None}, None)
+        loader.commit_batch(BatchWrite(offsets={("t", 0): 20}), {("t", 0): 10}, None)
+        # a process still believing the partition is at 10 (it lost it in a rebalance) is fenced
+        with pytest.raises(FencedError):
+            loader.commit_batch(BatchWrite(offsets={("t", 0): 15}), {("t", 0): 10}, None)
+        with pytest.raises(FencedError):  # and one that believes it was never committed
+            loader.commit_batch(BatchWrite(offsets={("t", 0): 5}), {("t", 0): None}, None)
+    finally:
+        loader.close_all()
+    assert wh.execute(
+        "SELECT next_offset FROM etl_consumer_offsets WHERE consumer_group = 'fence-group'"
+    ).fetchall() == [(20,)]
