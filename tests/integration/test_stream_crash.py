@@ -148,3 +148,28 @@ def test_kill_9_mid_run_then_restart_equals_uninterrupted_run(
         assert len(a) == len(b) and not diff, (part, len(a), len(b), diff)
     assert clean_snapshot[1] == after_crash[1]
     assert clean_snapshot == after_crash
+
+
+def test_sigterm_finishes_the_batch_and_records_the_run(
+    stack_settings: OrionSettings, topic_name: Callable[[str], str], wh: psycopg.Connection
+) -> None:
+    settings = stream_settings(stack_settings, topic_name, batch_max_messages=50)
+    t = settings.stream.topics
+    produce(settings, [(t.trades_cdc, None, cdc("trades", trade_row())) for _ in range(300)])
+    cmd = [sys.executable, "-m", "orion_etl.cli.app", "--log-format", "json", "stream", "--format", "json"]
+    proc = subprocess.Popen(cmd, env=_env(settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        row = wh.execute("SELECT count(*) FROM fact_trades").fetchone()
+        if row and row[0] == 300:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert b'"messages": 300' in out
+    runs = wh.execute(
+        "SELECT status, records_processed FROM etl_job_runs WHERE job_type = 'STREAM'"
+    ).fetchall()
+    assert runs == [("COMPLETED", 300)]
+    assert wh.execute("SELECT sum(next_offset) FROM etl_consumer_offsets").fetchone() == (300,)
