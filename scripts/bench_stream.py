@@ -254,7 +254,11 @@ def loader_env(settings: OrionSettings, topic: str, group: str, batch: int) -> d
 
 
 def run_loader(env: dict[str, str], extra: list[str]) -> tuple[dict[str, Any], float, int]:
-    """(stats JSON, wall seconds, peak RSS in KiB) of one `orion-etl stream` process."""
+    """(stats JSON, wall seconds, peak RSS in KiB) of one `orion-etl stream` process.
+
+    The peak is the child's own VmHWM, polled from /proc: `ru_maxrss` of a child is useless here,
+    Linux carries the parent's high-water mark across fork + exec.
+    """
     cmd = [
         sys.executable,
         "-m",
@@ -268,13 +272,27 @@ def run_loader(env: dict[str, str], extra: list[str]) -> tuple[dict[str, Any], f
     ]
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO)
-    assert proc.stdout is not None
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
+    peak = [0]
+
+    def watch() -> None:
+        status = Path(f"/proc/{proc.pid}/status")
+        while proc.poll() is None:
+            try:
+                for line in status.read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peak[0] = max(peak[0], int(line.split()[1]))
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    out, _ = proc.communicate()
     wall = time.monotonic() - t0
-    if os.waitstatus_to_exitcode(status) not in (0, 1):
+    watcher.join(1)
+    if proc.returncode not in (0, 1):
         raise SystemExit(f"loader failed: {out[-2000:]!r}")
-    return json.loads(out), wall, usage.ru_maxrss
+    return json.loads(out), wall, peak[0]
 
 
 # --- report -----------------------------------------------------------------------------------
