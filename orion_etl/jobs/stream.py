@@ -232,18 +232,17 @@ class StreamJob:
         producer = make_producer(kafka)
         publisher = DeadLetterPublisher(producer, self.st.dlq_suffix, self.group)
         publisher.job_run_id = self.job_run_id
-        consumer = make_consumer(
-            kafka,
-            self.group,
-            **{
-                "auto.offset.reset": self.st.start_from,
-                "fetch.wait.max.ms": 50,  # latency: do not let the broker hold fetches long
-                "statistics.interval.ms": 1000,  # keeps cached watermarks fresh (lag, caught-up)
-                "queued.max.messages.kbytes": 16384,  # prefetch bound: flat memory on any backlog
-                "fetch.max.bytes": 16 * 1024 * 1024,
-                "max.partition.fetch.bytes": 4 * 1024 * 1024,  # fewer round trips for large envelopes
-            },
-        )
+        tuning = {
+            "fetch.wait.max.ms": 50,  # latency: do not let the broker hold fetches long
+            "statistics.interval.ms": 1000,  # keeps cached watermarks fresh (lag, caught-up)
+            # Prefetch bounds: memory stays flat whatever the backlog (decompressed lz4 batches of
+            # 5 KB envelopes are the largest consumer of memory); [kafka.extra] overrides them.
+            "queued.max.messages.kbytes": 8192,
+            "fetch.max.bytes": 8 * 1024 * 1024,
+            "max.partition.fetch.bytes": 4 * 1024 * 1024,
+        }
+        overrides = {k: v for k, v in tuning.items() if k not in kafka.extra}
+        consumer = make_consumer(kafka, self.group, **{"auto.offset.reset": self.st.start_from, **overrides})
         self.consumer = consumer
         consumer.subscribe(
             self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
