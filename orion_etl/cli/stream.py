@@ -8,6 +8,7 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
+from orion_etl.adapters import metrics
 from orion_etl.cli.context import state
 from orion_etl.cli.render import OutputFormat, print_json
 from orion_etl.jobs.stream import StreamStats, run_stream
@@ -51,6 +52,10 @@ def stream(
     fmt: Annotated[
         OutputFormat, typer.Option("--format", help="Summary as a table or JSON.")
     ] = OutputFormat.TABLE,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option("--metrics-port", min=1, max=65535, help="Serve Prometheus metrics on 127.0.0.1:PORT."),
+    ] = None,
 ) -> None:
     """Consume the configured topics in micro-batches until stopped (SIGTERM/SIGINT finish the batch).
 
@@ -60,6 +65,8 @@ def stream(
     app_state = state(ctx)
     settings = app_state.settings()
     console = app_state.err_console
+    if metrics_port is not None:
+        metrics.serve(metrics_port)
     if console.is_terminal and fmt is OutputFormat.TABLE:
         with Live(_view(StreamStats()), console=console, refresh_per_second=4, transient=False) as live:
             result = run_stream(

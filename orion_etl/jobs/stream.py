@@ -31,6 +31,7 @@ import psycopg
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from orion_etl.adapters import metrics
 from orion_etl.adapters.dlq import DeadLetterPublisher
 from orion_etl.adapters.jobruns import record_job_run
 from orion_etl.adapters.kafka import ensure_topics, make_consumer, make_producer
@@ -256,9 +257,9 @@ class StreamJob:
                 if self.pending:
                     records, self.pending = self.pending, []
                     self._submit(consumer, publisher, records)
-                elif self.until_caught_up:
+                else:  # idle: nothing to overlap with, account the batch in flight now
                     self._settle(consumer)
-                    if self._caught_up(consumer, started):
+                    if self.until_caught_up and self._caught_up(consumer, started):
                         break
                 if self.max_messages is not None and self.submitted >= self.max_messages:
                     break
@@ -379,6 +380,7 @@ class StreamJob:
             raise
         self.committed.update(prepared.write.offsets)
         self._account(prepared.counts, counts, prepared.latencies_ts_ms, committed_ms)
+        self._metrics(prepared, counts, committed_ms)
         try:  # for lag monitoring only; never read back
             consumer.commit(
                 offsets=[TopicPartition(t, p, o) for (t, p), o in prepared.write.offsets.items()],
@@ -387,6 +389,40 @@ class StreamJob:
         except KafkaException as exc:
             log.debug("async Kafka commit failed: %s", exc)
         return True
+
+    def _metrics(self, prepared: PreparedBatch, counts: LoadCounts, committed_ms: float) -> None:
+        """Prometheus counters (served with `stream --metrics-port`; see orion_etl.adapters.metrics).
+
+        `orion_etl_stream_messages{topic=<topic>, outcome="consumed"|"dlq"}` per topic; the fact-level
+        outcomes (loaded, stale, duplicate, superseded, sampled_out, tombstone) with topic="all".
+        """
+        per_topic: dict[str, int] = {}
+        for topic, _ in prepared.write.offsets:
+            per_topic.setdefault(topic, 0)
+        for topic in per_topic:
+            per_topic[topic] = prepared.topic_counts.get(topic, 0)
+            metrics.STREAM_MESSAGES.labels(topic, "consumed").inc(per_topic[topic])
+        for letter in prepared.letters:
+            metrics.STREAM_MESSAGES.labels(letter.record.topic, "dlq").inc()
+            metrics.DLQ_MESSAGES.labels(letter.record.topic, str(letter.error_class)).inc()
+        c = prepared.counts
+        for outcome, n in (
+            ("loaded", counts.upserted + counts.deleted + counts.quotes),
+            ("stale", counts.stale),
+            ("duplicate", counts.duplicates),
+            ("superseded", c["superseded"]),
+            ("sampled_out", c["sampled_out"]),
+            ("tombstone", c["tombstones"]),
+        ):
+            if n:
+                metrics.STREAM_MESSAGES.labels("all", outcome).inc(n)
+        for issue in prepared.write.issues:
+            metrics.DQ_VIOLATIONS.labels(issue["source_table"], issue["rule_name"], issue["severity"]).inc()
+        metrics.STREAM_BATCHES.inc()
+        metrics.STREAM_BATCH_SECONDS.observe(committed_ms / 1000 - prepared.started)
+        step = max(1, len(prepared.latencies_ts_ms) // 500)  # a bounded sample per batch
+        for ts in prepared.latencies_ts_ms[::step]:
+            metrics.STREAM_LATENCY.observe(max(0.0, (committed_ms - ts) / 1000))
 
     def _account(self, c: dict[str, int], counts: LoadCounts, ts_ms: list[int], committed_ms: float) -> None:
         s = self.stats
@@ -446,7 +482,9 @@ class StreamJob:
             for topic, partition in self.assigned:
                 low, high = self._watermarks(consumer, topic, partition)
                 done = self.committed.get((topic, partition))
-                lag += max(0, high - (low if done is None else done))
+                behind = max(0, high - (low if done is None else done))
+                metrics.STREAM_LAG.labels(topic, str(partition)).set(behind)
+                lag += behind
         except KafkaException:
             return
         self.stats.lag = lag

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -84,6 +85,8 @@ class PreparedBatch:
     letters: list[DeadLetter] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     latencies_ts_ms: list[int] = field(default_factory=list)
+    topic_counts: dict[str, int] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
 
 
 def _rule_names(labels: list[str]) -> str:
@@ -126,6 +129,7 @@ class BatchPreparer:
         by_route: dict[Route, list[Change]] = {r: [] for r in Route}
         offsets: dict[TopicPartition, int] = {}
         for rec in records:
+            out.topic_counts[rec.topic] = out.topic_counts.get(rec.topic, 0) + 1
             tp = (rec.topic, rec.partition)
             offsets[tp] = max(offsets.get(tp, -1), rec.offset + 1)
             route = self.routes.get(rec.topic)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -156,7 +158,11 @@ def test_sigterm_finishes_the_batch_and_records_the_run(
     settings = stream_settings(stack_settings, topic_name, batch_max_messages=50)
     t = settings.stream.topics
     produce(settings, [(t.trades_cdc, None, cdc("trades", trade_row())) for _ in range(300)])
-    cmd = [sys.executable, "-m", "orion_etl.cli.app", "--log-format", "json", "stream", "--format", "json"]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "orion_etl.cli.app", "--log-format", "json", "stream", "--format", "json",
+           "--metrics-port", str(port)]  # fmt: skip
     proc = subprocess.Popen(cmd, env=_env(settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -164,6 +170,14 @@ def test_sigterm_finishes_the_batch_and_records_the_run(
         if row and row[0] == 300:
             break
         time.sleep(0.05)
+    # metrics are updated when the commit thread's result is collected, a moment after the commit
+    want = f'orion_etl_stream_messages_total{{outcome="consumed",topic="{t.trades_cdc}"}} 300.0'
+    exposed = ""
+    while want not in exposed and time.monotonic() < deadline:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            exposed = response.read().decode()
+        time.sleep(0.1)
+    assert want in exposed and "orion_etl_stream_batches_total" in exposed
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err.decode()[-2000:]
