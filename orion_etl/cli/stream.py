@@ -68,7 +68,7 @@ def stream(
     if metrics_port is not None:
         metrics.serve(metrics_port)
     if console.is_terminal and fmt is OutputFormat.TABLE:
-        with Live(_view(StreamStats()), console=console, refresh_per_second=4, transient=False) as live:
+        with Live(_view(StreamStats()), console=console, refresh_per_second=4, transient=True) as live:
             result = run_stream(
                 settings,
                 group=group,

@@ -275,7 +275,7 @@ class StreamJob:
                 self.inflight[0].exception()
                 self.inflight = None
             self.executor.shutdown(wait=True)
-            self._update_lag(consumer)
+            self._update_lag(consumer, force=True)
             if self.on_progress:
                 self.on_progress(self.stats)
             consumer.close()
@@ -473,8 +473,8 @@ class StreamJob:
             low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False) or (0, 0)
         return low, high
 
-    def _update_lag(self, consumer: Consumer) -> None:
-        if not self.assigned or time.monotonic() - self._last_lag < 2.0:
+    def _update_lag(self, consumer: Consumer, *, force: bool = False) -> None:
+        if not self.assigned or (not force and time.monotonic() - self._last_lag < 2.0):
             return
         self._last_lag = time.monotonic()
         lag = 0
