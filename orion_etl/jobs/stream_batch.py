@@ -21,6 +21,7 @@ import polars as pl
 
 from orion_etl.adapters.dlq import DeadLetter, fingerprint
 from orion_etl.adapters.warehouse_loader import BatchWrite, TopicPartition, WarehouseLoader
+from orion_etl.config.dq import build_catalog
 from orion_etl.config.models import OrionSettings
 from orion_etl.core import facts
 from orion_etl.core.debezium import (
@@ -119,6 +120,9 @@ class BatchPreparer:
         self.before_read: Callable[[], None] = lambda: None
         td = settings.trading_day
         self.tz, self.cutoff = td.timezone, td.cutoff
+        # One rule engine for stream and audit: the configured catalogue (defaults + rules file +
+        # inline rules); only its row-level rules apply to a batch.
+        self.rules = build_catalog(settings.dq).active
 
     def prepare(self, records: list[KafkaRecord]) -> PreparedBatch:
         out = PreparedBatch(BatchWrite())
@@ -237,7 +241,7 @@ class BatchPreparer:
         """Dead-letter rows that did not convert or fail an ERROR rule; record WARNING issues."""
         invalid = frame.filter(pl.col("_error").is_not_null())
         self._letters_from(invalid, None, table, ErrorClass.INVALID_VALUE, out)
-        valid, failed = facts.check(frame.filter(pl.col("_error").is_null()), table)
+        valid, failed = facts.check(frame.filter(pl.col("_error").is_null()), table, self.rules)
         self._letters_from(failed, None, table, ErrorClass.RULE, out)
         warned = valid.filter(pl.col(WARNINGS_COLUMN).list.len() > 0)
         for row in warned.select(key, "_topic", "_partition", "_offset", WARNINGS_COLUMN).iter_rows():
