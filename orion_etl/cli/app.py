@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -64,16 +65,68 @@ def root(
     log_format: Annotated[
         str | None, typer.Option("--log-format", help="auto | rich | json | plain (default from config).")
     ] = None,
+    metrics_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--metrics-file",
+            help="Write this run's outcome as a Prometheus textfile (node-exporter collector) on exit.",
+        ),
+    ] = None,
+    metrics_job: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-job", help="Job label for --metrics-file (default: the command, e.g. dims-sync)."
+        ),
+    ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
     """Global options shared by every command."""
     ctx.obj = AppState(config_path=config, debug=debug, log_format=log_format)
+    if metrics_file is not None:
+        words = [ctx.invoked_subcommand] if ctx.invoked_subcommand else []
+        if words and words[0] in sys.argv:  # add the sub-command of a group: `dims sync` -> dims-sync
+            following = sys.argv[sys.argv.index(words[0]) + 1 : sys.argv.index(words[0]) + 2]
+            words += [w for w in following if not w.startswith("-")]
+        _batch_metrics.update(path=metrics_file, job=metrics_job or "-".join(words) or "orion-etl")
+
+
+# Set by the root callback when --metrics-file is given; written by main() once the exit code is known.
+_batch_metrics: dict[str, object] = {}
+
+
+def _write_batch_metrics(started: float, exit_code: int) -> None:
+    if not _batch_metrics:
+        return
+    from orion_etl.adapters.metrics import record_batch_job
+
+    try:
+        record_batch_job(
+            str(_batch_metrics["path"]),
+            str(_batch_metrics["job"]),
+            started=started,
+            exit_code=exit_code,
+            records=0,
+        )
+    except OSError as exc:
+        Console(stderr=True).print(f"warning: could not write --metrics-file: {escape(str(exc))}")
 
 
 def main() -> None:
     """Console-script entry point: run the app; report errors on one line with a documented exit code."""
+    started = time.time()
+    code = 0
+    try:
+        _run()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        raise
+    finally:
+        _write_batch_metrics(started, code)
+
+
+def _run() -> None:
     debug = "--debug" in sys.argv
     err = Console(stderr=True)
     try:

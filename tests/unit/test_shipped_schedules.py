@@ -19,12 +19,10 @@ UNITS = sorted((CONFIG / "systemd").glob("orion-etl-*"))
 
 
 def _orion_args(command_line: str) -> list[str]:
-    """The orion-etl arguments of a command line, without global options."""
+    """The orion-etl arguments of a command line (global options included)."""
     words = shlex.split(command_line)
     start = next(i for i, w in enumerate(words) if w.endswith("orion-etl") or w == "$OE") + 1
     args = words[start:]
-    while args and args[0].startswith("--"):  # global options like --log-format json
-        args = args[2:] if args[0] in {"--log-format", "--config"} else args[1:]
     cut = next((i for i, w in enumerate(args) if w.startswith(">>") or w in {"||", ";", "&&"}), len(args))
     return args[:cut]
 
