@@ -20,6 +20,7 @@ from orion_etl.cli import db as db_cmd
 from orion_etl.cli import dims as dims_cmd
 from orion_etl.cli import dq as dq_cmd
 from orion_etl.cli import jobs as jobs_cmd
+from orion_etl.cli import stream as stream_cmd
 from orion_etl.cli.context import AppState
 from orion_etl.errors import ExitCode, OrionError
 from orion_etl.logs import redactor
@@ -41,6 +42,7 @@ app.add_typer(dims_cmd.app, name="dims")
 app.add_typer(aggregate_cmd.app, name="aggregate")
 app.add_typer(connectors_cmd.app, name="connectors")
 app.add_typer(cdc_cmd.app, name="cdc")
+app.add_typer(stream_cmd.app, name="stream")
 
 
 def _version(value: bool) -> None:

@@ -197,6 +197,11 @@ class StreamSettings(Section):
     dlq_suffix: str = ".dlq"
     quote_sample_every: int = Field(10, ge=1)
     quote_spread_change_bps: float = Field(5.0, ge=0)
+    # --until-caught-up gives up waiting for a partition assignment after this long (keep it above
+    # the consumer's session.timeout.ms: a crashed member holds up the group's rebalance that long).
+    assignment_timeout_s: float = Field(60.0, gt=0)
+    # Infrastructure failures retry the same batch with exponential backoff up to this pause.
+    retry_max_backoff_s: float = Field(30.0, gt=0)
 
 
 class DimensionSettings(Section):

@@ -1,0 +1,503 @@
+"""Warehouse side of the streaming loader: one transaction per micro-batch.
+
+Inside one transaction, in this order:
+
+1. claim the Kafka positions of the batch in `etl_consumer_offsets` (compare-and-set against the
+   positions this process started from: a process that lost its partitions in a rebalance cannot
+   commit over the new owner; it gets `FencedError` and re-seeks);
+2. COPY the transformed rows (CSV written by polars) into temp staging tables;
+3. insert inferred dimension members for natural ids that have no dimension row at all;
+4. set-based upserts into the facts, with dimension keys of the version valid at the event time,
+   guarded by the source position (an older change never overwrites a newer one; a versioned
+   tombstone of a delete blocks older changes too);
+5. deletes: tombstones + soft delete; quotes: INSERT .. ON CONFLICT DO NOTHING on their Kafka
+   coordinates; quote sampler state; data-quality issues;
+6. COMMIT. The rows, the issues, the sampler state and the positions become visible together, so
+   a crash at any instant neither loses nor double-counts.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import polars as pl
+import psycopg
+from psycopg import sql
+
+from orion_etl.adapters.postgres import connect
+from orion_etl.config.models import WarehouseSettings
+from orion_etl.core.sampling import SamplerKey, SamplerState
+from orion_etl.errors import OrionError
+
+log = logging.getLogger(__name__)
+
+TopicPartition = tuple[str, int]
+
+TRADE_FACT_COLUMNS = [
+    "trade_id", "tenant_id", "trade_reference", "order_id", "trade_date", "trade_date_key",
+    "settlement_date", "client_id", "instrument_id", "lp_id", "side", "order_type", "quantity",
+    "price", "notional_value", "fees", "net_amount", "currency", "execution_venue",
+    "fill_latency_ms", "fill_count", "is_partial_fill",
+]  # fmt: skip
+ORDER_FACT_COLUMNS = [
+    "order_id", "tenant_id", "order_date", "order_date_key", "client_id", "instrument_id", "lp_id",
+    "order_type", "side", "final_status", "requested_quantity", "filled_quantity", "fill_rate",
+    "limit_price", "avg_fill_price", "fill_count", "total_latency_ms", "routing_latency_ms",
+    "was_rejected", "was_cancelled",
+]  # fmt: skip
+QUOTE_FACT_COLUMNS = [
+    "tenant_id", "quote_timestamp", "quote_date", "quote_date_key", "instrument_id", "lp_id",
+    "bid_price", "ask_price", "bid_size", "ask_size", "mid_price", "spread", "spread_bps",
+    "is_stale", "latency_ms", "src_topic", "src_partition", "src_offset",
+]  # fmt: skip
+POSITION = ["src_origin", "src_commit_lsn", "src_lsn", "src_event_version", "src_event_ts"]
+DQ_COLUMNS = [
+    "job_run_id", "source_table", "record_id", "rule_name", "severity", "error_message",
+    "record_data", "origin",
+]  # fmt: skip
+
+
+class FencedError(OrionError):
+    """Another consumer committed positions of a partition this batch read: the batch is void."""
+
+
+@dataclass(frozen=True)
+class FactSpec:
+    """How one upsertable fact table is loaded."""
+
+    table: str
+    key: str
+    time_column: str  # event time used for the point-in-time dimension lookup
+    columns: list[str]
+    dims: tuple[str, ...]  # which of client / instrument / lp it references
+
+
+TRADES = FactSpec("fact_trades", "trade_id", "trade_date", TRADE_FACT_COLUMNS, ("client", "instrument", "lp"))
+ORDERS = FactSpec("fact_orders", "order_id", "order_date", ORDER_FACT_COLUMNS, ("client", "instrument", "lp"))
+# dimension -> (table, natural id column, surrogate key column, tenant known)
+DIMS = {
+    "client": ("dim_clients", "client_id", "client_key", True),
+    "instrument": ("dim_instruments", "instrument_id", "instrument_key", False),
+    "lp": ("dim_liquidity_providers", "lp_id", "lp_key", False),
+}
+
+
+def pos(alias: str) -> sql.Composed:
+    """The comparable source position of a row: origin rank, commit LSN, LSN, event version, time.
+
+    CDC ranks above domain events: the database change is the record, an event is a low-latency
+    preview of it; within an origin the natural order applies. NULLs sort first.
+    """
+    a = sql.Identifier(alias)
+    return sql.SQL(
+        "ROW(({a}.src_origin = 'cdc')::int, COALESCE({a}.src_commit_lsn, -1), COALESCE({a}.src_lsn, -1), "
+        "COALESCE({a}.src_event_version, -1), COALESCE({a}.src_event_ts, '-infinity'::timestamptz))"
+    ).format(a=a)
+
+
+@dataclass
+class BatchWrite:
+    """Everything one micro-batch writes."""
+
+    trades: pl.DataFrame | None = None
+    orders: pl.DataFrame | None = None
+    deletes: pl.DataFrame | None = None  # fact_table, natural_key, position columns
+    quotes: pl.DataFrame | None = None
+    sampler_state: dict[SamplerKey, SamplerState] = field(default_factory=dict)
+    issues: list[dict[str, Any]] = field(default_factory=list)
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)  # next offset to read
+
+
+@dataclass
+class LoadCounts:
+    """What a committed batch changed."""
+
+    upserted: int = 0
+    stale: int = 0
+    duplicates: int = 0
+    deleted: int = 0
+    quotes: int = 0
+    issues: int = 0
+
+    def add(self, other: LoadCounts) -> None:
+        for name in vars(self):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+def _csv(frame: pl.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    frame.write_csv(buf, include_header=False, null_value="", quote_style="non_numeric")
+    return buf.getvalue()
+
+
+class WarehouseLoader:
+    """Owns the loader's warehouse connection and temp staging tables."""
+
+    def __init__(self, settings: WarehouseSettings, group: str) -> None:
+        self.settings = settings
+        self.group = group
+        self.conn: psycopg.Connection | None = None
+        self.reader: psycopg.Connection | None = None
+
+    # --- connection ----------------------------------------------------------------------
+
+    def open(self) -> psycopg.Connection:
+        """(Re)connect and create the session's staging tables."""
+        if self.conn is not None and not self.conn.closed and not self.conn.broken:
+            return self.conn
+        self.close()
+        conn = connect(self.settings)
+        with conn.transaction():
+            for table in ("fact_trades", "fact_orders", "fact_quotes"):
+                conn.execute(
+                    sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS").format(
+                        sql.Identifier(f"stg_{table}"), sql.Identifier(table)
+                    )
+                )
+            conn.execute(
+                "CREATE TEMP TABLE stg_deletes (LIKE etl_fact_tombstones INCLUDING DEFAULTS) "
+                "ON COMMIT DELETE ROWS"
+            )
+        self.conn = conn
+        return conn
+
+    def close(self) -> None:
+        """Close the write connection (a failed batch's retry reconnects)."""
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            finally:
+                self.conn = None
+
+    def close_all(self) -> None:
+        self.close()
+        self.close_reader()
+
+    def close_reader(self) -> None:
+        if self.reader is not None:
+            try:
+                self.reader.close()
+            finally:
+                self.reader = None
+
+    def open_reader(self) -> psycopg.Connection:
+        """The read connection: batch preparation reads while the previous batch commits."""
+        if self.reader is not None and not self.reader.closed and not self.reader.broken:
+            return self.reader
+        self.reader = connect(self.settings, autocommit=True)
+        return self.reader
+
+    # --- reads outside the batch transaction ---------------------------------------------
+
+    def stored_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        """Positions stored for this group (absent: never committed)."""
+        wanted = list(partitions)
+        if not wanted:
+            return {}
+        conn = self.open_reader()
+        rows = conn.execute(
+            "SELECT topic, partition, next_offset FROM etl_consumer_offsets "
+            "WHERE consumer_group = %s AND (topic, partition) IN "
+            "(SELECT * FROM unnest(%s::text[], %s::int[]))",
+            (self.group, [t for t, _ in wanted], [p for _, p in wanted]),
+        ).fetchall()
+        return {(t, p): o for t, p, o in rows}
+
+    def sampler_state(self, keys: list[SamplerKey]) -> dict[SamplerKey, SamplerState]:
+        """Stored sampler state of the given keys."""
+        if not keys:
+            return {}
+        conn = self.open_reader()
+        cols = list(zip(*keys, strict=True))
+        rows = conn.execute(
+            "SELECT s.topic, s.partition, s.tenant_id::text, s.instrument_id::text, s.lp_id::text, "
+            "s.seen_since_kept, s.last_kept_spread_bps, s.last_kept_offset "
+            "FROM etl_quote_sampler_state s JOIN unnest(%s::text[], %s::int[], %s::uuid[], %s::uuid[], "
+            "%s::uuid[]) AS k(topic, partition, tenant_id, instrument_id, lp_id) "
+            "USING (topic, partition, tenant_id, instrument_id, lp_id) WHERE s.consumer_group = %s",
+            [*(list(c) for c in cols), self.group],
+        ).fetchall()
+        return {(r[0], r[1], r[2], r[3], r[4]): SamplerState(r[5], r[6], r[7]) for r in rows}
+
+    def stored_values(self, table: str, key: str, columns: list[str], keys: list[str]) -> pl.DataFrame:
+        """Current stored values of some columns of fact rows (to replace TOAST placeholders)."""
+        conn = self.open_reader()
+        query = sql.SQL("SELECT {key}::text, {cols} FROM {table} WHERE {key} = ANY(%s::uuid[])").format(
+            key=sql.Identifier(key),
+            cols=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+            table=sql.Identifier(table),
+        )
+        rows = conn.execute(query, (keys,)).fetchall()
+        return pl.DataFrame(rows, schema=[key, *columns], orient="row", infer_schema_length=None)
+
+    # --- the batch transaction -----------------------------------------------------------
+
+    def commit_batch(
+        self, batch: BatchWrite, expected: dict[TopicPartition, int | None], job_run_id: str | None
+    ) -> LoadCounts:
+        """Write one batch and its positions atomically; raises `FencedError` when fenced."""
+        conn = self.open()
+        counts = LoadCounts()
+        with conn.transaction():
+            self._claim_offsets(conn, batch.offsets, expected)
+            for spec, frame in ((TRADES, batch.trades), (ORDERS, batch.orders)):
+                if frame is not None and not frame.is_empty():
+                    counts.add(self._upsert(conn, spec, frame))
+            if batch.deletes is not None and not batch.deletes.is_empty():
+                counts.add(self._deletes(conn, batch.deletes))
+            if batch.quotes is not None and not batch.quotes.is_empty():
+                counts.quotes += self._quotes(conn, batch.quotes)
+            if batch.sampler_state:
+                self._save_sampler(conn, batch.sampler_state)
+            if batch.issues:
+                counts.issues += self._issues(conn, batch.issues, job_run_id)
+        return counts
+
+    def _claim_offsets(
+        self,
+        conn: psycopg.Connection,
+        offsets: dict[TopicPartition, int],
+        expected: dict[TopicPartition, int | None],
+    ) -> None:
+        for (topic, partition), next_offset in sorted(offsets.items()):
+            before = expected.get((topic, partition))
+            if before is None:
+                cur = conn.execute(
+                    "INSERT INTO etl_consumer_offsets (consumer_group, topic, partition, next_offset) "
+                    "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    (self.group, topic, partition, next_offset),
+                )
+            else:
+                cur = conn.execute(
+                    "UPDATE etl_consumer_offsets SET next_offset = %s, updated_at = now() "
+                    "WHERE consumer_group = %s AND topic = %s AND partition = %s AND next_offset = %s",
+                    (next_offset, self.group, topic, partition, before),
+                )
+            if cur.rowcount != 1:
+                raise FencedError(
+                    f"positions of {topic}[{partition}] were committed by another consumer of group "
+                    f"{self.group!r}; the batch is discarded and the partition re-read"
+                )
+
+    def _copy(self, conn: psycopg.Connection, table: str, frame: pl.DataFrame, columns: list[str]) -> None:
+        stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+            sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+        )
+        with conn.cursor() as cur, cur.copy(stmt) as copy:
+            copy.write(_csv(frame.select(columns)))
+
+    def _inferred_members(self, conn: psycopg.Connection, stage: str, dims: Iterable[str]) -> None:
+        for dim in dims:
+            table, natural, _, has_tenant = DIMS[dim]
+            tenant = sql.SQL(", tenant_id") if has_tenant else sql.SQL("")
+            tenant_val = sql.SQL(", s.tenant_id") if has_tenant else sql.SQL("")
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO {dim} ({nat}{tenant}, valid_from, valid_to, is_current, version, "
+                    "is_inferred) SELECT DISTINCT ON (s.{nat}) s.{nat}{tenant_val}, '-infinity', "
+                    "'infinity', true, 1, true "
+                    "FROM {stage} s WHERE s.{nat} IS NOT NULL AND NOT EXISTS "
+                    "(SELECT 1 FROM {dim} d WHERE d.{nat} = s.{nat}) ORDER BY s.{nat} ON CONFLICT DO NOTHING"
+                ).format(
+                    dim=sql.Identifier(table),
+                    nat=sql.Identifier(natural),
+                    tenant=tenant,
+                    tenant_val=tenant_val,
+                    stage=sql.Identifier(stage),
+                )
+            )
+
+    @staticmethod
+    def _dim_joins(dims: Iterable[str], time_column: str) -> tuple[sql.Composed, list[sql.Composable]]:
+        """LATERAL joins picking the dimension version valid at the event time.
+
+        The version with the latest valid_from <= time; when the time precedes every version (an
+        event older than the member's first known version) the first version.
+        """
+        joins = []
+        keys: list[sql.Composable] = []
+        for dim in dims:
+            table, natural, key, _ = DIMS[dim]
+            alias = sql.Identifier(f"k_{dim}")
+            joins.append(
+                sql.SQL(
+                    "LEFT JOIN LATERAL (SELECT d.{key} FROM {dim} d WHERE d.{nat} = s.{nat} "
+                    "ORDER BY (d.valid_from <= s.{t}) DESC, "
+                    "CASE WHEN d.valid_from <= s.{t} THEN d.version ELSE -d.version END DESC LIMIT 1) "
+                    "{alias} ON true"
+                ).format(
+                    key=sql.Identifier(key),
+                    dim=sql.Identifier(table),
+                    nat=sql.Identifier(natural),
+                    t=sql.Identifier(time_column),
+                    alias=alias,
+                )
+            )
+            keys.append(sql.SQL("{}.{}").format(alias, sql.Identifier(key)))
+        return sql.SQL(" ").join(joins), keys
+
+    def _upsert(self, conn: psycopg.Connection, spec: FactSpec, frame: pl.DataFrame) -> LoadCounts:
+        stage = f"stg_{spec.table}"
+        cols = [*spec.columns, *POSITION, "src_kafka"]
+        self._copy(conn, stage, frame, cols)
+        self._inferred_members(conn, stage, spec.dims)
+        joins, dim_keys = self._dim_joins(spec.dims, spec.time_column)
+        key_cols = [DIMS[d][2] for d in spec.dims]
+        target_cols = [*spec.columns, *key_cols, *POSITION, "src_kafka"]
+        select_cols: list[sql.Composable] = [sql.SQL("s.{}").format(sql.Identifier(c)) for c in spec.columns]
+        select_cols += dim_keys
+        select_cols += [sql.SQL("s.{}").format(sql.Identifier(c)) for c in [*POSITION, "src_kafka"]]
+        updates = [
+            sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in target_cols if c != spec.key
+        ]
+        cur = conn.execute(
+            sql.SQL(
+                "INSERT INTO {table} AS f ({targets}) SELECT {selects} FROM {stage} s {joins} "
+                "WHERE NOT EXISTS (SELECT 1 FROM etl_fact_tombstones t WHERE t.fact_table = {tname} "
+                "AND t.natural_key = s.{key} AND {pt} >= {ps}) "
+                "ON CONFLICT ({key}) DO UPDATE SET {updates}, is_deleted = false, updated_at = now() "
+                "WHERE {pe} > {pf}"
+            ).format(
+                table=sql.Identifier(spec.table),
+                targets=sql.SQL(", ").join(sql.Identifier(c) for c in target_cols),
+                selects=sql.SQL(", ").join(select_cols),
+                stage=sql.Identifier(stage),
+                joins=joins,
+                tname=sql.Literal(spec.table),
+                key=sql.Identifier(spec.key),
+                pt=pos("t"),
+                ps=pos("s"),
+                updates=sql.SQL(", ").join(updates),
+                pe=pos("excluded"),
+                pf=pos("f"),
+            )
+        )
+        written = max(cur.rowcount, 0)
+        duplicates = 0
+        if written < frame.height:  # some were not applied: tell replays (same position) from stale
+            same = conn.execute(
+                sql.SQL(
+                    "SELECT count(*) FROM {stage} s JOIN {table} f USING ({key}) WHERE {ps} = {pf}"
+                ).format(
+                    stage=sql.Identifier(stage),
+                    table=sql.Identifier(spec.table),
+                    key=sql.Identifier(spec.key),
+                    ps=pos("s"),
+                    pf=pos("f"),
+                )
+            ).fetchone()
+            duplicates = (int(same[0]) if same else 0) - written  # rows just written match too
+        return LoadCounts(upserted=written, duplicates=duplicates, stale=frame.height - written - duplicates)
+
+    def _deletes(self, conn: psycopg.Connection, deletes: pl.DataFrame) -> LoadCounts:
+        cols = ["fact_table", "natural_key", *POSITION]
+        self._copy(conn, "stg_deletes", deletes, cols)
+        cur = conn.execute(
+            sql.SQL(
+                "INSERT INTO etl_fact_tombstones AS t ({cols}) SELECT {cols} FROM stg_deletes "
+                "ON CONFLICT (fact_table, natural_key) DO UPDATE SET src_origin = EXCLUDED.src_origin, "
+                "src_commit_lsn = EXCLUDED.src_commit_lsn, src_lsn = EXCLUDED.src_lsn, "
+                "src_event_version = EXCLUDED.src_event_version, src_event_ts = EXCLUDED.src_event_ts, "
+                "deleted_at = now() WHERE {pe} > {pt}"
+            ).format(
+                cols=sql.SQL(", ").join(sql.Identifier(c) for c in cols), pe=pos("excluded"), pt=pos("t")
+            )
+        )
+        applied = max(cur.rowcount, 0)
+        for spec in (TRADES, ORDERS):
+            conn.execute(
+                sql.SQL(
+                    "UPDATE {table} f SET is_deleted = true, src_origin = s.src_origin, "
+                    "src_commit_lsn = s.src_commit_lsn, src_lsn = s.src_lsn, "
+                    "src_event_version = s.src_event_version, src_event_ts = s.src_event_ts, "
+                    "updated_at = now() FROM stg_deletes s WHERE s.fact_table = {tname} "
+                    "AND s.natural_key = f.{key} AND {ps} > {pf}"
+                ).format(
+                    table=sql.Identifier(spec.table),
+                    tname=sql.Literal(spec.table),
+                    key=sql.Identifier(spec.key),
+                    ps=pos("s"),
+                    pf=pos("f"),
+                )
+            )
+        return LoadCounts(deleted=applied, stale=deletes.height - applied)
+
+    def _quotes(self, conn: psycopg.Connection, quotes: pl.DataFrame) -> int:
+        stage = "stg_fact_quotes"
+        self._copy(conn, stage, quotes, QUOTE_FACT_COLUMNS)
+        self._inferred_members(conn, stage, ("instrument", "lp"))
+        joins, dim_keys = self._dim_joins(("instrument", "lp"), "quote_timestamp")
+        targets = [*QUOTE_FACT_COLUMNS, "instrument_key", "lp_key"]
+        selects: list[sql.Composable] = [
+            sql.SQL("s.{}").format(sql.Identifier(c)) for c in QUOTE_FACT_COLUMNS
+        ]
+        selects += dim_keys
+        cur = conn.execute(
+            sql.SQL(
+                "INSERT INTO fact_quotes ({targets}) SELECT {selects} FROM {stage} s {joins} "
+                "ON CONFLICT DO NOTHING"
+            ).format(
+                targets=sql.SQL(", ").join(sql.Identifier(c) for c in targets),
+                selects=sql.SQL(", ").join(selects),
+                stage=sql.Identifier(stage),
+                joins=joins,
+            )
+        )
+        return max(cur.rowcount, 0)
+
+    def _save_sampler(self, conn: psycopg.Connection, state: dict[SamplerKey, SamplerState]) -> None:
+        keys = list(state)
+        cols: list[list[Any]] = [list(c) for c in zip(*keys, strict=True)]
+        cols.append([state[k].seen_since_kept for k in keys])
+        cols.append([state[k].last_kept_spread_bps for k in keys])
+        cols.append([state[k].last_kept_offset for k in keys])
+        conn.execute(
+            "INSERT INTO etl_quote_sampler_state AS s (consumer_group, topic, partition, tenant_id, "
+            "instrument_id, lp_id, seen_since_kept, last_kept_spread_bps, last_kept_offset) "
+            "SELECT %s, * FROM unnest(%s::text[], %s::int[], %s::uuid[], %s::uuid[], %s::uuid[], %s::int[], "
+            "%s::numeric[], %s::bigint[]) "
+            "ON CONFLICT (consumer_group, topic, partition, tenant_id, instrument_id, lp_id) DO UPDATE SET "
+            "seen_since_kept = EXCLUDED.seen_since_kept, "
+            "last_kept_spread_bps = EXCLUDED.last_kept_spread_bps, "
+            "last_kept_offset = EXCLUDED.last_kept_offset, updated_at = now()",
+            [self.group, *cols],
+        )
+
+    def _issues(self, conn: psycopg.Connection, issues: list[dict[str, Any]], job_run_id: str | None) -> int:
+        stmt = sql.SQL("COPY etl_data_quality_issues ({}) FROM STDIN").format(
+            sql.SQL(", ").join(sql.Identifier(c) for c in DQ_COLUMNS)
+        )
+        with conn.cursor() as cur, cur.copy(stmt) as copy:
+            for issue in issues:
+                copy.write_row(
+                    [
+                        job_run_id,
+                        issue["source_table"],
+                        issue.get("record_id"),
+                        issue["rule_name"],
+                        issue["severity"],
+                        issue["error_message"],
+                        _json(issue.get("record_data")),
+                        _json(issue.get("origin")),
+                    ]
+                )
+        return len(issues)
+
+
+def _json(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = json.dumps(value, default=_default)
+    return text.replace("\\u0000", "")  # PostgreSQL jsonb rejects NUL
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    return str(value)

@@ -1,0 +1,79 @@
+"""`orion-etl stream`: run the streaming loader (Kafka -> warehouse facts)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from orion_etl.cli.context import state
+from orion_etl.cli.render import OutputFormat, print_json
+from orion_etl.jobs.stream import StreamStats, run_stream
+
+app = typer.Typer(help="Stream CDC and domain events into warehouse facts.", invoke_without_command=True)
+
+_ROWS = [
+    ("messages", "messages"),
+    ("rate_per_s", "msg/s"),
+    ("lag", "lag"),
+    ("latency_p50_ms", "latency p50 ms"),
+    ("latency_p99_ms", "latency p99 ms"),
+    ("loaded", "loaded"),
+    ("stale", "stale dropped"),
+    ("dlq", "dead-lettered"),
+    ("dq_warnings", "DQ warnings"),
+    ("retries", "retries"),
+]
+
+
+def _view(stats: StreamStats) -> Table:
+    data = stats.as_dict()
+    table = Table(title="orion-etl stream", show_header=False)
+    for key, label in _ROWS:
+        table.add_row(label, "-" if data[key] is None else str(data[key]))
+    return table
+
+
+@app.callback()
+def stream(
+    ctx: typer.Context,
+    until_caught_up: Annotated[
+        bool, typer.Option("--until-caught-up", help="Stop once every assigned partition is drained.")
+    ] = False,
+    max_messages: Annotated[
+        int | None, typer.Option("--max-messages", min=1, help="Stop after about this many messages.")
+    ] = None,
+    group: Annotated[
+        str | None, typer.Option("--group", help="Consumer group (default: stream.group_id).")
+    ] = None,
+    fmt: Annotated[
+        OutputFormat, typer.Option("--format", help="Summary as a table or JSON.")
+    ] = OutputFormat.TABLE,
+) -> None:
+    """Consume the configured topics in micro-batches until stopped (SIGTERM/SIGINT finish the batch).
+
+    Exit 0: done, nothing dead-lettered; 1: some records went to the DLQ or raised DQ warnings;
+    3: could not run (database or broker unreachable at start, unexpected failure).
+    """
+    app_state = state(ctx)
+    settings = app_state.settings()
+    console = app_state.err_console
+    if console.is_terminal and fmt is OutputFormat.TABLE:
+        with Live(_view(StreamStats()), console=console, refresh_per_second=4, transient=False) as live:
+            result = run_stream(
+                settings,
+                group=group,
+                until_caught_up=until_caught_up,
+                max_messages=max_messages,
+                on_progress=lambda s: live.update(_view(s)),
+            )
+    else:
+        result = run_stream(settings, group=group, until_caught_up=until_caught_up, max_messages=max_messages)
+    summary = {"job_run_id": result.job_run_id, **result.stats.as_dict()}
+    if fmt is OutputFormat.JSON:
+        print_json(summary)
+    else:
+        app_state.console.print(_view(result.stats))
+    raise typer.Exit(result.exit_code)

@@ -1,0 +1,463 @@
+"""Decoding Kafka records: Debezium change envelopes and orion domain events (pure, no I/O).
+
+Two steps, both batch-oriented:
+
+1. `decode_cdc` / `decode_event` turn one record's bytes into a `Change` (or raise `DecodeError`).
+   msgspec decodes the envelope; an embedded Kafka Connect schema (`{"schema":..,"payload":..}`,
+   `value.converter.schemas.enable=true`) is kept as raw bytes and parsed once per distinct
+   schema (cached), so the per-record cost of schemas is a memcmp-speed skip, not a parse.
+   JSON numbers in untyped positions become `Decimal` (exact), never float.
+2. `to_frame` converts the rows of many changes column by column into a polars frame with exact
+   types (Decimal(28,10), UTC Datetime, Date, UUID text, ...). Each field is converted by its
+   Debezium logical type when the record carried a schema, else by the column's expected kind:
+
+   ============================================  =========================================
+   logical type / JSON value                      result
+   ============================================  =========================================
+   string decimal (decimal.handling.mode=string)  Decimal (our default connector setting)
+   org.apache.kafka.connect.data.Decimal          base64 big-endian two's-complement unscaled
+                                                  bytes, `scale` parameter -> Decimal
+   io.debezium.data.VariableScaleDecimal          {"scale": s, "value": base64} -> Decimal
+   JSON number (double mode, events)              Decimal of the literal text (exact)
+   io.debezium.time.ZonedTimestamp / ISO string   UTC Datetime(us)
+   io.debezium.time.MicroTimestamp / Timestamp    epoch micros / millis -> UTC Datetime
+   io.debezium.time.NanoTimestamp                 epoch nanos -> UTC Datetime (us)
+   integer timestamp without a schema             epoch micros (Debezium's adaptive default)
+   io.debezium.time.Date / integer date           days since epoch -> Date
+   io.debezium.data.Uuid / UUID string            validated canonical text
+   ============================================  =========================================
+
+   Without an embedded schema a base64 `Decimal` cannot be told apart from a decimal string, so
+   schemaless topics must use decimal.handling.mode=string (the default) or `precise` with
+   variable scale. A value that does not convert (wrong JSON type, unparsable text, more than 10
+   decimal places, out of NUMERIC(28,10) range, a date outside the warehouse calendar) marks its
+   row invalid with a message naming the column; the caller dead-letters that row only.
+
+The unchanged-TOAST placeholder `__debezium_unavailable_value` becomes NULL and the column name is
+listed in `_unavailable`, so the loader can keep the stored value instead of overwriting it.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+import msgspec
+import polars as pl
+
+UNAVAILABLE = "__debezium_unavailable_value"
+UNAVAILABLE_B64 = base64.b64encode(UNAVAILABLE.encode()).decode()
+_PLACEHOLDER_BYTES = (UNAVAILABLE.encode(), UNAVAILABLE_B64.encode())
+SCALE = 10
+MAX_ABS = Decimal(10) ** 18  # NUMERIC(28, 10): 18 integer digits
+CALENDAR = (date(2000, 1, 1), date(2060, 12, 31))  # dim_date's range
+_TS_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%#z"
+_UUID_RE = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+_EXCESS_SCALE_RE = r"\.\d{10}\d*[1-9]"
+_INVALID = "\x00invalid"  # marker text that never parses
+
+
+class ErrorClass(StrEnum):
+    """Why a record was dead-lettered (the DLQ `dlq.error_class` header)."""
+
+    DECODE = "DECODE"  # not UTF-8 / not JSON / wrong JSON types in the envelope
+    MISSING_PAYLOAD = "MISSING_PAYLOAD"
+    UNKNOWN_OP = "UNKNOWN_OP"
+    UNKNOWN_TOPIC = "UNKNOWN_TOPIC"  # no handler for the topic or the CDC source table
+    INVALID_VALUE = "INVALID_VALUE"  # a field that does not convert to its column type
+    RULE = "RULE"  # an error-severity data-quality rule failed
+
+
+class DecodeError(Exception):
+    """A record that cannot be decoded; carries its DLQ error class."""
+
+    def __init__(self, error_class: ErrorClass, message: str) -> None:
+        super().__init__(message)
+        self.error_class = error_class
+        self.message = message
+
+
+class Kind(StrEnum):
+    """Target type of a column."""
+
+    UUID = "uuid"
+    STRING = "string"
+    DECIMAL = "decimal"
+    TIMESTAMP = "timestamp"
+    DATE = "date"
+    INT = "int"
+    BOOL = "bool"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldType:
+    """A field of an embedded Kafka Connect schema: its type, logical name and parameters."""
+
+    type: str
+    name: str | None = None
+    parameters: dict[str, str] | None = None
+
+
+@dataclass(slots=True)
+class KafkaRecord:
+    """One consumed Kafka record (what the DLQ needs to re-publish it verbatim)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int | None = None
+    headers: list[tuple[str, bytes]] | None = None
+
+
+@dataclass(slots=True)
+class Change:
+    """A decoded change: operation, row image and ordering position."""
+
+    record: KafkaRecord
+    op: str  # c | u | r | d  (events are c)
+    row: dict[str, Any]
+    commit_lsn: int | None = None
+    lsn: int | None = None
+    ts_ms: int | None = None  # source commit time (CDC) or event time in ms (events)
+    event_version: int | None = None
+    event_time: Any = None  # raw occurredAt of events (converted with the frame)
+    table: str | None = None
+    fields: dict[str, FieldType] | None = field(default=None)
+
+
+# --- envelope structs -----------------------------------------------------------------------
+
+
+class _Source(msgspec.Struct):
+    ts_ms: int | None = None
+    lsn: int | None = None
+    sequence: str | None = None
+    table: str | None = None
+
+
+class _Payload(msgspec.Struct):
+    op: str | None = None
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    source: _Source | None = None
+    ts_ms: int | None = None
+
+
+class _Top(msgspec.Struct):
+    # One pass over the bytes: the schema is kept raw (not parsed; an empty Raw means absent,
+    # JSON null is Raw(b"null")), the payload decoded; UNSET tells an absent payload from null.
+    schema: msgspec.Raw = msgspec.Raw()
+    payload: _Payload | msgspec.UnsetType | None = msgspec.UNSET
+    op: str | None = None
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    source: _Source | None = None
+    ts_ms: int | None = None
+
+
+class _Event(msgspec.Struct):
+    schema: msgspec.Raw = msgspec.Raw()
+    eventId: str | None = None  # noqa: N815 - the wire names of the event envelope
+    eventType: str | None = None  # noqa: N815
+    eventVersion: int | None = None  # noqa: N815
+    occurredAt: str | int | None = None  # noqa: N815
+    sequence: int | None = None
+    payload: dict[str, Any] | None = None
+
+
+_top_decoder = msgspec.json.Decoder(_Top, float_hook=Decimal)
+_event_decoder = msgspec.json.Decoder(_Event, float_hook=Decimal)
+_schema_cache: dict[bytes, dict[str, FieldType]] = {}
+LOAD_OPS = frozenset({"c", "u", "r"})
+
+
+class Tombstone(Exception):  # noqa: N818 - a signal, not an error
+    """A record with a null value (Kafka compaction tombstone): acknowledged, no effect."""
+
+
+def _msg(exc: Exception) -> str:
+    return " ".join(str(exc).split())[:300]
+
+
+def parse_sequence(sequence: str | None, lsn: int | None) -> tuple[int | None, int | None]:
+    """Debezium `source.sequence` '["<last commit lsn>","<lsn>"]' -> (commit_lsn, lsn).
+
+    Compared as a tuple this orders changes correctly across concurrent transactions, which the
+    bare LSN does not. Without a sequence (old connectors), (None, source.lsn).
+    """
+    if not sequence:
+        return None, lsn
+    try:
+        parts = msgspec.json.decode(sequence)
+        commit, current = parts[0], parts[1]
+        return (int(commit) if commit is not None else None), (int(current) if current is not None else lsn)
+    except (msgspec.DecodeError, ValueError, TypeError, IndexError, KeyError) as exc:
+        raise DecodeError(ErrorClass.DECODE, f"invalid source.sequence {sequence[:80]!r}") from exc
+
+
+def _row_fields(schema_raw: bytes) -> dict[str, FieldType]:
+    """Field types of the row struct ('after', else 'before') of an envelope schema (cached)."""
+    cached = _schema_cache.get(schema_raw)
+    if cached is not None:
+        return cached
+    out: dict[str, FieldType] = {}
+    try:
+        schema = msgspec.json.decode(schema_raw)
+        for part in schema.get("fields") or []:
+            if part.get("field") in ("after", "before") and part.get("fields"):
+                for f in part["fields"]:
+                    out[f["field"]] = FieldType(f.get("type", ""), f.get("name"), f.get("parameters"))
+                break
+    except (msgspec.DecodeError, AttributeError, KeyError, TypeError) as exc:
+        raise DecodeError(ErrorClass.DECODE, f"invalid embedded schema: {_msg(exc)}") from exc
+    if len(_schema_cache) > 256:
+        _schema_cache.clear()
+    _schema_cache[bytes(schema_raw)] = out
+    return out
+
+
+def decode_cdc(record: KafkaRecord) -> Change:
+    """Decode one Debezium change envelope (with or without embedded schema).
+
+    Raises `Tombstone` for a null value and `DecodeError` for anything that cannot be loaded.
+    """
+    value = record.value
+    if value is None:
+        raise Tombstone()
+    try:
+        top = _top_decoder.decode(value)
+        fields = None
+        if top.op is None and (top.payload is not msgspec.UNSET or top.schema):
+            if top.payload is msgspec.UNSET:
+                raise DecodeError(ErrorClass.MISSING_PAYLOAD, "envelope with a schema but no payload")
+            if top.payload is None:
+                raise Tombstone()
+            payload = top.payload
+            if top.schema and bytes(top.schema) != b"null":
+                fields = _row_fields(bytes(top.schema))
+        else:
+            payload = _Payload(top.op, top.before, top.after, top.source, top.ts_ms)
+    except msgspec.ValidationError as exc:
+        raise DecodeError(ErrorClass.DECODE, f"envelope has wrong types: {_msg(exc)}") from exc
+    except msgspec.DecodeError as exc:
+        raise DecodeError(ErrorClass.DECODE, f"not valid JSON: {_msg(exc)}") from exc
+    except UnicodeDecodeError as exc:
+        raise DecodeError(ErrorClass.DECODE, f"not valid UTF-8: {_msg(exc)}") from exc
+    op = payload.op
+    if op is None:
+        raise DecodeError(ErrorClass.MISSING_PAYLOAD, "no Debezium payload (op missing)")
+    if op in LOAD_OPS:
+        row = payload.after
+    elif op == "d":
+        row = payload.before
+    else:
+        raise DecodeError(ErrorClass.UNKNOWN_OP, f"unsupported op {op!r} (expected c, u, r or d)")
+    if row is None:
+        raise DecodeError(
+            ErrorClass.MISSING_PAYLOAD, f"op {op!r} without {'after' if op != 'd' else 'before'} image"
+        )
+    source = payload.source or _Source()
+    commit_lsn, lsn = parse_sequence(source.sequence, source.lsn)
+    return Change(
+        record, op, row, commit_lsn, lsn, source.ts_ms or payload.ts_ms, table=source.table, fields=fields
+    )
+
+
+def decode_event(record: KafkaRecord, expected_type: str | None = None) -> Change:
+    """Decode one domain event (`trade.executed`, `quote.received`); see docs/stream.md.
+
+    Envelope: {"eventId", "eventType", "eventVersion", "occurredAt", "sequence", "payload": {...}},
+    optionally wrapped in a Kafka Connect `{"schema":..,"payload":..}`.
+    """
+    if record.value is None:
+        raise Tombstone()
+    try:
+        event = _event_decoder.decode(record.value)
+        if event.schema and event.payload is not None and "payload" in event.payload:
+            event = msgspec.convert(event.payload, _Event)
+    except msgspec.ValidationError as exc:
+        raise DecodeError(ErrorClass.DECODE, f"event has wrong types: {_msg(exc)}") from exc
+    except msgspec.DecodeError as exc:
+        raise DecodeError(ErrorClass.DECODE, f"not valid JSON: {_msg(exc)}") from exc
+    except UnicodeDecodeError as exc:
+        raise DecodeError(ErrorClass.DECODE, f"not valid UTF-8: {_msg(exc)}") from exc
+    if event.payload is None:
+        raise DecodeError(ErrorClass.MISSING_PAYLOAD, "event without payload")
+    if expected_type and event.eventType and event.eventType != expected_type:
+        raise DecodeError(
+            ErrorClass.UNKNOWN_TOPIC, f"event type {event.eventType!r} on a {expected_type} topic"
+        )
+    if event.eventVersion not in (None, 1):
+        raise DecodeError(ErrorClass.DECODE, f"unsupported eventVersion {event.eventVersion}")
+    return Change(
+        record,
+        "c",
+        event.payload,
+        event_version=event.sequence or 0,
+        event_time=event.occurredAt,
+        ts_ms=record.timestamp_ms,
+    )
+
+
+# --- column conversion ----------------------------------------------------------------------
+
+
+def _b64_decimal(text: str, scale: int) -> str:
+    unscaled = int.from_bytes(base64.b64decode(text, validate=True), "big", signed=True)
+    return str(Decimal(unscaled).scaleb(-scale))
+
+
+def _decimal_text(value: Any, ft: FieldType | None) -> str | None:
+    """Normalize one raw decimal value to text (None stays None; junk becomes `_INVALID`)."""
+    if value is None:
+        return None
+    try:
+        if type(value) is str:
+            if ft is not None and ft.name == "org.apache.kafka.connect.data.Decimal":
+                return _b64_decimal(value, int((ft.parameters or {}).get("scale", "0")))
+            return value
+        if type(value) is Decimal or type(value) is int:
+            return str(value) if not (type(value) is Decimal and not value.is_finite()) else _INVALID
+        if type(value) is dict and "value" in value and "scale" in value:  # VariableScaleDecimal
+            return _b64_decimal(value["value"], int(value["scale"]))
+    except (ValueError, TypeError, ArithmeticError):
+        return _INVALID
+    return _INVALID
+
+
+def _ts_unit(ft: FieldType | None) -> str:
+    if ft is None:
+        return "us"
+    return {
+        "io.debezium.time.Timestamp": "ms",
+        "org.apache.kafka.connect.data.Timestamp": "ms",
+        "io.debezium.time.NanoTimestamp": "ns",
+    }.get(ft.name or "", "us")
+
+
+def _convert(name: str, kind: Kind, raw: list[Any], fts: list[FieldType | None]) -> tuple[pl.Series, pl.Expr]:
+    """One column: (converted series, expression true where a non-null raw value did not convert)."""
+    present = pl.Series([v is not None for v in raw], dtype=pl.Boolean)
+    bad_extra: pl.Series | None = None
+    if kind is Kind.DECIMAL:
+        text = pl.Series([_decimal_text(v, ft) for v, ft in zip(raw, fts, strict=True)], dtype=pl.String)
+        out = text.str.to_decimal(scale=SCALE)
+        out = out.cast(pl.Decimal(28, SCALE), strict=False) if out.dtype != pl.Decimal(28, SCALE) else out
+        too_fine = text.str.contains(_EXCESS_SCALE_RE).fill_null(False)
+        too_big = (out.abs() >= MAX_ABS).fill_null(False)
+        out = pl.select(pl.when(too_fine | too_big).then(None).otherwise(out)).to_series()
+    elif kind is Kind.TIMESTAMP:
+        iso = pl.Series([v if type(v) is str else None for v in raw], dtype=pl.String)
+        parsed = iso.str.to_datetime(_TS_FORMAT, time_zone="UTC", time_unit="us", strict=False)
+        units = {_ts_unit(ft) for v, ft in zip(raw, fts, strict=True) if type(v) is int}
+        ints = pl.Series([v if type(v) is int else None for v in raw], dtype=pl.Int64)
+        if units:
+            unit = units.pop() if len(units) == 1 else "us"
+            mult = {"ms": 1000, "us": 1, "ns": 1}[unit]
+            micros = ints * mult if unit != "ns" else ints // 1000
+            epoch = pl.from_epoch(micros, time_unit="us").dt.replace_time_zone("UTC")
+            parsed = pl.select(pl.coalesce(parsed, epoch)).to_series()
+        out = parsed
+        day = out.dt.date()
+        bad_extra = ((day < CALENDAR[0]) | (day > CALENDAR[1])).fill_null(False)
+    elif kind is Kind.DATE:
+        ints = pl.Series([v if type(v) is int else None for v in raw], dtype=pl.Int32).cast(pl.Date)
+        iso = pl.Series([v if type(v) is str else None for v in raw], dtype=pl.String)
+        out = pl.select(pl.coalesce(ints, iso.str.to_date("%Y-%m-%d", strict=False))).to_series()
+        bad_extra = ((out < CALENDAR[0]) | (out > CALENDAR[1])).fill_null(False)
+    elif kind in (Kind.UUID, Kind.STRING):
+        out = pl.Series([v if type(v) is str else (_INVALID if v is not None else None) for v in raw])
+        out = out.cast(pl.String)
+        if kind is Kind.UUID:
+            out = pl.select(
+                pl.when(out.str.contains(_UUID_RE)).then(out.str.to_lowercase()).otherwise(None)
+            ).to_series()
+        else:
+            out = pl.select(pl.when(out == _INVALID).then(None).otherwise(out)).to_series()
+    elif kind is Kind.INT:
+        ok = [v if type(v) is int and -(2**31) <= v < 2**31 else None for v in raw]
+        out = pl.Series(ok, dtype=pl.Int32)
+    else:
+        out = pl.Series([v if type(v) is bool else None for v in raw], dtype=pl.Boolean)
+    out = out.alias(name)
+    bad = present & out.is_null()
+    if bad_extra is not None:
+        out = pl.select(pl.when(bad_extra).then(None).otherwise(out)).to_series().alias(name)
+        bad = bad | bad_extra
+    return out, pl.lit(bad)
+
+
+def to_frame(
+    changes: list[Change],
+    columns: dict[str, Kind],
+    required: tuple[str, ...] = (),
+    rename: dict[str, str] | None = None,
+) -> pl.DataFrame:
+    """Rows of `changes` as a typed frame with metadata columns and `_error` (None when valid).
+
+    Metadata: `_topic`, `_partition`, `_offset`, `_op`, `_commit_lsn`, `_lsn`, `_ts_ms`,
+    `_event_version`, `_event_ts`, `_kafka_ts_ms`, `_unavailable` (columns that carried the TOAST
+    placeholder). `rename` maps wire names (e.g. an event's camelCase) to column names.
+    """
+    rows = changes
+    if rename:
+        images = [{rename.get(k, k): v for k, v in c.row.items()} for c in rows]
+    else:
+        images = [c.row for c in rows]
+    unavailable: list[list[str]] = [[] for _ in rows]
+    # Only records whose bytes contain the placeholder are scanned for it (a C-speed search).
+    toasted = [
+        i
+        for i, c in enumerate(rows)
+        if c.record.value
+        and (_PLACEHOLDER_BYTES[0] in c.record.value or _PLACEHOLDER_BYTES[1] in c.record.value)
+    ]
+    any_fields = any(c.fields for c in rows)
+    series: list[pl.Series] = []
+    errors: list[pl.Expr] = []
+    for name, kind in columns.items():
+        raw = [image.get(name) for image in images]
+        for i in toasted:
+            v = raw[i]
+            if type(v) is str and v in (UNAVAILABLE, UNAVAILABLE_B64):
+                unavailable[i].append(name)
+                raw[i] = None
+        no_fields: list[FieldType | None] = [None] * len(rows)
+        fts = [c.fields.get(name) if c.fields else None for c in rows] if any_fields else no_fields
+        out, bad = _convert(name, kind, raw, fts)
+        series.append(out)
+        errors.append(pl.when(bad).then(pl.lit(f"{name}: invalid {kind.value} value")))
+        if name in required:
+            missing = out.is_null()
+            if toasted:
+                missing = missing & pl.Series([name not in u for u in unavailable])
+            errors.append(pl.when(pl.lit(missing)).then(pl.lit(f"{name}: required value missing")))
+    event_ts, _ = _convert("_event_ts", Kind.TIMESTAMP, [c.event_time for c in rows], [None] * len(rows))
+    meta = pl.DataFrame(
+        {
+            "_topic": [c.record.topic for c in rows],
+            "_partition": pl.Series([c.record.partition for c in rows], dtype=pl.Int32),
+            "_offset": pl.Series([c.record.offset for c in rows], dtype=pl.Int64),
+            "_op": [c.op for c in rows],
+            "_commit_lsn": pl.Series([c.commit_lsn for c in rows], dtype=pl.Int64),
+            "_lsn": pl.Series([c.lsn for c in rows], dtype=pl.Int64),
+            "_ts_ms": pl.Series([c.ts_ms for c in rows], dtype=pl.Int64),
+            "_event_version": pl.Series([c.event_version for c in rows], dtype=pl.Int64),
+            "_kafka_ts_ms": pl.Series([c.record.timestamp_ms for c in rows], dtype=pl.Int64),
+            # built from joined text: a list-of-lists Series costs one Python Series per row
+            "_unavailable": pl.Series([",".join(u) for u in unavailable], dtype=pl.String)
+            .str.split(",")
+            .list.eval(pl.element().filter(pl.element() != "")),
+        }
+    )
+    frame = pl.DataFrame(series) if series else pl.DataFrame()
+    event_bad = pl.Series([c.event_time is not None for c in rows]) & event_ts.is_null()
+    errors.append(pl.when(pl.lit(event_bad)).then(pl.lit("occurredAt: invalid timestamp value")))
+    frame = pl.concat([meta, frame, event_ts.to_frame()], how="horizontal")
+    return frame.with_columns(pl.coalesce(errors).alias("_error") if errors else pl.lit(None).alias("_error"))

@@ -1,0 +1,258 @@
+"""Fact transforms: decoded trade/order/quote rows -> fact rows with computed fields (pure polars).
+
+* Trades (CDC `trades` rows and `trade.executed` events mapped to the same column names):
+  notional = quantity x price and net_amount = notional + fees (BUY) / notional - fees (SELL), in
+  exact Decimal(38,10) arithmetic. polars rounds a product to the column scale (10 places) half to
+  even; inputs have at most 10 places, so only products with more than 10 significant decimals
+  are rounded, and always the same way.
+* Orders: every status is loaded (an accumulating snapshot: the row follows the order through
+  its life and ends in its terminal state), so `was_rejected` / `was_cancelled` are meaningful;
+  fill_rate = filled / requested, 0 when requested is 0.
+* Quotes (`quote.received`): mid = (bid + ask) / 2, spread = ask - bid,
+  spread_bps = spread / bid x 10000 (NULL when bid <= 0, which a quote check rejects anyway).
+
+Date keys use the configured trading day (`orion_etl.core.tradingday`), never local time. The
+story's rules run vectorized through `orion_etl.core.quality.evaluate_rows`.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import polars as pl
+
+from orion_etl.core.debezium import Kind
+from orion_etl.core.quality import DEFAULT_RULES, Rule, evaluate_rows, split_valid
+from orion_etl.core.tradingday import date_key_expr, trading_date_expr
+
+DEC = pl.Decimal(38, 10)
+
+TRADE_COLUMNS: dict[str, Kind] = {
+    "id": Kind.UUID,
+    "tenant_id": Kind.UUID,
+    "trade_reference": Kind.STRING,
+    "order_id": Kind.UUID,
+    "client_id": Kind.UUID,
+    "instrument_id": Kind.UUID,
+    "lp_id": Kind.UUID,
+    "trade_date": Kind.TIMESTAMP,
+    "settlement_date": Kind.DATE,
+    "side": Kind.STRING,
+    "order_type": Kind.STRING,
+    "quantity": Kind.DECIMAL,
+    "price": Kind.DECIMAL,
+    "fees": Kind.DECIMAL,
+    "currency": Kind.STRING,
+    "execution_venue": Kind.STRING,
+    "fill_latency_ms": Kind.INT,
+    "fill_count": Kind.INT,
+    "is_partial_fill": Kind.BOOL,
+}
+TRADE_REQUIRED = ("id", "trade_date")
+# trade.executed payload (the story's handleTradeEvent) -> trades column names.
+TRADE_EVENT_RENAME = {
+    "tradeId": "id",
+    "tenantId": "tenant_id",
+    "executionTime": "trade_date",
+    "settlementDate": "settlement_date",
+    "clientId": "client_id",
+    "instrumentId": "instrument_id",
+    "lpId": "lp_id",
+    "tradeReference": "trade_reference",
+    "orderId": "order_id",
+    "side": "side",
+    "orderType": "order_type",
+    "quantity": "quantity",
+    "price": "price",
+    "fees": "fees",
+    "currency": "currency",
+    "venue": "execution_venue",
+    "latencyMs": "fill_latency_ms",
+    "fillCount": "fill_count",
+    "isPartialFill": "is_partial_fill",
+}
+
+ORDER_COLUMNS: dict[str, Kind] = {
+    "id": Kind.UUID,
+    "tenant_id": Kind.UUID,
+    "client_id": Kind.UUID,
+    "instrument_id": Kind.UUID,
+    "lp_id": Kind.UUID,
+    "order_type": Kind.STRING,
+    "side": Kind.STRING,
+    "status": Kind.STRING,
+    "requested_quantity": Kind.DECIMAL,
+    "filled_quantity": Kind.DECIMAL,
+    "limit_price": Kind.DECIMAL,
+    "avg_fill_price": Kind.DECIMAL,
+    "fill_count": Kind.INT,
+    "total_latency_ms": Kind.INT,
+    "routing_latency_ms": Kind.INT,
+    "created_at": Kind.TIMESTAMP,
+    "updated_at": Kind.TIMESTAMP,
+}
+ORDER_REQUIRED = ("id", "created_at")
+
+QUOTE_COLUMNS: dict[str, Kind] = {
+    "tenant_id": Kind.UUID,
+    "instrument_id": Kind.UUID,
+    "lp_id": Kind.UUID,
+    "quote_timestamp": Kind.TIMESTAMP,
+    "bid_price": Kind.DECIMAL,
+    "ask_price": Kind.DECIMAL,
+    "bid_size": Kind.DECIMAL,
+    "ask_size": Kind.DECIMAL,
+    "is_stale": Kind.BOOL,
+    "latency_ms": Kind.INT,
+}
+QUOTE_REQUIRED = ("tenant_id", "instrument_id", "lp_id", "quote_timestamp", "bid_price", "ask_price")
+QUOTE_EVENT_RENAME = {
+    "tenantId": "tenant_id",
+    "instrumentId": "instrument_id",
+    "lpId": "lp_id",
+    "timestamp": "quote_timestamp",
+    "bid": "bid_price",
+    "ask": "ask_price",
+    "bidSize": "bid_size",
+    "askSize": "ask_size",
+    "isStale": "is_stale",
+    "latencyMs": "latency_ms",
+}
+
+# Source position columns every fact row carries (see sql/warehouse/V003 and V010).
+POSITION_COLUMNS = ["src_origin", "src_commit_lsn", "src_lsn", "src_event_version", "src_event_ts"]
+
+
+def positions(origin: str) -> list[pl.Expr]:
+    """Source position columns of rows decoded from CDC (`cdc`) or domain events (`event`)."""
+    event_ts = (
+        pl.col("_event_ts")
+        if origin == "event"
+        else pl.from_epoch(pl.col("_ts_ms"), time_unit="ms").dt.replace_time_zone("UTC")
+    )
+    return [
+        pl.lit(origin).alias("src_origin"),
+        pl.col("_commit_lsn").alias("src_commit_lsn"),
+        pl.col("_lsn").alias("src_lsn"),
+        (pl.col("_event_version") if origin == "event" else pl.lit(None, pl.Int64)).alias(
+            "src_event_version"
+        ),
+        event_ts.cast(pl.Datetime("us", "UTC")).alias("src_event_ts"),
+    ]
+
+
+def _date_key(column: str, timezone: str, cutoff: str) -> pl.Expr:
+    return date_key_expr(trading_date_expr(column, timezone, cutoff))
+
+
+def transform_trades(
+    frame: pl.DataFrame, origin: str, timezone: str = "UTC", cutoff: str = "00:00"
+) -> pl.DataFrame:
+    """Decoded trade rows -> fact_trades columns (+ metadata columns kept)."""
+    qty, price = pl.col("quantity").cast(DEC), pl.col("price").cast(DEC)
+    fees = pl.col("fees").cast(DEC).fill_null(Decimal(0))
+    # polars raises on a Decimal overflow for the whole frame: rows whose product cannot fit
+    # NUMERIC(38,10) are found with a float *estimate* (never stored) and dead-lettered.
+    unsafe = ((qty.cast(pl.Float64) * price.cast(pl.Float64)).abs() >= 1e27).fill_null(False)
+    notional = pl.when(unsafe).then(Decimal(0)).otherwise(qty) * price
+    return frame.with_columns(
+        pl.coalesce(
+            pl.col("_error"), pl.when(unsafe).then(pl.lit("notional_value: quantity x price out of range"))
+        ).alias("_error"),
+        pl.col("id").alias("trade_id"),
+        _date_key("trade_date", timezone, cutoff).alias("trade_date_key"),
+        notional.alias("notional_value"),
+        fees.cast(pl.Decimal(28, 10)).alias("fees"),
+        pl.when(pl.col("side") == "SELL")
+        .then(notional - fees)
+        .otherwise(notional + fees)
+        .alias("net_amount"),
+        pl.col("fill_latency_ms").fill_null(0),
+        pl.col("fill_count").fill_null(1),
+        pl.col("is_partial_fill").fill_null(False),
+        *positions(origin),
+    )
+
+
+def transform_orders(
+    frame: pl.DataFrame, origin: str, timezone: str = "UTC", cutoff: str = "00:00"
+) -> pl.DataFrame:
+    """Decoded order rows -> fact_orders columns."""
+    requested = pl.col("requested_quantity").cast(DEC)
+    filled = pl.col("filled_quantity").cast(DEC).fill_null(Decimal(0))
+    ratio_ok = ((filled.cast(pl.Float64) / requested.cast(pl.Float64)) < 9999).fill_null(True)
+    rate = pl.when((requested > 0) & ratio_ok).then(filled / requested).otherwise(Decimal(0))
+    return frame.with_columns(
+        pl.coalesce(
+            pl.col("_error"),
+            pl.when(~ratio_ok & (requested > 0)).then(pl.lit("fill_rate: filled / requested out of range")),
+        ).alias("_error"),
+        pl.col("id").alias("order_id"),
+        pl.col("created_at").alias("order_date"),
+        _date_key("created_at", timezone, cutoff).alias("order_date_key"),
+        pl.col("status").alias("final_status"),
+        filled.cast(pl.Decimal(28, 10)).alias("filled_quantity"),
+        rate.round(8).cast(pl.Decimal(12, 8), strict=False).alias("fill_rate"),
+        (pl.col("status") == "REJECTED").fill_null(False).alias("was_rejected"),
+        (pl.col("status") == "CANCELLED").fill_null(False).alias("was_cancelled"),
+        pl.col("fill_count").fill_null(0),
+        pl.col("total_latency_ms").fill_null(0),
+        pl.col("routing_latency_ms").fill_null(0),
+        *positions(origin),
+    )
+
+
+def transform_quotes(frame: pl.DataFrame, timezone: str = "UTC", cutoff: str = "00:00") -> pl.DataFrame:
+    """Decoded quote events -> fact_quotes columns; `_error` set on quotes that make no sense."""
+    bid, ask = pl.col("bid_price").cast(DEC), pl.col("ask_price").cast(DEC)
+    spread = ask - bid
+    day = trading_date_expr("quote_timestamp", timezone, cutoff)
+    checks = pl.coalesce(
+        pl.col("_error"),
+        pl.when(bid <= 0).then(pl.lit("[positive_bid] bid must be positive")),
+        pl.when(ask <= 0).then(pl.lit("[positive_ask] ask must be positive")),
+        pl.when(ask < bid).then(pl.lit("[crossed_quote] ask must not be below bid")),
+    )
+    return frame.with_columns(
+        day.alias("quote_date"),
+        date_key_expr(day).alias("quote_date_key"),
+        ((bid + ask) / 2).cast(pl.Decimal(28, 10)).alias("mid_price"),
+        spread.cast(pl.Decimal(28, 10)).alias("spread"),
+        pl.when(bid > 0)
+        .then((spread * 10_000 / bid).round(6))
+        .otherwise(None)
+        .cast(pl.Decimal(18, 6), strict=False)
+        .alias("spread_bps"),
+        pl.col("is_stale").fill_null(False),
+        pl.col("latency_ms").fill_null(0),
+        checks.alias("_error"),
+    )
+
+
+def check(
+    frame: pl.DataFrame, table: str, rules: list[Rule] | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Evaluate the story's rules on a transformed frame: (valid rows, rows failing an ERROR rule)."""
+    evaluated = evaluate_rows(frame, DEFAULT_RULES if rules is None else rules, table)
+    return split_valid(evaluated)
+
+
+def latest_per_key(frame: pl.DataFrame, key: str) -> tuple[pl.DataFrame, int]:
+    """Keep the newest change of every key in a batch; returns (rows, number superseded).
+
+    Newest = greatest source position (origin rank, commit LSN, LSN, event version, event time),
+    the same order the SQL guard uses, with Kafka offset as the final tie-breaker.
+    """
+    if frame.is_empty():
+        return frame, 0
+    order = [
+        (pl.col("src_origin") == "cdc").cast(pl.Int8),
+        pl.col("src_commit_lsn").fill_null(-1),
+        pl.col("src_lsn").fill_null(-1),
+        pl.col("src_event_version").fill_null(-1),
+        pl.col("src_event_ts").dt.epoch("us").fill_null(-(2**62)),
+        pl.col("_offset"),
+    ]
+    ranked = frame.with_columns(pl.struct(order).alias("_pos_sort"))
+    latest = ranked.sort("_pos_sort").unique(subset=[key], keep="last", maintain_order=True).drop("_pos_sort")
+    return latest, frame.height - latest.height

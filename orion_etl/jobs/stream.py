@@ -1,0 +1,503 @@
+"""`orion-etl stream`: the consume -> micro-batch -> transaction loop.
+
+Effectively-once: the Kafka positions live in `etl_consumer_offsets`, written in the same
+warehouse transaction as the rows they produced. On partition assignment the consumer seeks to
+those stored positions (first deployment: `stream.start_from`). Offsets are also committed to Kafka
+asynchronously after each warehouse commit, for lag monitoring only; they are never read back.
+
+Batches are bounded by `stream.batch_max_messages` and `stream.batch_max_ms`. Infrastructure
+failures (PostgreSQL or Kafka unavailable) retry the same batch with exponential backoff until
+they succeed or the process is asked to stop; nothing is ever skipped. SIGTERM/SIGINT finish the
+batch in hand (commit it), then close the consumer so the group rebalances at once.
+
+No advisory lock: several processes in one consumer group are the scaling model; the
+compare-and-set on `etl_consumer_offsets` fences a process that lost a partition.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import statistics
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+import psycopg
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from orion_etl.adapters.dlq import DeadLetterPublisher
+from orion_etl.adapters.jobruns import record_job_run
+from orion_etl.adapters.kafka import ensure_topics, make_consumer, make_producer
+from orion_etl.adapters.warehouse_loader import FencedError, LoadCounts, WarehouseLoader
+from orion_etl.config.models import OrionSettings
+from orion_etl.core.debezium import KafkaRecord
+from orion_etl.errors import ExitCode, OrionError, TransientError
+from orion_etl.jobs.stream_batch import BatchPreparer, PreparedBatch
+
+log = logging.getLogger(__name__)
+
+
+class StreamLoadError(OrionError):
+    """A batch failed in the warehouse for a reason retrying cannot fix (exit 3)."""
+
+
+@dataclass
+class StreamStats:
+    """Live and final counters of a run."""
+
+    messages: int = 0
+    batches: int = 0
+    loaded: int = 0
+    quotes: int = 0
+    deleted: int = 0
+    stale: int = 0
+    duplicates: int = 0
+    superseded: int = 0
+    sampled_out: int = 0
+    tombstones: int = 0
+    dlq: int = 0
+    dq_warnings: int = 0
+    retries: int = 0
+    fenced: int = 0
+    lag: int | None = None
+    started: float = field(default_factory=time.monotonic)
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
+
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return self.messages / elapsed if elapsed > 0 else 0.0
+
+    def percentile(self, q: float) -> float | None:
+        if len(self.latencies_ms) < 2:
+            return self.latencies_ms[0] if self.latencies_ms else None
+        return statistics.quantiles(self.latencies_ms, n=100, method="inclusive")[int(q) - 1]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "messages": self.messages,
+            "batches": self.batches,
+            "loaded": self.loaded,
+            "quotes": self.quotes,
+            "deleted": self.deleted,
+            "stale": self.stale,
+            "duplicates": self.duplicates,
+            "superseded": self.superseded,
+            "sampled_out": self.sampled_out,
+            "tombstones": self.tombstones,
+            "dlq": self.dlq,
+            "dq_warnings": self.dq_warnings,
+            "retries": self.retries,
+            "fenced": self.fenced,
+            "lag": self.lag,
+            "rate_per_s": round(self.rate(), 1),
+            "latency_p50_ms": _round(self.percentile(50)),
+            "latency_p99_ms": _round(self.percentile(99)),
+        }
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 1)
+
+
+@dataclass
+class StreamResult:
+    """What `run_stream` returns."""
+
+    stats: StreamStats
+    exit_code: int
+    job_run_id: str
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, TransientError | psycopg.OperationalError | psycopg.InterfaceError):
+        return True
+    return isinstance(exc, KafkaException) and bool(exc.args) and exc.args[0].retriable()
+
+
+class StreamJob:
+    """One loader process: consumer, DLQ producer, warehouse loader."""
+
+    def __init__(
+        self,
+        settings: OrionSettings,
+        *,
+        group: str | None = None,
+        until_caught_up: bool = False,
+        max_messages: int | None = None,
+        on_progress: Callable[[StreamStats], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.st = settings.stream
+        self.group = group or self.st.group_id
+        self.until_caught_up = until_caught_up
+        self.max_messages = max_messages
+        self.on_progress = on_progress
+        self.stats = StreamStats()
+        self.loader = WarehouseLoader(settings.warehouse, self.group)
+        self.preparer = BatchPreparer(settings, self.loader)
+        self.topics = list(dict.fromkeys(vars(self.st.topics).values()))
+        # Positions after the last *submitted* batch (what the next batch claims from) and after
+        # the last *committed* one (lag, caught-up). They differ while a batch is in flight.
+        self.expected: dict[tuple[str, int], int | None] = {}
+        self.committed: dict[tuple[str, int], int | None] = {}
+        self.inflight: tuple[Future[tuple[LoadCounts, float]], PreparedBatch] | None = None
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orion-commit")
+        self.submitted = 0
+        self.assigned: set[tuple[str, int]] = set()
+        self.pending: list[KafkaRecord] = []
+        self.stopping = False
+        self.job_run_id = ""
+        self._last_lag = 0.0
+        self.consumer: Consumer | None = None
+
+    # --- signals ---------------------------------------------------------------------------
+
+    def request_stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
+        if signum is not None:
+            log.info("signal %s: finishing the current batch, then stopping", signum)
+        self.stopping = True
+
+    def _install_signals(self) -> list[tuple[int, Any]]:
+        previous: list[tuple[int, Any]] = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                previous.append((sig, signal.signal(sig, self.request_stop)))
+            except ValueError:  # not the main thread (tests)
+                break
+        return previous
+
+    # --- rebalance callbacks -----------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._settle(consumer, reseek=False)
+        self.preparer.sampler_cache.clear()
+        stored = self._retry(lambda: self.loader.stored_offsets([(p.topic, p.partition) for p in partitions]))
+        fallback = OFFSET_BEGINNING if self.st.start_from == "earliest" else OFFSET_END
+        for p in partitions:
+            key = (p.topic, p.partition)
+            p.offset = stored.get(key, fallback)
+            self.expected[key] = self.committed[key] = stored.get(key)
+            self.assigned.add(key)
+        log.info("assigned %s", ", ".join(f"{p.topic}[{p.partition}]@{p.offset}" for p in partitions))
+        consumer.assign(partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._settle(consumer, reseek=False)  # finish the batch in flight before handing over
+        gone = {(p.topic, p.partition) for p in partitions}
+        self.pending = [r for r in self.pending if (r.topic, r.partition) not in gone]
+        for key in gone:
+            self.assigned.discard(key)
+            self.expected.pop(key, None)
+            self.committed.pop(key, None)
+        log.info("revoked %s", ", ".join(f"{t}[{p}]" for t, p in sorted(gone)))
+        consumer.unassign()
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def run(self) -> StreamResult:
+        previous = self._install_signals()
+        try:
+            with record_job_run(
+                self.settings.warehouse, "stream", "STREAM", {"group": self.group, "topics": self.topics}
+            ) as run:
+                self.job_run_id = str(run.id)
+                try:
+                    self._loop()
+                except psycopg.Error as exc:
+                    detail = " ".join(str(exc).split())[:300] or type(exc).__name__
+                    raise StreamLoadError(
+                        f"a batch could not be loaded ({type(exc).__name__}: {detail}); nothing of it was "
+                        "committed, it is read again on the next start",
+                        hint="run with --debug for details",
+                    ) from exc
+                finally:
+                    run.processed = self.stats.messages
+                    run.failed = self.stats.dlq
+                    run.metadata.update(self.stats.as_dict())
+        finally:
+            for sig, handler in previous:
+                signal.signal(sig, handler)
+        code = ExitCode.WARNINGS if (self.stats.dlq or self.stats.dq_warnings) else ExitCode.OK
+        return StreamResult(self.stats, int(code), self.job_run_id)
+
+    def _loop(self) -> None:
+        kafka = self.settings.kafka
+        self._retry(lambda: ensure_topics(kafka, [t + self.st.dlq_suffix for t in self.topics]))
+        producer = make_producer(kafka)
+        publisher = DeadLetterPublisher(producer, self.st.dlq_suffix, self.group)
+        publisher.job_run_id = self.job_run_id
+        consumer = make_consumer(
+            kafka,
+            self.group,
+            **{
+                "auto.offset.reset": self.st.start_from,
+                "fetch.wait.max.ms": 50,  # latency: do not let the broker hold fetches long
+                "statistics.interval.ms": 1000,  # keeps cached watermarks fresh (lag, caught-up)
+                "queued.max.messages.kbytes": 16384,  # prefetch bound: flat memory on any backlog
+                "fetch.max.bytes": 16 * 1024 * 1024,
+                "max.partition.fetch.bytes": 4 * 1024 * 1024,  # fewer round trips for large envelopes
+            },
+        )
+        self.consumer = consumer
+        consumer.subscribe(
+            self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+        )
+        started = time.monotonic()
+        last_progress = 0.0
+        try:
+            self.preparer.before_read = lambda: self._settle_or_discard(consumer)
+            while not self.stopping:
+                self._collect(consumer)
+                if self.pending:
+                    records, self.pending = self.pending, []
+                    self._submit(consumer, publisher, records)
+                elif self.until_caught_up:
+                    self._settle(consumer)
+                    if self._caught_up(consumer, started):
+                        break
+                if self.max_messages is not None and self.submitted >= self.max_messages:
+                    break
+                now = time.monotonic()
+                if now - last_progress >= 1.0:
+                    last_progress = now
+                    self._update_lag(consumer)
+                    if self.on_progress:
+                        self.on_progress(self.stats)
+            self._settle(consumer)
+        finally:
+            if self.inflight is not None:  # an error interrupted the loop: let the commit finish
+                self.inflight[0].exception()
+                self.inflight = None
+            self.executor.shutdown(wait=True)
+            self._update_lag(consumer)
+            if self.on_progress:
+                self.on_progress(self.stats)
+            consumer.close()
+            producer.flush(10)
+            self.loader.close_all()
+
+    def _collect(self, consumer: Consumer) -> None:
+        """Fill `pending` up to the batch bounds (count and time)."""
+        limit = self.st.batch_max_messages
+        if self.max_messages is not None:
+            limit = max(1, min(limit, self.max_messages - self.submitted))
+        deadline = time.monotonic() + self.st.batch_max_ms / 1000
+        while len(self.pending) < limit and not self.stopping:
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                break
+            for msg in consumer.consume(num_messages=limit - len(self.pending), timeout=timeout):
+                err = msg.error()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        log.warning("kafka: %s", err.str())
+                    continue
+                topic, partition = msg.topic(), msg.partition()
+                if (topic, partition) not in self.assigned:
+                    continue
+                ts_type, ts = msg.timestamp()
+                headers = msg.headers()
+                self.pending.append(
+                    KafkaRecord(
+                        str(topic),
+                        int(partition or 0),
+                        int(msg.offset() or 0),
+                        msg.key(),
+                        msg.value(),
+                        ts if ts_type else None,
+                        [(k, v) for k, v in headers if isinstance(v, bytes)]
+                        if isinstance(headers, list)
+                        else None,
+                    )
+                )
+
+    def _submit(self, consumer: Consumer, publisher: DeadLetterPublisher, records: list[KafkaRecord]) -> None:
+        """Prepare a batch while the previous one commits, then hand it to the commit thread.
+
+        Two cores work at once: this thread decodes and transforms batch k+1 while PostgreSQL
+        executes batch k. At most one batch is in flight, so memory stays bounded.
+        """
+        records = [r for r in records if (r.topic, r.partition) in self.assigned]
+        if not records:
+            return
+        try:
+            prepared = self._retry(lambda: self.preparer.prepare(records))
+        except FencedError:
+            return  # the batch before was fenced; positions re-read, this batch is void
+        if prepared.letters:
+            publisher.publish(prepared.letters)
+        if not self._settle(consumer):
+            return
+        expected = {tp: self.expected.get(tp) for tp in prepared.write.offsets}
+        self.expected.update(prepared.write.offsets)
+        self.submitted += len(records)
+        future = self.executor.submit(self._commit, publisher, prepared, expected)
+        self.inflight = (future, prepared)
+
+    def _commit(
+        self,
+        publisher: DeadLetterPublisher,
+        prepared: PreparedBatch,
+        expected: dict[tuple[str, int], int | None],
+    ) -> tuple[LoadCounts, float]:
+        """(Commit thread) dead letters durable first, then rows + positions in one transaction."""
+
+        def attempt() -> LoadCounts:
+            if prepared.letters:
+                publisher.flush()
+            return self.loader.commit_batch(prepared.write, expected, self.job_run_id)
+
+        counts = self._retry(attempt, reset=self.loader.close)
+        return counts, time.time() * 1000
+
+    def _settle_or_discard(self, consumer: Consumer) -> None:
+        if not self._settle(consumer):
+            raise FencedError("the previous batch was fenced")
+
+    def _settle(self, consumer: Consumer, *, reseek: bool = True) -> bool:
+        """Wait for the batch in flight and account it; False when it was fenced (then re-seeked)."""
+        if self.inflight is None:
+            return True
+        future, prepared = self.inflight
+        self.inflight = None
+        try:
+            counts, committed_ms = future.result()
+        except FencedError as exc:
+            log.warning("%s", exc.message)
+            self.stats.fenced += 1
+            self.preparer.sampler_cache.clear()
+            if reseek:
+                self._reseek(consumer)
+            return False
+        except BaseException:
+            self.preparer.sampler_cache.clear()
+            raise
+        self.committed.update(prepared.write.offsets)
+        self._account(prepared.counts, counts, prepared.latencies_ts_ms, committed_ms)
+        try:  # for lag monitoring only; never read back
+            consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in prepared.write.offsets.items()],
+                asynchronous=True,
+            )
+        except KafkaException as exc:
+            log.debug("async Kafka commit failed: %s", exc)
+        return True
+
+    def _account(self, c: dict[str, int], counts: LoadCounts, ts_ms: list[int], committed_ms: float) -> None:
+        s = self.stats
+        s.batches += 1
+        s.messages += c["messages"]
+        s.tombstones += c["tombstones"]
+        s.dlq += c["dlq"]
+        s.dq_warnings += c["warnings"]
+        s.superseded += c["superseded"]
+        s.sampled_out += c["sampled_out"]
+        s.loaded += counts.upserted + counts.deleted + counts.quotes
+        s.quotes += counts.quotes
+        s.deleted += counts.deleted
+        s.stale += counts.stale
+        s.duplicates += counts.duplicates
+        s.latencies_ms.extend(committed_ms - t for t in ts_ms)
+
+    def _reseek(self, consumer: Consumer) -> None:
+        stored = self._retry(lambda: self.loader.stored_offsets(sorted(self.assigned)))
+        self.pending = []
+        for key in sorted(self.assigned):
+            self.expected[key] = self.committed[key] = stored.get(key)
+            fallback = OFFSET_BEGINNING if self.st.start_from == "earliest" else OFFSET_END
+            consumer.seek(TopicPartition(key[0], key[1], stored.get(key, fallback)))
+
+    def _caught_up(self, consumer: Consumer, started: float) -> bool:
+        if not self.assigned:
+            return time.monotonic() - started > self.st.assignment_timeout_s
+        for topic, partition in self.assigned:
+            low, high = self._watermarks(consumer, topic, partition)
+            done = self.committed.get((topic, partition))
+            if done is None:
+                done = low if self.st.start_from == "earliest" else high
+            if done < high:
+                return False
+        return True
+
+    @staticmethod
+    def _watermarks(consumer: Consumer, topic: str, partition: int) -> tuple[int, int]:
+        """(low, high): as seen in librdkafka's last fetch/statistics, else asked (slow).
+
+        An uncached query waits behind the in-flight fetch request, so the cached value is used
+        whenever the partition has been fetched at least once.
+        """
+        tp = TopicPartition(topic, partition)
+        low, high = consumer.get_watermark_offsets(tp, cached=True) or (-1, -1)
+        if high < 0 or low < 0:
+            low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False) or (0, 0)
+        return low, high
+
+    def _update_lag(self, consumer: Consumer) -> None:
+        if not self.assigned or time.monotonic() - self._last_lag < 2.0:
+            return
+        self._last_lag = time.monotonic()
+        lag = 0
+        try:
+            for topic, partition in self.assigned:
+                low, high = self._watermarks(consumer, topic, partition)
+                done = self.committed.get((topic, partition))
+                lag += max(0, high - (low if done is None else done))
+        except KafkaException:
+            return
+        self.stats.lag = lag
+
+    def _retry(self, fn: Callable[[], Any], reset: Callable[[], None] | None = None) -> Any:
+        """Run `fn`, retrying infrastructure failures with backoff until it works or we stop."""
+        attempts = 0
+
+        def before_sleep(state: Any) -> None:
+            nonlocal attempts
+            attempts += 1
+            self.stats.retries += 1
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning("transient failure (attempt %s), retrying: %s", attempts, _describe(exc))
+            (reset or self.loader.close_reader)()
+
+        retrying = Retrying(
+            retry=retry_if_exception(_transient),
+            wait=wait_exponential(multiplier=0.5, max=self.st.retry_max_backoff_s),
+            stop=lambda state: (
+                (self.stopping and state.attempt_number > 1) or stop_after_attempt(10_000)(state)
+            ),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        return retrying(fn)
+
+
+def _describe(exc: BaseException | None) -> str:
+    if exc is None:
+        return "?"
+    if isinstance(exc, OrionError):
+        return exc.message
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+
+
+def run_stream(
+    settings: OrionSettings,
+    *,
+    group: str | None = None,
+    until_caught_up: bool = False,
+    max_messages: int | None = None,
+    on_progress: Callable[[StreamStats], None] | None = None,
+) -> StreamResult:
+    """Run the streaming loader until stopped, caught up or `max_messages` consumed."""
+    job = StreamJob(
+        settings,
+        group=group,
+        until_caught_up=until_caught_up,
+        max_messages=max_messages,
+        on_progress=on_progress,
+    )
+    return job.run()

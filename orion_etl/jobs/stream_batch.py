@@ -1,0 +1,374 @@
+"""One micro-batch: route records by topic, decode, transform, check, sample -> a `BatchWrite`.
+
+Pure transformations come from `orion_etl.core`; the only reads are the two the batch needs from
+the warehouse (stored values behind TOAST placeholders, quote sampler state), both through the
+loader. Every record of the batch ends in exactly one place: a fact upsert/delete, a dead letter,
+an acknowledged tombstone, a superseded/sampled-out change, and its offset is always committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+import polars as pl
+
+from orion_etl.adapters.dlq import DeadLetter, fingerprint
+from orion_etl.adapters.warehouse_loader import BatchWrite, TopicPartition, WarehouseLoader
+from orion_etl.config.models import OrionSettings
+from orion_etl.core import facts
+from orion_etl.core.debezium import (
+    UNAVAILABLE,
+    Change,
+    DecodeError,
+    ErrorClass,
+    KafkaRecord,
+    Kind,
+    Tombstone,
+    decode_cdc,
+    decode_event,
+    to_frame,
+)
+from orion_etl.core.quality import ERRORS_COLUMN, WARNINGS_COLUMN
+from orion_etl.core.sampling import SamplerKey, SamplerState, sample_quotes, sampler_keys
+
+log = logging.getLogger(__name__)
+_LABEL_RE = re.compile(r"^\[([^\]]+)\]")
+
+
+class Route(StrEnum):
+    """What a topic carries."""
+
+    TRADES_CDC = "trades_cdc"
+    ORDERS_CDC = "orders_cdc"
+    TRADE_EVENTS = "trade_events"
+    QUOTE_EVENTS = "quote_events"
+
+
+CDC_TABLE = {Route.TRADES_CDC: "trades", Route.ORDERS_CDC: "orders"}
+EVENT_TYPE = {Route.TRADE_EVENTS: "trade.executed", Route.QUOTE_EVENTS: "quote.received"}
+FACT_TABLE = {
+    Route.TRADES_CDC: "fact_trades",
+    Route.TRADE_EVENTS: "fact_trades",
+    Route.ORDERS_CDC: "fact_orders",
+    Route.QUOTE_EVENTS: "fact_quotes",
+}
+# Source column -> fact column where the names differ (for TOAST placeholder look-ups).
+TOAST_MAP = {
+    "fact_trades": {"id": "trade_id"},
+    "fact_orders": {"id": "order_id", "status": "final_status", "created_at": "order_date"},
+}
+
+
+def routes(settings: OrionSettings) -> dict[str, Route]:
+    """Topic name -> route, from `stream.topics`."""
+    t = settings.stream.topics
+    return {
+        t.trades_cdc: Route.TRADES_CDC,
+        t.orders_cdc: Route.ORDERS_CDC,
+        t.trade_events: Route.TRADE_EVENTS,
+        t.quote_events: Route.QUOTE_EVENTS,
+    }
+
+
+@dataclass
+class PreparedBatch:
+    """A batch ready to commit, and what happened to each record."""
+
+    write: BatchWrite
+    letters: list[DeadLetter] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    latencies_ts_ms: list[int] = field(default_factory=list)
+
+
+def _rule_names(labels: list[str]) -> str:
+    return ",".join(m.group(1) for label in labels if (m := _LABEL_RE.match(label)))
+
+
+def _raw_text(record: KafkaRecord) -> str:
+    if record.value is None:
+        return ""
+    return record.value[:4000].decode("utf-8", errors="replace")
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if not k.startswith("_") and k != "_pos_sort"}
+
+
+class BatchPreparer:
+    """Turns records into a `BatchWrite` (stateless apart from settings and the loader)."""
+
+    def __init__(self, settings: OrionSettings, loader: WarehouseLoader) -> None:
+        self.settings = settings
+        self.loader = loader
+        self.routes = routes(settings)
+        self._index: dict[tuple[str, int, int], KafkaRecord] = {}
+        # Sampler state after the last *prepared* batch. The batch before may still be committing,
+        # so the warehouse is only asked for keys this process has not seen since the cache was
+        # last reset (on (re)assignment and after a failed batch).
+        self.sampler_cache: dict[SamplerKey, SamplerState] = {}
+        # Called before reading fact rows from the warehouse: waits for the in-flight commit.
+        self.before_read: Callable[[], None] = lambda: None
+        td = settings.trading_day
+        self.tz, self.cutoff = td.timezone, td.cutoff
+
+    def prepare(self, records: list[KafkaRecord]) -> PreparedBatch:
+        out = PreparedBatch(BatchWrite())
+        # by coordinates: dead letters re-publish the original record verbatim
+        self._index = {(r.topic, r.partition, r.offset): r for r in records}
+        counts = dict.fromkeys(["messages", "tombstones", "dlq", "warnings", "superseded", "sampled_out"], 0)
+        counts["messages"] = len(records)
+        by_route: dict[Route, list[Change]] = {r: [] for r in Route}
+        offsets: dict[TopicPartition, int] = {}
+        for rec in records:
+            tp = (rec.topic, rec.partition)
+            offsets[tp] = max(offsets.get(tp, -1), rec.offset + 1)
+            route = self.routes.get(rec.topic)
+            if route is None:
+                out.letters.append(
+                    DeadLetter(rec, ErrorClass.UNKNOWN_TOPIC, f"no handler for topic {rec.topic}")
+                )
+                continue
+            try:
+                if route in CDC_TABLE:
+                    change = decode_cdc(rec)
+                    if change.table is not None and change.table != CDC_TABLE[route]:
+                        raise DecodeError(
+                            ErrorClass.UNKNOWN_TOPIC,
+                            f"change of table {change.table!r} on the {CDC_TABLE[route]} topic",
+                        )
+                else:
+                    change = decode_event(rec, EVENT_TYPE[route])
+            except Tombstone:
+                counts["tombstones"] += 1
+                continue
+            except DecodeError as exc:
+                out.letters.append(
+                    DeadLetter(rec, exc.error_class, exc.message, source_table=FACT_TABLE[route])
+                )
+                continue
+            by_route[route].append(change)
+        out.write.offsets = offsets
+        self._facts(out, by_route, counts)
+        self._quotes(out, by_route[Route.QUOTE_EVENTS], counts)
+        for letter in out.letters:
+            out.write.issues.append(self._issue_for(letter))
+        counts["dlq"] = len(out.letters)
+        counts["warnings"] = sum(1 for i in out.write.issues if i["severity"] == "WARNING")
+        out.counts = counts
+        self._index = {}  # dead letters keep their own records; free the batch's bytes now
+        return out
+
+    # --- trades and orders -----------------------------------------------------------------
+
+    def _facts(self, out: PreparedBatch, by_route: dict[Route, list[Change]], counts: dict[str, int]) -> None:
+        deletes: list[pl.DataFrame] = []
+        specs = (
+            ("fact_trades", "trade_id", Route.TRADES_CDC, Route.TRADE_EVENTS, facts.TRADE_COLUMNS,
+             facts.TRADE_REQUIRED, facts.transform_trades),
+            ("fact_orders", "order_id", Route.ORDERS_CDC, None, facts.ORDER_COLUMNS,
+             facts.ORDER_REQUIRED, facts.transform_orders),
+        )  # fmt: skip
+        for table, key, cdc_route, event_route, columns, required, transform in specs:
+            cdc = by_route[cdc_route]
+            upserts = [c for c in cdc if c.op != "d"]
+            frames: list[pl.DataFrame] = []
+            if upserts:
+                frame = to_frame(upserts, columns, required)
+                frame = self._fill_unavailable(frame, table)
+                frames.append(transform(frame, "cdc", self.tz, self.cutoff))
+            if event_route is not None and by_route[event_route]:
+                frame = to_frame(by_route[event_route], columns, required, rename=facts.TRADE_EVENT_RENAME)
+                frames.append(transform(frame, "event", self.tz, self.cutoff))
+            dels = self._delete_frame([c for c in cdc if c.op == "d"], table, key, out)
+            valid = (
+                self._validate(pl.concat(frames, how="diagonal_relaxed"), table, key, out) if frames else None
+            )
+            # Upserts and deletes are deduplicated separately and both applied (upsert first, then the
+            # delete, each guarded by position): the warehouse then ends the same whether a create and
+            # its delete arrive in one batch or in two, which keeps crash/restart runs identical.
+            for part in (valid, dels):
+                if part is None or part.is_empty():
+                    continue
+                latest, superseded = facts.latest_per_key(part, key)
+                counts["superseded"] += superseded
+                out.latencies_ts_ms.extend(latest.get_column("_ts_ms").drop_nulls().to_list())
+                if part is dels:
+                    deletes.append(
+                        latest.select(
+                            pl.lit(table).alias("fact_table"),
+                            pl.col(key).alias("natural_key"),
+                            *facts.POSITION_COLUMNS,
+                        )
+                    )
+                    continue
+                ups = latest.with_columns(
+                    pl.concat_str(
+                        pl.lit('{"topic":"'), pl.col("_topic"), pl.lit('","partition":'),
+                        pl.col("_partition").cast(pl.String), pl.lit(',"offset":'),
+                        pl.col("_offset").cast(pl.String), pl.lit("}"),
+                    ).alias("src_kafka")
+                )  # fmt: skip
+                setattr(out.write, "trades" if table == "fact_trades" else "orders", ups)
+        if deletes:
+            out.write.deletes = pl.concat(deletes, how="vertical_relaxed")
+
+    def _delete_frame(
+        self, changes: list[Change], table: str, key: str, out: PreparedBatch
+    ) -> pl.DataFrame | None:
+        if not changes:
+            return None
+        frame = to_frame(changes, {"id": Kind.UUID}, ("id",))
+        bad = frame.filter(pl.col("_error").is_not_null())
+        self._letters_from(bad, changes, table, ErrorClass.INVALID_VALUE, out)
+        good = frame.filter(pl.col("_error").is_null())
+        return good.with_columns(pl.col("id").alias(key), *facts.positions("cdc"))
+
+    def _validate(self, frame: pl.DataFrame, table: str, key: str, out: PreparedBatch) -> pl.DataFrame:
+        """Dead-letter rows that did not convert or fail an ERROR rule; record WARNING issues."""
+        invalid = frame.filter(pl.col("_error").is_not_null())
+        self._letters_from(invalid, None, table, ErrorClass.INVALID_VALUE, out)
+        valid, failed = facts.check(frame.filter(pl.col("_error").is_null()), table)
+        self._letters_from(failed, None, table, ErrorClass.RULE, out)
+        warned = valid.filter(pl.col(WARNINGS_COLUMN).list.len() > 0)
+        for row in warned.select(key, "_topic", "_partition", "_offset", WARNINGS_COLUMN).iter_rows():
+            record_id, topic, partition, offset, labels = row
+            for label in labels:
+                out.write.issues.append(
+                    {
+                        "source_table": table,
+                        "record_id": record_id,
+                        "rule_name": _rule_names([label]) or "rule",
+                        "severity": "WARNING",
+                        "error_message": label,
+                        "origin": {"topic": topic, "partition": partition, "offset": offset},
+                    }
+                )
+        return valid.with_columns(pl.lit("u").alias("_op")).drop(
+            [c for c in (ERRORS_COLUMN, WARNINGS_COLUMN, "_dq_failed_rules") if c in valid.columns]
+        )
+
+    def _letters_from(
+        self,
+        frame: pl.DataFrame,
+        _changes: list[Change] | None,
+        table: str,
+        error_class: ErrorClass,
+        out: PreparedBatch,
+    ) -> None:
+        if frame.is_empty():
+            return
+        records = self._index
+        for row in frame.iter_rows(named=True):
+            rec = records[(row["_topic"], row["_partition"], row["_offset"])]
+            if error_class is ErrorClass.RULE:
+                labels = row[ERRORS_COLUMN]
+                message, rule = "; ".join(labels), _rule_names(labels)
+            else:
+                message = row["_error"]
+                rule = _rule_names([message])
+            cls = ErrorClass.RULE if rule and error_class is ErrorClass.INVALID_VALUE else error_class
+            record_id = row.get("trade_id") or row.get("order_id") or row.get("id")
+            out.letters.append(DeadLetter(rec, cls, message, rule, table, record_id))
+
+    def _fill_unavailable(self, frame: pl.DataFrame, table: str) -> pl.DataFrame:
+        """Replace TOAST placeholders by the previous value: earlier in the batch, else stored."""
+        if frame.is_empty() or frame.get_column("_unavailable").list.len().sum() == 0:
+            return frame
+        names = sorted(set(frame.get_column("_unavailable").explode().drop_nulls().to_list()))
+        order = [pl.col("_commit_lsn").fill_null(-1), pl.col("_lsn").fill_null(-1), pl.col("_offset")]
+        frame = frame.sort(["id", *order])
+        for name in names:
+            missing = pl.col("_unavailable").list.contains(name)
+            carried = pl.when(~missing).then(pl.struct(pl.col(name).alias("v"))).forward_fill().over("id")
+            frame = frame.with_columns(
+                pl.when(missing & carried.is_not_null())
+                .then(carried.struct.field("v"))
+                .otherwise(pl.col(name))
+                .alias(name),
+                pl.when(missing & carried.is_not_null())
+                .then(pl.col("_unavailable").list.set_difference(pl.lit([name])))
+                .otherwise(pl.col("_unavailable"))
+                .alias("_unavailable"),
+            )  # fmt: skip
+        pending = frame.filter(pl.col("_unavailable").list.len() > 0)
+        if pending.is_empty():
+            return frame
+        mapping = TOAST_MAP[table]
+        fact_cols = [mapping.get(n, n) for n in names]
+        self.before_read()
+        stored = self.loader.stored_values(
+            table, mapping["id"], fact_cols, pending.get_column("id").unique().to_list()
+        )
+        if stored.is_empty():
+            return frame
+        stored = stored.rename({mapping["id"]: "id", **{mapping.get(n, n): f"_stored_{n}" for n in names}})
+        stored = stored.with_columns(pl.col("id").cast(pl.String))
+        for n in names:
+            stored = stored.with_columns(pl.col(f"_stored_{n}").cast(frame.schema[n], strict=False))
+        frame = frame.join(stored, on="id", how="left")
+        for n in names:
+            missing = pl.col("_unavailable").list.contains(n)
+            frame = frame.with_columns(
+                pl.when(missing).then(pl.col(f"_stored_{n}")).otherwise(pl.col(n)).alias(n)
+            )
+        log.debug("filled %s TOAST placeholder row(s) from the warehouse", pending.height)
+        return frame.drop([f"_stored_{n}" for n in names])
+
+    # --- quotes --------------------------------------------------------------------------------
+
+    def _quotes(self, out: PreparedBatch, changes: list[Change], counts: dict[str, int]) -> None:
+        if not changes:
+            return
+        frame = to_frame(changes, facts.QUOTE_COLUMNS, facts.QUOTE_REQUIRED, rename=facts.QUOTE_EVENT_RENAME)
+        frame = facts.transform_quotes(frame, self.tz, self.cutoff)
+        self._letters_from(frame.filter(pl.col("_error").is_not_null()), None, "fact_quotes",
+                           ErrorClass.INVALID_VALUE, out)  # fmt: skip
+        valid = frame.filter(pl.col("_error").is_null())
+        st = self.settings.stream
+        keys = sampler_keys(valid) if not valid.is_empty() else []
+        missing = [k for k in keys if k not in self.sampler_cache]
+        state = {k: self.sampler_cache[k] for k in keys if k in self.sampler_cache}
+        if missing:
+            state.update(self.loader.sampler_state(missing))
+        kept, updated = sample_quotes(
+            valid, state, st.quote_sample_every, Decimal(str(st.quote_spread_change_bps))
+        )
+        self.sampler_cache.update(updated)
+        counts["sampled_out"] += valid.height - kept.height
+        out.write.sampler_state = updated
+        if not kept.is_empty():
+            out.write.quotes = kept.with_columns(
+                pl.col("_topic").alias("src_topic"),
+                pl.col("_partition").alias("src_partition"),
+                pl.col("_offset").alias("src_offset"),
+            )
+        out.latencies_ts_ms.extend(valid.get_column("_kafka_ts_ms").drop_nulls().to_list())
+
+    # --- issues ----------------------------------------------------------------------------------
+
+    def _issue_for(self, letter: DeadLetter) -> dict[str, Any]:
+        r = letter.record
+        text = _raw_text(r)
+        return {
+            "source_table": letter.source_table or r.topic,
+            "record_id": letter.record_id,
+            "rule_name": (letter.rule.split(",")[0] if letter.rule else letter.error_class.lower()),
+            "severity": "ERROR",
+            "error_message": letter.error,
+            "record_data": {"raw": text.replace(UNAVAILABLE, "<unavailable>")} if text else None,
+            "origin": {
+                "topic": r.topic,
+                "partition": r.partition,
+                "offset": r.offset,
+                "timestamp_ms": r.timestamp_ms,
+                "fingerprint": fingerprint(r),
+                "error_class": letter.error_class,
+                "dlq_topic": f"{r.topic}{self.settings.stream.dlq_suffix}",
+            },
+        }
