@@ -6,16 +6,21 @@ Reads only (Kafka by `assign`, the replay log from the warehouse); `dlq replay` 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+import psycopg
 
 from orion_etl.adapters import dlq_replays
 from orion_etl.adapters.dlq_reader import DlqReader, Partition
 from orion_etl.adapters.postgres import connect
 from orion_etl.config.models import OrionSettings
 from orion_etl.core.dead_letters import DlqMessage, FailureGroup, Selection, group_failures
-from orion_etl.errors import UsageError
+from orion_etl.errors import OrionError, UsageError
+
+log = logging.getLogger(__name__)
 
 
 def resolve_topics(reader: DlqReader, wanted: tuple[str, ...]) -> list[str]:
@@ -110,8 +115,12 @@ def list_dead_letters(settings: OrionSettings, topics: tuple[str, ...] = ()) -> 
                 group_failures(chunk, groups)
             summaries.append(summary)
     if summaries:
-        with connect(settings.warehouse) as conn:
-            replays = dlq_replays.summary(conn, [s.topic for s in summaries])
+        try:
+            with connect(settings.warehouse) as conn:
+                replays = dlq_replays.summary(conn, [s.topic for s in summaries])
+        except (OrionError, psycopg.Error) as exc:  # Kafka is the source of truth here; say so, go on
+            log.warning("replay history unavailable (warehouse: %s)", getattr(exc, "message", exc))
+            replays = {}
         for s in summaries:
             s.replays = replays.get(s.topic, {})
     ordered = sorted(groups.values(), key=lambda g: (g.dlq_topic, -g.count, g.fingerprint))
