@@ -248,6 +248,13 @@ def test_cli_list_show_replay_and_bad_filters(
     assert dry.returncode == 1, dry.stderr  # some would fail again
     assert json.loads(dry.stdout)["dry_run"] is True
     assert wh.execute("SELECT count(*) FROM etl_dlq_replays").fetchone() == (0,)
+    dry_table = _cli(settings, "replay", "-t", t.trades_cdc, "--dry-run")
+    assert dry_table.returncode == 1 and "dry run" in dry_table.stdout and "fail" in dry_table.stdout
+    list_table = _cli(settings, "list")
+    assert list_table.returncode == 0, list_table.stderr
+    assert "missing_dimension" in list_table.stdout and md["fingerprint"] in list_table.stdout
+    real = _cli(settings, "replay", "-t", t.trades_cdc, "--class", "undecodable", "--format", "json")
+    assert real.returncode == 1 and json.loads(real.stdout)["failed_again"] == 1, real.stderr
 
     for args in (
         ["show", "--class", "nope"],
