@@ -19,6 +19,7 @@ from orion_etl.cli import config as config_cmd
 from orion_etl.cli import connectors as connectors_cmd
 from orion_etl.cli import db as db_cmd
 from orion_etl.cli import dims as dims_cmd
+from orion_etl.cli import dlq as dlq_cmd
 from orion_etl.cli import dq as dq_cmd
 from orion_etl.cli import jobs as jobs_cmd
 from orion_etl.cli import stream as stream_cmd
@@ -44,6 +45,7 @@ app.add_typer(aggregate_cmd.app, name="aggregate")
 app.add_typer(connectors_cmd.app, name="connectors")
 app.add_typer(cdc_cmd.app, name="cdc")
 app.add_typer(stream_cmd.app, name="stream")
+app.add_typer(dlq_cmd.app, name="dlq")
 
 
 def _version(value: bool) -> None:

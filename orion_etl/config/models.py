@@ -202,6 +202,21 @@ class StreamSettings(Section):
     assignment_timeout_s: float = Field(60.0, gt=0)
     # Infrastructure failures retry the same batch with exponential backoff up to this pause.
     retry_max_backoff_s: float = Field(30.0, gt=0)
+    # A natural id with no dimension row: "infer" creates an inferred member and loads the fact;
+    # "dlq" dead-letters the record (class MISSING_DIMENSION) so `dlq replay` loads it later.
+    missing_dimension: Literal["infer", "dlq"] = "infer"
+
+
+class DlqSettings(Section):
+    """Dead-letter tools (`orion-etl dlq`)."""
+
+    # Consumer group under which `dlq replay` remembers the DLQ positions it has replayed
+    # (etl_consumer_offsets); never the loader's group, so replays never move its positions.
+    replay_group: str = "orion-etl-dlq-replay"
+    # `dlq list` reads at most this many messages per DLQ topic for its breakdown (counts are exact).
+    list_max_messages: int = Field(100_000, ge=1)
+    # Dead letters per replay transaction.
+    replay_batch_messages: int = Field(1000, ge=1)
 
 
 class DimensionSettings(Section):
@@ -354,6 +369,7 @@ class OrionSettings(BaseSettings):
     connect: ConnectSettings = Field(default_factory=ConnectSettings)
     cdc: CdcSettings = Field(default_factory=CdcSettings)
     stream: StreamSettings = Field(default_factory=StreamSettings)
+    dlq: DlqSettings = Field(default_factory=DlqSettings)
     dims: DimsSettings = Field(default_factory=DimsSettings)
     trading_day: TradingDaySettings = Field(default_factory=TradingDaySettings)
     dq: DqSettings = Field(default_factory=DqSettings)

@@ -70,6 +70,7 @@ class ErrorClass(StrEnum):
     UNKNOWN_TOPIC = "UNKNOWN_TOPIC"  # no handler for the topic or the CDC source table
     INVALID_VALUE = "INVALID_VALUE"  # a field that does not convert to its column type
     RULE = "RULE"  # an error-severity data-quality rule failed
+    MISSING_DIMENSION = "MISSING_DIMENSION"  # no dimension row (only with stream.missing_dimension="dlq")
 
 
 class DecodeError(Exception):

@@ -19,11 +19,12 @@ from typing import Any
 
 import polars as pl
 
+from orion_etl.adapters.dimension_lookup import existing_ids
 from orion_etl.adapters.dlq import DeadLetter, fingerprint
 from orion_etl.adapters.warehouse_loader import BatchWrite, TopicPartition, WarehouseLoader
 from orion_etl.config.dq import build_catalog
 from orion_etl.config.models import OrionSettings
-from orion_etl.core import facts
+from orion_etl.core import dimension_gate, facts
 from orion_etl.core.debezium import (
     UNAVAILABLE,
     Change,
@@ -197,6 +198,8 @@ class BatchPreparer:
             valid = (
                 self._validate(pl.concat(frames, how="diagonal_relaxed"), table, key, out) if frames else None
             )
+            if valid is not None:
+                valid = self._gate_dimensions(valid, table, out)
             # Upserts and deletes are deduplicated separately and both applied (upsert first, then the
             # delete, each guarded by position): the warehouse then ends the same whether a create and
             # its delete arrive in one batch or in two, which keeps crash/restart runs identical.
@@ -284,6 +287,15 @@ class BatchPreparer:
             record_id = row.get("trade_id") or row.get("order_id") or row.get("id")
             out.letters.append(DeadLetter(rec, cls, message, rule, table, record_id))
 
+    def _gate_dimensions(self, frame: pl.DataFrame, table: str, out: PreparedBatch) -> pl.DataFrame:
+        """`stream.missing_dimension = "dlq"`: dead-letter rows whose ids have no dimension row."""
+        if self.settings.stream.missing_dimension != "dlq" or frame.is_empty():
+            return frame
+        found = existing_ids(self.loader.open_reader(), dimension_gate.wanted_ids(frame, table))
+        kept, missing = dimension_gate.split_missing(frame, table, found)
+        self._letters_from(missing, None, table, ErrorClass.MISSING_DIMENSION, out)
+        return kept
+
     def _fill_unavailable(self, frame: pl.DataFrame, table: str) -> pl.DataFrame:
         """Replace TOAST placeholders by the previous value: earlier in the batch, else stored."""
         if frame.is_empty() or frame.get_column("_unavailable").list.len().sum() == 0:
@@ -337,7 +349,7 @@ class BatchPreparer:
         frame = facts.transform_quotes(frame, self.tz, self.cutoff)
         self._letters_from(frame.filter(pl.col("_error").is_not_null()), None, "fact_quotes",
                            ErrorClass.INVALID_VALUE, out)  # fmt: skip
-        valid = frame.filter(pl.col("_error").is_null())
+        valid = self._gate_dimensions(frame.filter(pl.col("_error").is_null()), "fact_quotes", out)
         st = self.settings.stream
         keys = sampler_keys(valid) if not valid.is_empty() else []
         missing = [k for k in keys if k not in self.sampler_cache]
