@@ -37,15 +37,14 @@ app = typer.Typer(
 )
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(db_cmd.app, name="db")
-app.add_typer(jobs_cmd.app, name="jobs")
-app.add_typer(dq_cmd.app, name="dq")
-app.add_typer(dims_cmd.app, name="dims")
-
-app.add_typer(aggregate_cmd.app, name="aggregate")
-app.add_typer(connectors_cmd.app, name="connectors")
 app.add_typer(cdc_cmd.app, name="cdc")
+app.add_typer(connectors_cmd.app, name="connectors")
 app.add_typer(stream_cmd.app, name="stream")
+app.add_typer(dims_cmd.app, name="dims")
+app.add_typer(aggregate_cmd.app, name="aggregate")
+app.add_typer(dq_cmd.app, name="dq")
 app.add_typer(dlq_cmd.app, name="dlq")
+app.add_typer(jobs_cmd.app, name="jobs")
 
 
 def _version(value: bool) -> None:
