@@ -1,11 +1,49 @@
 #!/usr/bin/env bash
-# The main job on the local stack: bring the stack up, migrate both databases, show their status.
+# The full demo on the local stack, from a fresh clone:
+#   stack up -> migrate -> CDC prepare + Debezium connector -> synthetic activity (source DB + Kafka)
+#   -> stream until caught up -> dims sync -> aggregate -> DQ audit -> reconciled summary.
+# Options are passed to `orion-etl demo generate` (e.g. scripts/demo.sh --orders 5000).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 scripts/bootstrap.sh
 scripts/stack.sh up
-OE=.venv/bin/orion-etl
-$OE config check
-$OE db migrate --target all
-$OE db status --target all
+OE=(.venv/bin/orion-etl --log-format plain)
+export ORION_ETL_LOGGING__LEVEL="${ORION_ETL_LOGGING__LEVEL:-WARNING}"
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+ok_or_warn() { local rc=0; "$@" || rc=$?; [ "$rc" -le 1 ] || exit "$rc"; }
+
+step "configuration and schema"
+"${OE[@]}" config check
+"${OE[@]}" db migrate --target all
+
+step "CDC: prepare the source and register the Debezium connector"
+ok_or_warn "${OE[@]}" cdc prepare
+"${OE[@]}" connectors register
+ok_or_warn "${OE[@]}" connectors status
+
+step "synthetic trading activity"
+"${OE[@]}" demo generate "$@"
+
+step "stream until the warehouse has everything Debezium captured"
+deadline=$((SECONDS + 180))
+until "${OE[@]}" demo verify --stage facts --format json >/dev/null 2>&1; do
+  [ "$SECONDS" -lt "$deadline" ] || { "${OE[@]}" demo verify --stage facts; exit 2; }
+  ok_or_warn "${OE[@]}" stream --until-caught-up --format json >/dev/null
+done
+echo "facts loaded"
+
+step "dimensions (SCD2/SCD1): completes the members the loader inferred"
+ok_or_warn "${OE[@]}" dims sync --dimension all
+"${OE[@]}" dims check
+
+step "aggregate the demo's trading day"
+day="$(python3 -c 'import json;print(json.load(open(".orion-demo/manifest.json"))["day"])')"
+"${OE[@]}" aggregate --period daily --date "$day"
+
+step "data-quality audit"
+ok_or_warn "${OE[@]}" dq audit
+
+step "summary"
+"${OE[@]}" jobs list --limit 8
+"${OE[@]}" demo verify

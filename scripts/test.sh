@@ -13,4 +13,11 @@ fi
 .venv/bin/ruff check orion_etl tests scripts
 .venv/bin/ruff format --check orion_etl tests scripts
 .venv/bin/mypy orion_etl
+# End to end first: the README's demo on this stack must reconcile (output kept in a log).
+if ! scripts/demo.sh > "${ORION_STACK_HOME:-.stack}/logs/demo.log" 2>&1; then
+  tail -60 "${ORION_STACK_HOME:-.stack}/logs/demo.log"
+  echo "demo failed (full output: ${ORION_STACK_HOME:-.stack}/logs/demo.log)" >&2
+  exit 1
+fi
+tail -3 "${ORION_STACK_HOME:-.stack}/logs/demo.log"
 .venv/bin/pytest "${@:-tests}"

@@ -18,6 +18,7 @@ from orion_etl.cli import cdc as cdc_cmd
 from orion_etl.cli import config as config_cmd
 from orion_etl.cli import connectors as connectors_cmd
 from orion_etl.cli import db as db_cmd
+from orion_etl.cli import demo as demo_cmd
 from orion_etl.cli import dims as dims_cmd
 from orion_etl.cli import dlq as dlq_cmd
 from orion_etl.cli import dq as dq_cmd
@@ -45,6 +46,7 @@ app.add_typer(aggregate_cmd.app, name="aggregate")
 app.add_typer(dq_cmd.app, name="dq")
 app.add_typer(dlq_cmd.app, name="dlq")
 app.add_typer(jobs_cmd.app, name="jobs")
+app.add_typer(demo_cmd.app, name="demo")
 
 
 def _version(value: bool) -> None:

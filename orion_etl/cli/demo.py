@@ -1,0 +1,103 @@
+"""`orion-etl demo generate|verify`: synthetic trading activity through the real pipeline."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from orion_etl.cli.context import state
+from orion_etl.cli.render import OutputFormat, print_json, print_table
+from orion_etl.core.demo_events import quote_events, trade_events
+from orion_etl.core.synthetic import generate as generate_activity
+from orion_etl.errors import ExitCode, UsageError
+from orion_etl.jobs.demo import DemoManifest, align_reference_data, produce_events, reconcile, write_to_source
+
+app = typer.Typer(help="Demo: synthetic trading activity through the whole pipeline.", no_args_is_help=True)
+
+DEFAULT_MANIFEST = Path(".orion-demo/manifest.json")
+
+
+class Stage(StrEnum):
+    """How much of the pipeline `verify` checks."""
+
+    FACTS = "facts"
+    ALL = "all"
+
+
+def _day(value: str | None) -> date:
+    if value is None:
+        return datetime.now(UTC).date() - timedelta(days=1)
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"--day {value!r}: expected YYYY-MM-DD") from None
+
+
+@app.command("generate")
+def generate(
+    ctx: typer.Context,
+    orders: Annotated[int, typer.Option(min=1, max=5_000_000, help="Orders (trades follow fills).")] = 500,
+    clients: Annotated[int, typer.Option(min=1, max=1_000_000)] = 25,
+    lps: Annotated[int, typer.Option(min=1, max=1000)] = 5,
+    tenants: Annotated[int, typer.Option(min=1, max=100)] = 2,
+    trade_events_count: Annotated[
+        int, typer.Option("--trade-events", min=0, help="Event-only trades on trade.executed.")
+    ] = 100,
+    quotes_per_pair: Annotated[int, typer.Option(min=0, help="Quotes per (tenant, instrument, LP).")] = 40,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default: from the clock).")] = None,
+    day: Annotated[str | None, typer.Option(help="Trading day YYYY-MM-DD (default: yesterday, UTC).")] = None,
+    manifest: Annotated[Path, typer.Option(help="Where to record what was produced.")] = DEFAULT_MANIFEST,
+) -> None:
+    """Write clients, instruments, LPs, orders and trades to the source database (Debezium captures
+    them) and produce trade.executed / quote.received events to Kafka."""
+    settings = state(ctx).settings()
+    the_day = _day(day)
+    the_seed = seed if seed is not None else int(datetime.now(UTC).timestamp())
+    data = generate_activity(
+        seed=the_seed, tenants=tenants, clients=clients, lps=lps, orders=orders, day=the_day
+    )
+    data = align_reference_data(settings.source, data)
+    written = write_to_source(settings.source, data)
+    events = trade_events(data, trade_events_count, seed=the_seed, day=the_day)
+    quotes = quote_events(data, quotes_per_pair, seed=the_seed, day=the_day)
+    produce_events(settings.kafka, settings.stream.topics.trade_events, events)
+    produce_events(settings.kafka, settings.stream.topics.quote_events, quotes)
+    DemoManifest(the_day, the_seed, [e["payload"]["tradeId"] for e in events], len(quotes)).save(manifest)
+    typer.echo(
+        f"source: {written.clients} clients, {written.instruments} instruments, "
+        f"{written.liquidity_providers} LPs, {written.orders} orders, {written.trades} trades; "
+        f"kafka: {len(events)} trade events, {len(quotes)} quotes; day {the_day}, seed {the_seed}"
+    )
+
+
+@app.command("verify")
+def verify(
+    ctx: typer.Context,
+    manifest: Annotated[Path, typer.Option(help="Manifest written by `demo generate`.")] = DEFAULT_MANIFEST,
+    stage: Annotated[Stage, typer.Option(help="facts: only the loaded facts; all: the whole pipeline.")] = (
+        Stage.ALL
+    ),
+    fmt: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.TABLE,
+) -> None:
+    """Reconcile the warehouse with the source of truth; exit 2 when anything differs."""
+    app_state = state(ctx)
+    checks = reconcile(app_state.settings(), DemoManifest.load(manifest))
+    if stage is Stage.FACTS:
+        checks = [c for c in checks if c.name.startswith(("tenant ", "trade.executed", "orders "))]
+    if fmt is OutputFormat.JSON:
+        print_json(
+            [{"check": c.name, "expected": c.expected, "actual": c.actual, "ok": c.ok} for c in checks]
+        )
+    else:
+        print_table(
+            app_state.console,
+            "demo reconciliation",
+            ["check", "source / produced", "warehouse", "ok"],
+            [[c.name, c.expected, c.actual, "yes" if c.ok else "NO"] for c in checks],
+        )
+    if not all(c.ok for c in checks):
+        raise typer.Exit(int(ExitCode.FAILURE))
