@@ -8,6 +8,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 scripts/bootstrap.sh
 scripts/stack.sh up
+eval "$(scripts/stack.sh env)"  # point orion-etl at this stack (ports may be overridden)
 OE=(.venv/bin/orion-etl --log-format plain)
 export ORION_ETL_LOGGING__LEVEL="${ORION_ETL_LOGGING__LEVEL:-WARNING}"
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
