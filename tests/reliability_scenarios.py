@@ -19,12 +19,15 @@ from tests.reliability_support import (
     progress,
     verify,
     wait_progress,
+    wait_until,
 )
 
 
 def _finish(settings: OrionSettings, truth: Truth, loaders: list[Loader], timeout: float) -> list[int]:
     """Wait until everything is committed, then SIGTERM the loaders; returns their exit codes."""
     wait_progress(settings, truth.messages, timeout, loaders)
+    for lo in loaders:  # a SIGTERM before the signal handlers are installed would just kill it
+        wait_until(lambda lo=lo: "assigned" in lo.stderr_tail(100_000) or not lo.alive(), 120, f"{lo.name} up")
     codes = [lo.stop() for lo in loaders]
     for lo, code in zip(loaders, codes, strict=True):
         assert code in (0, 1), f"{lo.name} exited {code}: {lo.stderr_tail()}"
@@ -44,7 +47,7 @@ def kills(settings: OrionSettings, n: int, kill_count: int, log_dir: Path, seed:
     produced_s = time.monotonic() - started
     load_started = time.monotonic()
     # spread the kills over the load: about (kill_count + 1) lives of loading
-    max_life = max(0.3, 2.0 * n / 12_000 / (kill_count + 1))
+    max_life = max(0.3, n / 12_000 / (kill_count + 1))
     at_kill: list[int] = []
     for i in range(kill_count):
         loader = Loader(settings, log_dir, f"kill-{i:02d}")
