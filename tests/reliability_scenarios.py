@@ -27,7 +27,9 @@ def _finish(settings: OrionSettings, truth: Truth, loaders: list[Loader], timeou
     """Wait until everything is committed, then SIGTERM the loaders; returns their exit codes."""
     wait_progress(settings, truth.messages, timeout, loaders)
     for lo in loaders:  # a SIGTERM before the signal handlers are installed would just kill it
-        wait_until(lambda lo=lo: "assigned" in lo.stderr_tail(100_000) or not lo.alive(), 120, f"{lo.name} up")
+        wait_until(
+            lambda lo=lo: "assigned" in lo.stderr_tail(100_000) or not lo.alive(), 120, f"{lo.name} up"
+        )
     codes = [lo.stop() for lo in loaders]
     for lo, code in zip(loaders, codes, strict=True):
         assert code in (0, 1), f"{lo.name} exited {code}: {lo.stderr_tail()}"
@@ -80,7 +82,12 @@ def kills(settings: OrionSettings, n: int, kill_count: int, log_dir: Path, seed:
 
 
 def restarts(
-    settings: OrionSettings, n: int, log_dir: Path, service: str, action: str = "restart-service", seed: int = 2
+    settings: OrionSettings,
+    n: int,
+    log_dir: Path,
+    service: str,
+    action: str = "restart-service",
+    seed: int = 2,
 ) -> dict[str, Any]:
     """Restart (or hard-kill and start) one stack service while a running loader is mid-load.
 

@@ -162,7 +162,9 @@ class Generator:
         return str(uuid.UUID(int=self.rng.getrandbits(128)))
 
     def _values(self) -> tuple[Decimal, Decimal]:
-        return Decimal(self.rng.randint(1, 1_000_000)) / 100, Decimal(self.rng.randint(5_000, 20_000)) / 10_000
+        return Decimal(self.rng.randint(1, 1_000_000)) / 100, Decimal(
+            self.rng.randint(5_000, 20_000)
+        ) / 10_000
 
     def _trade_row(self, k: _Key, qty: Decimal, price: Decimal) -> dict[str, Any]:
         r = self.rng
@@ -196,14 +198,29 @@ class Generator:
         self.lsn += 8
         pos: Position = (1, self.lsn - 3, self.lsn, -1, (1_700_000_000_000 + self.lsn) * 1000)
         if op == "d":
-            value = cdc("trades", None, op="d", before={"id": k.key}, lsn=self.lsn, commit_lsn=self.lsn - 3,
-                        ts_ms=1_700_000_000_000 + self.lsn, schema=False)  # fmt: skip
+            value = cdc(
+                "trades",
+                None,
+                op="d",
+                before={"id": k.key},
+                lsn=self.lsn,
+                commit_lsn=self.lsn - 3,
+                ts_ms=1_700_000_000_000 + self.lsn,
+                schema=False,
+            )
             self.truth.delete(k.key, pos)
             k.history.append((value, pos, None))
         else:
             assert qty is not None and price is not None
-            value = cdc("trades", self._trade_row(k, qty, price), op=op, lsn=self.lsn, commit_lsn=self.lsn - 3,
-                        ts_ms=1_700_000_000_000 + self.lsn, schema=self.rng.random() < 0.02)  # fmt: skip
+            value = cdc(
+                "trades",
+                self._trade_row(k, qty, price),
+                op=op,
+                lsn=self.lsn,
+                commit_lsn=self.lsn - 3,
+                ts_ms=1_700_000_000_000 + self.lsn,
+                schema=self.rng.random() < 0.02,
+            )
             row = Row(pos, k.tenant, qty, price)
             self.truth.upsert(k.key, row)
             k.history.append((value, pos, row))
@@ -216,9 +233,18 @@ class Generator:
         occurred = f"2024-03-15T14:30:{k.seq % 60:02d}.000Z"
         occurred_us = int((1_710_513_000 + k.seq % 60) * 1_000_000)
         row = self._trade_row(k, qty, price)
-        doc = trade_event(sequence=k.seq, occurred_at=occurred, tradeId=k.key, tenantId=k.tenant,
-                          quantity=str(qty), price=str(price), clientId=row["client_id"],
-                          instrumentId=row["instrument_id"], lpId=row["lp_id"], fees="0.5")  # fmt: skip
+        doc = trade_event(
+            sequence=k.seq,
+            occurred_at=occurred,
+            tradeId=k.key,
+            tenantId=k.tenant,
+            quantity=str(qty),
+            price=str(price),
+            clientId=row["client_id"],
+            instrumentId=row["instrument_id"],
+            lpId=row["lp_id"],
+            fees="0.5",
+        )
         value = json.dumps(doc).encode()
         pos: Position = (0, -1, -1, k.seq, occurred_us)
         r = Row(pos, k.tenant, qty, price)
@@ -272,8 +298,13 @@ class Generator:
             self.truth.quotes += 1
             self.truth.count("quote")
             bid = Decimal(rng.randint(10_000, 12_000)) / 10_000
-            doc = quote_event(str(bid), str(bid + Decimal("0.0002")), tenantId=rng.choice(TENANTS),
-                              instrumentId=rng.choice(INSTRUMENTS), lpId=rng.choice(LPS))  # fmt: skip
+            doc = quote_event(
+                str(bid),
+                str(bid + Decimal("0.0002")),
+                tenantId=rng.choice(TENANTS),
+                instrumentId=rng.choice(INSTRUMENTS),
+                lpId=rng.choice(LPS),
+            )
             return (self.t.quote_events, None, json.dumps(doc).encode()), None, []
         k = _Key(self._uuid(), rng.choice(TENANTS), "event" if roll < 0.22 else "cdc")
         qty, price = self._values()
@@ -344,8 +375,9 @@ def loader_env(settings: OrionSettings, **extra: str) -> dict[str, str]:
         ORION_ETL_WAREHOUSE__PASSWORD=wh.password.get_secret_value(),
         ORION_ETL_KAFKA__BOOTSTRAP_SERVERS=kafka.bootstrap_servers,
         # a crashed member blocks the group's rebalance until its session times out (6 s minimum)
-        ORION_ETL_KAFKA__EXTRA=json.dumps({"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000",
-                                           **kafka.extra}),  # fmt: skip
+        ORION_ETL_KAFKA__EXTRA=json.dumps(
+            {"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000", **kafka.extra}
+        ),
         ORION_ETL_STREAM__GROUP_ID=st.group_id,
         ORION_ETL_STREAM__BATCH_MAX_MESSAGES=str(st.batch_max_messages),
         ORION_ETL_STREAM__BATCH_MAX_MS=str(st.batch_max_ms),
@@ -369,10 +401,21 @@ class Loader:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.out_path, self.err_path = log_dir / f"{name}.out", log_dir / f"{name}.err"
-        cmd = [sys.executable, "-m", "orion_etl.cli.app", "--log-format", "json", "stream", "--format", "json",
-               *args]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "orion_etl.cli.app",
+            "--log-format",
+            "json",
+            "stream",
+            "--format",
+            "json",
+            *args,
+        ]
         with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
-            self.proc = subprocess.Popen(cmd, env=loader_env(settings, **env), stdout=out, stderr=err, cwd=REPO)
+            self.proc = subprocess.Popen(
+                cmd, env=loader_env(settings, **env), stdout=out, stderr=err, cwd=REPO
+            )
         self.started = time.monotonic()
 
     def alive(self) -> bool:
@@ -499,7 +542,8 @@ def verify(conn: psycopg.Connection, truth: Truth, groups: list[OrionSettings]) 
     wrong = [
         (k, got[k][1:], (r.tenant, r.quantity, r.price, r.deleted))
         for k, r in truth.rows.items()
-        if k in got and (got[k][1], got[k][2], got[k][3], got[k][5]) != (r.tenant, r.quantity, r.price, r.deleted)
+        if k in got
+        and (got[k][1], got[k][2], got[k][3], got[k][5]) != (r.tenant, r.quantity, r.price, r.deleted)
     ]
     if wrong:
         problems.append(f"{len(wrong)} trades with wrong values, e.g. {wrong[:2]}")
@@ -513,8 +557,9 @@ def verify(conn: psycopg.Connection, truth: Truth, groups: list[OrionSettings]) 
     expected_sums = truth.per_tenant()
     if sums != expected_sums:
         problems.append(f"per-tenant totals differ: got {sums}, expected {expected_sums}")
-    quotes = conn.execute("SELECT count(*), count(DISTINCT (src_topic, src_partition, src_offset)) "
-                          "FROM fact_quotes").fetchone()  # fmt: skip
+    quotes = conn.execute(
+        "SELECT count(*), count(DISTINCT (src_topic, src_partition, src_offset)) FROM fact_quotes"
+    ).fetchone()
     if quotes != (truth.quotes, truth.quotes):
         problems.append(f"quotes: got {quotes}, expected {truth.quotes}")
     issues = conn.execute(

@@ -49,10 +49,12 @@ def test_broker_and_database_restarts_mid_load(
     assert 0 < figures["committed_at_restart"] < figures["messages"], figures
     wh.execute(
         sql.SQL("TRUNCATE {}").format(
-            sql.SQL(", ").join(sql.Identifier(t) for t in [*STREAM_TABLES, "fact_trades", "fact_quotes",
-                                                           "etl_data_quality_issues"])
+            sql.SQL(", ").join(
+                sql.Identifier(t)
+                for t in [*STREAM_TABLES, "fact_trades", "fact_quotes", "etl_data_quality_issues"]
+            )
         )
-    )  # fmt: skip
+    )
     pg = reliability_settings(stack_settings, topic_name("rel-pg"), batch_max_messages=1000)
     figures = restarts(pg, 20_000, tmp_path, "postgres", seed=13)
     assert 0 < figures["committed_at_restart"] < figures["messages"], figures
@@ -63,7 +65,11 @@ def test_three_loaders_join_and_leave_one_group(
     stack_settings: OrionSettings, topic_name: Callable[[str], str], wh: psycopg.Connection, tmp_path: Path
 ) -> None:
     settings = reliability_settings(
-        stack_settings, topic_name("rel-group"), trade_partitions=6, event_partitions=3, batch_max_messages=500
+        stack_settings,
+        topic_name("rel-group"),
+        trade_partitions=6,
+        event_partitions=3,
+        batch_max_messages=500,
     )
     figures = group(settings, 30_000, tmp_path, seed=14)
     assert figures["changes_mid_load"] >= 3, figures
