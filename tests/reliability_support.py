@@ -397,21 +397,19 @@ def loader_env(settings: OrionSettings, **extra: str) -> dict[str, str]:
 class Loader:
     """One `orion-etl stream` subprocess; stdout/stderr go to files under `log_dir`."""
 
-    def __init__(self, settings: OrionSettings, log_dir: Path, name: str, *args: str, **env: str) -> None:
+    def __init__(
+        self,
+        settings: OrionSettings,
+        log_dir: Path,
+        name: str,
+        *args: str,
+        command: tuple[str, ...] = ("stream", "--format", "json"),
+        **env: str,
+    ) -> None:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.out_path, self.err_path = log_dir / f"{name}.out", log_dir / f"{name}.err"
-        cmd = [
-            sys.executable,
-            "-m",
-            "orion_etl.cli.app",
-            "--log-format",
-            "json",
-            "stream",
-            "--format",
-            "json",
-            *args,
-        ]
+        cmd = [sys.executable, "-m", "orion_etl.cli.app", "--log-format", "json", *command, *args]
         with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
             self.proc = subprocess.Popen(
                 cmd, env=loader_env(settings, **env), stdout=out, stderr=err, cwd=REPO
