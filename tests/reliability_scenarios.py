@@ -39,8 +39,10 @@ def _finish(settings: OrionSettings, truth: Truth, loaders: list[Loader], timeou
 def kills(settings: OrionSettings, n: int, kill_count: int, log_dir: Path, seed: int = 1) -> dict[str, Any]:
     """`kill_count` kill -9 of the loader at random instants while it loads `n` messages.
 
-    Each loader is killed a random 0.05..`max_life` seconds after it first committed (so every
-    kill lands mid-load, at a random point of the decode/commit cycle); a new one is started at
+    Kill points are random fractions of the load (sorted, between 3 % and 80 %): each loader runs
+    until it has committed at least one batch and the group is past its point, then a further
+    random 0..0.2 s (a random instant
+    of the decode / DLQ flush / commit cycle), and is killed with SIGKILL; a new one starts at
     once. After the last kill one more loader finishes the load and is stopped with SIGTERM.
     """
     rng = random.Random(seed)
@@ -48,17 +50,13 @@ def kills(settings: OrionSettings, n: int, kill_count: int, log_dir: Path, seed:
     truth = produce_workload(settings, n, seed)
     produced_s = time.monotonic() - started
     load_started = time.monotonic()
-    # spread the kills over the load: about (kill_count + 1) lives of loading
-    max_life = max(0.3, n / 12_000 / (kill_count + 1))
+    points = sorted(int(truth.messages * rng.uniform(0.03, 0.8)) for _ in range(kill_count))
     at_kill: list[int] = []
-    for i in range(kill_count):
-        loader = Loader(settings, log_dir, f"kill-{i:02d}")
+    for i, point in enumerate(points):
         before = max(progress(settings), 0)
-        if before >= truth.messages:
-            loader.kill9()
-            break
-        wait_progress(settings, before + 1, 120, [loader])
-        time.sleep(rng.uniform(0.05, max_life))
+        loader = Loader(settings, log_dir, f"kill-{i:02d}")
+        wait_progress(settings, max(point, before + 1), 300, [loader])  # it loads, then dies
+        time.sleep(rng.uniform(0, 0.2))
         loader.kill9()
         at_kill.append(progress(settings))
     last = Loader(settings, log_dir, "kill-final")
