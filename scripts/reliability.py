@@ -189,7 +189,10 @@ def render(preset: str, results: list[tuple[str, dict[str, Any]]], total_s: floa
             )
             rate = f"{f['throughput_msg_s']:,} msg/s"
         elif name == "group":
-            faults = "; ".join(e[0] for e in f["membership_changes"]) + f" ({f['fenced_batches']} fenced)"
+            faults = (
+                "; ".join(f"{e[0]} at {e[1]:,}" for e in f["membership_changes"])
+                + f" ({f['fenced_batches']} fenced)"
+            )
             rate = f"{f['messages'] / f['load_s']:,.0f} msg/s"
         else:
             faults = (
