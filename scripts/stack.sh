@@ -9,6 +9,8 @@
 #   scripts/stack.sh down     stop all services (data kept); `down --purge` also deletes data
 #   scripts/stack.sh status   one line per service; exit 0 only when all are healthy
 #   scripts/stack.sh env      print the environment variables that point orion-etl at this stack
+#   scripts/stack.sh restart-service postgres|kafka|connect   clean stop + start (reliability tests)
+#   scripts/stack.sh kill-service postgres|kafka              hard kill (immediate / -9) + start
 #
 # Ports and paths are configurable through the environment (defaults in parentheses):
 #   ORION_STACK_HOME (.stack in the repository)    ORION_STACK_PG_PORT (55432)
@@ -303,7 +305,22 @@ case "${1:-}" in
       connect) stop_java connect; start_connect ;;
       *) die "usage: $0 restart-service postgres|kafka|connect" ;;
     esac ;;
+  kill-service)  # used by reliability tests: hard kill (no clean shutdown), then start again
+    case "${2:-}" in
+      postgres)
+        if [ -f "$PGDATA/postmaster.pid" ]; then
+          as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA" -m immediate -w stop >/dev/null 2>&1 || true
+          log "postgres killed (immediate shutdown)"
+        fi
+        start_postgres ;;
+      kafka)
+        if pid_alive kafka; then kill -9 "$(cat "$RUN/kafka.pid")" 2>/dev/null || true; log "kafka killed -9"; fi
+        rm -f "$RUN/kafka.pid"
+        for _ in $(seq 1 40); do port_open "$KAFKA_PORT" || break; sleep 0.25; done
+        start_kafka ;;
+      *) die "usage: $0 kill-service postgres|kafka" ;;
+    esac ;;
   status) status ;;
   env) print_env ;;
-  *) echo "usage: $0 setup|up|down [--purge]|status|env|restart-service NAME" >&2; exit 2 ;;
+  *) echo "usage: $0 setup|up|down [--purge]|status|env|restart-service NAME|kill-service NAME" >&2; exit 2 ;;
 esac

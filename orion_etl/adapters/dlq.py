@@ -18,6 +18,10 @@ from orion_etl.core.debezium import KafkaRecord
 from orion_etl.errors import ServiceUnavailableError
 
 HEADER_PREFIX = "dlq."
+# Kafka's default broker/topic limit is 1 MB: a larger original (it may have been produced to a
+# topic with a higher limit) is dead-lettered truncated to this size, with `dlq.original_size`, so
+# that one oversized record can never block the loader. The full record stays in its origin topic.
+MAX_DLQ_VALUE_BYTES = 900_000
 
 
 def fingerprint(record: KafkaRecord) -> str:
@@ -82,13 +86,18 @@ class DeadLetterPublisher:
     def publish(self, letters: list[DeadLetter]) -> None:
         for letter in letters:
             r = letter.record
+            headers = dlq_headers(letter, self.group, self.job_run_id)
+            value = r.value
+            if value is not None and len(value) > MAX_DLQ_VALUE_BYTES:
+                value = value[:MAX_DLQ_VALUE_BYTES]
+                headers.append((HEADER_PREFIX + "original_size", str(len(r.value or b"")).encode()))
             while True:
                 try:
                     self.producer.produce(
                         self.topic_for(r.topic),
-                        value=r.value,
+                        value=value,
                         key=r.key,
-                        headers=dlq_headers(letter, self.group, self.job_run_id),
+                        headers=headers,
                         on_delivery=self._on_delivery,
                     )
                     break

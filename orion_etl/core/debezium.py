@@ -215,7 +215,7 @@ def _row_fields(schema_raw: bytes) -> dict[str, FieldType]:
                 for f in part["fields"]:
                     out[f["field"]] = FieldType(f.get("type", ""), f.get("name"), f.get("parameters"))
                 break
-    except (msgspec.DecodeError, AttributeError, KeyError, TypeError) as exc:
+    except (msgspec.DecodeError, AttributeError, KeyError, TypeError, RecursionError) as exc:
         raise DecodeError(ErrorClass.DECODE, f"invalid embedded schema: {_msg(exc)}") from exc
     if len(_schema_cache) > 256:
         _schema_cache.clear()
@@ -250,6 +250,8 @@ def decode_cdc(record: KafkaRecord) -> Change:
         raise DecodeError(ErrorClass.DECODE, f"not valid JSON: {_msg(exc)}") from exc
     except UnicodeDecodeError as exc:
         raise DecodeError(ErrorClass.DECODE, f"not valid UTF-8: {_msg(exc)}") from exc
+    except RecursionError as exc:  # hostile nesting depth: a dead letter, not a crash of the loader
+        raise DecodeError(ErrorClass.DECODE, "JSON nested too deeply") from exc
     op = payload.op
     if op is None:
         raise DecodeError(ErrorClass.MISSING_PAYLOAD, "no Debezium payload (op missing)")
@@ -288,6 +290,8 @@ def decode_event(record: KafkaRecord, expected_type: str | None = None) -> Chang
         raise DecodeError(ErrorClass.DECODE, f"not valid JSON: {_msg(exc)}") from exc
     except UnicodeDecodeError as exc:
         raise DecodeError(ErrorClass.DECODE, f"not valid UTF-8: {_msg(exc)}") from exc
+    except RecursionError as exc:
+        raise DecodeError(ErrorClass.DECODE, "JSON nested too deeply") from exc
     if event.payload is None:
         raise DecodeError(ErrorClass.MISSING_PAYLOAD, "event without payload")
     if expected_type and event.eventType and event.eventType != expected_type:

@@ -119,6 +119,32 @@ QUOTE_EVENT_RENAME = {
     "latencyMs": "latency_ms",
 }
 
+# Text columns and their warehouse widths (sql/warehouse/V003): a longer value, or a NUL character
+# (PostgreSQL text cannot hold one), marks the row invalid (dead letter) instead of failing the
+# whole batch in COPY and stopping the loader on a poison record.
+TEXT_LIMITS: dict[str, dict[str, int]] = {
+    "fact_trades": {
+        "trade_reference": 100,
+        "side": 4,
+        "order_type": 20,
+        "currency": 10,
+        "execution_venue": 50,
+    },
+    "fact_orders": {"order_type": 20, "side": 4, "status": 20},
+}
+
+
+def text_errors(table: str) -> list[pl.Expr]:
+    """`_error` candidates for text that the warehouse columns of `table` cannot store."""
+    out: list[pl.Expr] = []
+    for column, width in TEXT_LIMITS[table].items():
+        text = pl.col(column)
+        too_long = pl.lit(f"{column}: longer than {width} characters")
+        out.append(pl.when(text.str.len_chars() > width).then(too_long))
+        out.append(pl.when(text.str.contains("\x00", literal=True)).then(pl.lit(f"{column}: contains NUL")))
+    return out
+
+
 # Source position columns every fact row carries (see sql/warehouse/V003 and V010).
 POSITION_COLUMNS = ["src_origin", "src_commit_lsn", "src_lsn", "src_event_version", "src_event_ts"]
 
@@ -157,7 +183,9 @@ def transform_trades(
     notional = pl.when(unsafe).then(Decimal(0)).otherwise(qty) * price
     return frame.with_columns(
         pl.coalesce(
-            pl.col("_error"), pl.when(unsafe).then(pl.lit("notional_value: quantity x price out of range"))
+            pl.col("_error"),
+            pl.when(unsafe).then(pl.lit("notional_value: quantity x price out of range")),
+            *text_errors("fact_trades"),
         ).alias("_error"),
         pl.col("id").alias("trade_id"),
         _date_key("trade_date", timezone, cutoff).alias("trade_date_key"),
@@ -186,6 +214,7 @@ def transform_orders(
         pl.coalesce(
             pl.col("_error"),
             pl.when(~ratio_ok & (requested > 0)).then(pl.lit("fill_rate: filled / requested out of range")),
+            *text_errors("fact_orders"),
         ).alias("_error"),
         pl.col("id").alias("order_id"),
         pl.col("created_at").alias("order_date"),
