@@ -25,9 +25,15 @@ def connect(settings: PostgresSettings, *, autocommit: bool = False) -> psycopg.
     except psycopg.OperationalError as exc:
         text = " ".join(str(exc).split()) or type(exc).__name__
         reason = redactor.redact(text)
+        lowered = text.lower()
+        if "password authentication failed" in lowered or "no password supplied" in lowered:
+            hint = "check the user and password (ORION_ETL_WAREHOUSE__PASSWORD, ORION_ETL_SOURCE__PASSWORD)"
+        elif "does not exist" in lowered:
+            hint = "check dbname and user; `orion-etl config show` prints the effective settings"
+        else:
+            hint = "is the database running and reachable? (local stack: scripts/stack.sh up)"
         raise ServiceUnavailableError(
-            f"cannot connect to PostgreSQL at {settings.describe()}: {reason}",
-            hint="is the database running? (local stack: scripts/stack.sh up)",
+            f"cannot connect to PostgreSQL at {settings.describe()}: {reason}", hint=hint
         ) from None
 
 
