@@ -1,7 +1,7 @@
 """Benchmark: `dims sync` (set-based) vs the story's row-by-row `syncClientDimension`, side by side.
 
     PYTHONPATH=. .venv/bin/python scripts/bench_dims.py [--rows 1000000] [--changed-pct 1]
-        [--sample 0] [--profile]
+        [--sample 0] [--profile] [--db-rtt-ms 0.5]
 
 Creates two throwaway databases on the local stack (source + warehouse), loads N clients, runs
 the initial `dims sync --full`, copies the resulting dimension into `bench_rowwise` (same rows,
@@ -14,6 +14,11 @@ changes X% of the clients (half SCD2 segment changes, half SCD1 renames) and, on
 * set-based: the incremental `dims sync`, end to end (locks, job ledger, source COPY, apply,
   watermark, commit); `--profile` prints the time of every statement it sends.
 
+With --db-rtt-ms X, both the baseline and the incremental sync reach PostgreSQL through a relay
+that adds X ms to every round trip (scripts/netdelay.py; a userspace delay, this kernel has no
+netem): the same data, both approaches, one run. Setup (load, initial sync, copies) stays on
+loopback.
+
 Prints the figures and a Markdown row for docs/benchmarks.md.
 """
 
@@ -23,10 +28,12 @@ import argparse
 import contextlib
 import os
 import platform
+import sys
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -38,6 +45,9 @@ from orion_etl.adapters.postgres import connect
 from orion_etl.config.models import OrionSettings
 from orion_etl.jobs import dims as dims_job
 from orion_etl.jobs.dims import sync_batch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from netdelay import calibrated_port
 
 PASSWORD = os.environ.get("ORION_STACK_PG_PASSWORD", "orion-stack-pw")
 SCD2 = ("segment", "region", "status", "client_type")  # the story's checkScd2Changes for clients
@@ -54,6 +64,9 @@ def main() -> None:
     parser.add_argument("--changed-pct", type=float, default=1.0)
     parser.add_argument("--sample", type=int, default=0, help="baseline on this many rows (0: all)")
     parser.add_argument("--profile", action="store_true", help="time every statement of the sync")
+    parser.add_argument(
+        "--db-rtt-ms", type=float, default=0.0, help="add this to every PostgreSQL round trip"
+    )
     args = parser.parse_args()
 
     suffix = uuid.uuid4().hex[:6]
@@ -66,7 +79,7 @@ def main() -> None:
         for db in (settings.source.dbname, settings.warehouse.dbname):
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
     try:
-        run(settings, args.rows, args.changed_pct, args.sample, args.profile)
+        run(settings, args.rows, args.changed_pct, args.sample, args.profile, args.db_rtt_ms)
     finally:
         with connect(admin, autocommit=True) as conn:
             for db in (settings.source.dbname, settings.warehouse.dbname):
@@ -182,7 +195,9 @@ def statement_timer(timings: Timings) -> Iterator[None]:
         dims_job.connect = jobruns.connect = connect
 
 
-def run(settings: OrionSettings, rows: int, changed_pct: float, sample: int, profile: bool) -> None:
+def run(
+    settings: OrionSettings, rows: int, changed_pct: float, sample: int, profile: bool, db_rtt_ms: float
+) -> None:
     for target, pg in (("warehouse", settings.warehouse), ("source", settings.source)):
         with connect(pg, autocommit=True) as conn:
             migrations.migrate(conn, target)
@@ -226,6 +241,34 @@ def run(settings: OrionSettings, rows: int, changed_pct: float, sample: int, pro
             (changed,),
         )
 
+    with contextlib.ExitStack() as stack:
+        model: dict[str, float] = {}
+        measured = settings
+        if db_rtt_ms > 0:
+            port, model = stack.enter_context(
+                calibrated_port(settings.warehouse, db_rtt_ms, max_seconds=1800)
+            )
+            print("delay model: " + ", ".join(f"{k} {v:.3f}" for k, v in model.items()))
+            measured = settings.model_copy(
+                update={
+                    "warehouse": settings.warehouse.model_copy(update={"port": port}),
+                    "source": settings.source.model_copy(update={"port": port}),
+                }
+            )
+        compare(measured, rows, changed, sample, profile, since, initial_s, model)
+
+
+def compare(
+    settings: OrionSettings,
+    rows: int,
+    changed: int,
+    sample: int,
+    profile: bool,
+    since: datetime,
+    initial_s: float,
+    model: dict[str, float],
+) -> None:
+    """The two approaches on the same changes, baseline first."""
     # Baseline: the story's query for the changed rows (same window as the incremental sync),
     # then syncClientDimension per row.
     outcomes: dict[str, int] = {}
@@ -266,8 +309,13 @@ def run(settings: OrionSettings, rows: int, changed_pct: float, sample: int, pro
     print(f"incremental set-based sync: {set_based_s:.3f} s")
     print(f"row-by-row: {per_row * 1000:.3f} ms/row -> {row_total:.2f} s ({how})")
     print(f"speed-up: {ratio:.1f}x")
+    if model:
+        print(
+            f"network: +{model['added_rtt_ms']:.3f} ms per round trip measured "
+            f"({model['direct_rtt_ms']:.3f} -> {model['relayed_rtt_ms']:.3f} ms)"
+        )
     print(
-        f"| {rows:,} | {changed:,} ({changed_pct:g}%) | {initial_s:.1f} s | {set_based_s:.2f} s | "
+        f"| {rows:,} | {changed:,} ({changed * 100 / rows:g}%) | {initial_s:.1f} s | {set_based_s:.2f} s | "
         f"{row_total:.1f} s ({per_row * 1000:.2f} ms/row x {len(source_rows):,}, {how}) | {ratio:.0f}x | "
         f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"PostgreSQL {pg_version} |"

@@ -2,7 +2,7 @@
 """Benchmark of `orion-etl stream` (not a test). Writes results into docs/benchmarks.md.
 
     PYTHONPATH=. .venv/bin/python scripts/bench_stream.py [--events 1000000] [--story-sample 3000]
-        [--latency-rate 2000] [--latency-seconds 20] [--no-write]
+        [--latency-rate 2000] [--latency-seconds 20] [--db-rtt-ms 0.5] [--no-write]
 
 Side by side in one run, over the same N pre-produced trade CDC events (Debezium JSON with the
 embedded schema, as `value.converter.schemas.enable=true` produces them):
@@ -11,6 +11,8 @@ embedded schema, as `value.converter.schemas.enable=true` produces them):
   (c) the story's approach: json.loads, per-row rule checks, one single-row upsert and a commit
       per message, run on a sample and extrapolated,
   (d) the loader: `orion-etl stream --until-caught-up` as a separate process (peak RSS measured);
+with --db-rtt-ms X, (c) and (d) once more with all their PostgreSQL traffic through a relay that
+adds X ms to every round trip (scripts/netdelay.py: a userspace delay, this kernel has no netem);
 then latency at a steady rate: events produced at --latency-rate per second with source ts_ms =
 produce time, loaded by a running loader; p50/p99 of (warehouse commit - ts_ms).
 
@@ -46,7 +48,11 @@ from orion_etl.adapters import migrations  # noqa: E402
 from orion_etl.adapters.kafka import ensure_topics, make_admin, make_consumer, make_producer  # noqa: E402
 from orion_etl.adapters.postgres import connect  # noqa: E402
 from orion_etl.config.models import OrionSettings  # noqa: E402
+from orion_etl.jobs.stream import CONSUMER_TUNING  # noqa: E402
 from tests.stream_builders import envelope_schema  # noqa: E402
+
+sys.path.insert(0, str(REPO / "scripts"))
+from netdelay import calibrated_port  # noqa: E402
 
 MARK_START, MARK_END = "<!-- bench_stream:start -->", "<!-- bench_stream:end -->"
 
@@ -295,6 +301,31 @@ def run_loader(env: dict[str, str], extra: list[str]) -> tuple[dict[str, Any], f
     return json.loads(out), wall, peak[0]
 
 
+def over_network(args: argparse.Namespace, settings: OrionSettings, topic: str, run: str) -> dict[str, Any]:
+    """(c) and the loader again, their PostgreSQL traffic through the delay relay."""
+    with calibrated_port(settings.warehouse, args.db_rtt_ms, max_seconds=1800) as (port, model):
+        log("delay model: " + ", ".join(f"{k} {v:.3f}" for k, v in model.items()))
+        remote = settings.model_copy(
+            update={"warehouse": settings.warehouse.model_copy(update={"port": port})}
+        )
+        with connect(remote.warehouse) as conn:
+            conn.execute("TRUNCATE fact_trades")
+            conn.commit()
+            c = story_approach(conn, remote, topic, args.story_sample)
+        log(f"(c) story approach over the network on {args.story_sample:,}: {c:,.0f} msg/s")
+        _, wall, rss = run_loader(
+            loader_env(remote, topic, f"bench-loader-net-{run}", args.batch), ["--until-caught-up"]
+        )
+        with connect(settings.warehouse) as conn:
+            count = conn.execute("SELECT count(*) FROM fact_trades").fetchone()
+            conn.execute("TRUNCATE fact_trades")
+            conn.commit()
+        assert count == (args.events,), count
+        d = args.events / wall
+        log(f"(d) loader over the network: {d:,.0f} msg/s, peak RSS {rss / 1024:.0f} MiB")
+    return {"c": c, "d": d, "rss": rss, **model}
+
+
 # --- report -----------------------------------------------------------------------------------
 
 
@@ -318,6 +349,32 @@ def machine_info(conn: psycopg.Connection) -> dict[str, str]:
     }
 
 
+def network_lines(args: argparse.Namespace, net: dict[str, Any] | None, c: float, d: float) -> list[str]:
+    if net is None:
+        return []
+    return [
+        "",
+        f"Same run, PostgreSQL over a network path with {args.db_rtt_ms:g} ms added per round trip "
+        "(Kafka stays on loopback): every connection of (c) and of the loader goes through a TCP relay "
+        "(`scripts/delayproxy.c` via `scripts/netdelay.py`) that delivers each byte a fixed delay after it "
+        f"arrived, in each direction ({net['delay_us_each_way']:.0f} us each way plus the relay's own "
+        f"{net['relay_overhead_ms']:.2f} ms per round trip). Measured median `SELECT 1` round trip: "
+        f"{net['direct_rtt_ms']:.3f} ms direct, {net['relayed_rtt_ms']:.3f} ms through the relay "
+        f"(+{net['added_rtt_ms']:.3f} ms). The kernel has no netem (`CONFIG_NET_SCH_NETEM` is not set), "
+        "hence the userspace relay.",
+        "",
+        "| approach | loopback (events/s) | network (events/s) |",
+        "|---|---:|---:|",
+        f"| (c) story approach ({args.story_sample:,}-event sample) | {c:,.0f} | {net['c']:,.0f} |",
+        f"| **loader** (wall time, 1 process) | **{d:,.0f}** | **{net['d']:,.0f}** |",
+        f"| loader / story | {d / c:.1f} x | **{net['d'] / net['c']:.1f} x** |",
+        "",
+        f"- Target >= 20 x (c) over the network: {net['d'] / net['c']:.1f} x "
+        f"({'met' if net['d'] >= 20 * net['c'] else 'NOT met'}). Loader peak RSS in this run: "
+        f"{net['rss'] / 1024:.0f} MiB.",
+    ]
+
+
 def write_report(path: Path, text: str) -> None:
     body = f"{MARK_START}\n{text.strip()}\n{MARK_END}"
     old = path.read_text() if path.exists() else "# Benchmarks\n"
@@ -336,6 +393,10 @@ def main() -> None:
     ap.add_argument("--story-sample", type=int, default=3000)
     ap.add_argument("--latency-rate", type=float, default=2000)
     ap.add_argument("--latency-seconds", type=float, default=20)
+    ap.add_argument(
+        "--db-rtt-ms", type=float, default=0.0,
+        help="also run (c) and the loader with this many ms added to every PostgreSQL round trip",
+    )  # fmt: skip
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
 
@@ -356,12 +417,10 @@ def main() -> None:
         produce_events(settings, topic, 0, args.events)
         log(f"produced in {time.monotonic() - t0:.1f} s; sample size {len(EnvelopeWriter()(0, 0)):,} bytes")
 
-        # (a) is the better of librdkafka's defaults and the loader's fetch settings
+        # (a) is the better of librdkafka's defaults and the loader's consumer settings (with the
+        # defaults, fetch.queue.backoff.ms=1000 throttles a consume loop to a fraction of this)
         a_default = bare_consume(settings, topic, args.events)
-        a_tuned = bare_consume(
-            settings, topic, args.events,
-            **{"fetch.max.bytes": 16 << 20, "max.partition.fetch.bytes": 4 << 20, "queued.max.messages.kbytes": 16384},  # noqa: E501
-        )  # fmt: skip
+        a_tuned = bare_consume(settings, topic, args.events, **CONSUMER_TUNING)
         a = max(a_default, a_tuned)
         log(
             f"(a) bare consume: {a_default:,.0f} msg/s (defaults), {a_tuned:,.0f} msg/s (loader's fetch settings)"  # noqa: E501
@@ -384,6 +443,7 @@ def main() -> None:
         d = args.events / wall
         log(f"(d) loader: {args.events:,} in {wall:.1f} s wall = {d:,.0f} msg/s "
             f"(in-loop rate {stats['rate_per_s']:,.0f}/s), peak RSS {rss / 1024:.0f} MiB")  # fmt: skip
+        net = over_network(args, settings, topic, run) if args.db_rtt_ms > 0 else None
 
         # latency at a steady rate, loader already running
         n_lat = int(args.latency_rate * args.latency_seconds)
@@ -437,6 +497,7 @@ def main() -> None:
         f"(target p99 < 1000 ms: {'met' if (lat['latency_p99_ms'] or 1e9) < 1000 else 'NOT met'}).",
         f"- Peak RSS of the loader process: {rss / 1024:.0f} MiB draining {args.events:,} events, "
         f"{result['rss'] / 1024:.0f} MiB in the latency run (target < 500 MiB).",
+        *network_lines(args, net, c, d),
         "",
         "Machine: " + "; ".join(f"{k} {v}" for k, v in info.items()) + ".",
         "The machine is shared with other work (2 cores), so absolute rates vary between runs; the ratios "

@@ -44,6 +44,24 @@ from orion_etl.jobs.stream_batch import BatchPreparer, PreparedBatch
 log = logging.getLogger(__name__)
 
 
+# Consumer settings the loader fixes ([kafka.extra] overrides each of them).
+CONSUMER_TUNING: dict[str, Any] = {
+    "fetch.wait.max.ms": 50,  # latency: do not let the broker hold fetches long
+    "statistics.interval.ms": 1000,  # keeps cached watermarks fresh (lag, caught-up)
+    # Memory. librdkafka decompresses a whole fetch response at once, and lz4 packs 5 KB Debezium
+    # envelopes (schema repeated in each) ~10-20x, so the *compressed* fetch size, not the queue
+    # limit, sets the peak: 8 MiB fetches put the process at ~500 MiB, 2 MiB ones at ~300 MiB
+    # (docs/benchmarks.md). The broker still returns one whole record batch when it is larger.
+    "queued.max.messages.kbytes": 8192,
+    "fetch.max.bytes": 2 * 1024 * 1024,
+    "max.partition.fetch.bytes": 1024 * 1024,
+    # Throughput. Once the prefetch queue is over its bound, librdkafka waits fetch.queue.backoff.ms
+    # (default 1000 ms) before fetching that partition again: with a small queue the loader then
+    # starves for most of every second. 5 ms refills the queue as soon as the batch has taken it.
+    "fetch.queue.backoff.ms": 5,
+}
+
+
 class StreamLoadError(OrionError):
     """A batch failed in the warehouse for a reason retrying cannot fix (exit 3)."""
 
@@ -233,16 +251,7 @@ class StreamJob:
         producer = make_producer(kafka)
         publisher = DeadLetterPublisher(producer, self.st.dlq_suffix, self.group)
         publisher.job_run_id = self.job_run_id
-        tuning = {
-            "fetch.wait.max.ms": 50,  # latency: do not let the broker hold fetches long
-            "statistics.interval.ms": 1000,  # keeps cached watermarks fresh (lag, caught-up)
-            # Prefetch bounds: memory stays flat whatever the backlog (decompressed lz4 batches of
-            # 5 KB envelopes are the largest consumer of memory); [kafka.extra] overrides them.
-            "queued.max.messages.kbytes": 8192,
-            "fetch.max.bytes": 8 * 1024 * 1024,
-            "max.partition.fetch.bytes": 4 * 1024 * 1024,
-        }
-        overrides = {k: v for k, v in tuning.items() if k not in kafka.extra}
+        overrides = {k: v for k, v in CONSUMER_TUNING.items() if k not in kafka.extra}
         consumer = make_consumer(kafka, self.group, **{"auto.offset.reset": self.st.start_from, **overrides})
         self.consumer = consumer
         consumer.subscribe(
