@@ -9,7 +9,8 @@ from rich.progress import Progress
 
 from orion_etl.cli.context import state
 from orion_etl.cli.render import OutputFormat, print_json, print_table
-from orion_etl.core.dead_letters import Selection, iso_ms, parse_classes, parse_range, parse_time
+from orion_etl.core.dead_letters import Selection, iso_ms, parse_classes, parse_range
+from orion_etl.core.timeparse import parse_time
 from orion_etl.jobs.dlq import list_dead_letters, show_dead_letters
 from orion_etl.jobs.dlq_replay import run_replay
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,6 +18,7 @@ from orion_etl.cli.render import OutputFormat, print_json, print_table
 from orion_etl.config.dq import RuleCatalog, build_catalog
 from orion_etl.core.dq_results import Outcome
 from orion_etl.core.quality import Rule, RuleKind
+from orion_etl.core.timeparse import parse_optional_time
 from orion_etl.errors import UsageError
 from orion_etl.jobs.audit import run_audit
 
@@ -35,17 +35,6 @@ def _catalog(app_state: AppState) -> RuleCatalog:
     settings = app_state.settings()
     source = app_state.settings_source
     return build_catalog(settings.dq, base_dir=source.parent if source else Path.cwd())
-
-
-def _when(value: str | None, option: str) -> datetime | None:
-    """ISO date or date-time; naive values are UTC."""
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise UsageError(f"{option}: {value!r} is not an ISO date or date-time (e.g. 2025-01-31)") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _detail(rule: Rule) -> str:
@@ -131,7 +120,7 @@ def audit_cmd(
     app_state = state(ctx)
     settings = app_state.settings()
     catalog = _catalog(app_state)
-    window = Window(_when(start, "--from"), _when(end, "--to"))
+    window = Window(parse_optional_time(start, "--from"), parse_optional_time(end, "--to"))
     if window.start and window.end and window.start >= window.end:
         raise UsageError("--from must be before --to")
     notifier = notifier_from_settings(settings.dq.alerts, source=settings.warehouse.describe())
@@ -208,7 +197,7 @@ def issues_cmd(
             table=table,
             rule=rule,
             severity=severity.upper() if severity else None,
-            since=_when(since, "--since"),
+            since=parse_optional_time(since, "--since"),
             run_id=run_id,
             limit=limit,
         )

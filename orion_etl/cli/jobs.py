@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated
 
@@ -13,6 +12,7 @@ import typer
 from orion_etl.adapters.jobruns import get_job_run, list_job_runs
 from orion_etl.cli.context import state
 from orion_etl.cli.render import OutputFormat, print_json, print_table
+from orion_etl.core.timeparse import parse_optional_time
 from orion_etl.errors import UsageError
 
 app = typer.Typer(help="The job ledger: what ran, when, how it ended.", no_args_is_help=True)
@@ -24,21 +24,6 @@ class Status(StrEnum):
     RUNNING = "RUNNING"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
-
-
-def parse_since(value: str | None) -> datetime | None:
-    """`2h`, `30m`, `7d` (relative) or an ISO date/time."""
-    if value is None:
-        return None
-    match = re.fullmatch(r"(\d+)([smhd])", value.strip())
-    if match:
-        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
-        return datetime.now(UTC) - timedelta(**{unit: int(match.group(1))})
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise UsageError(f"--since {value!r}: expected e.g. 2h, 30m, 7d or an ISO date/time") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 @app.command("list")
@@ -58,7 +43,7 @@ def list_runs(
         job_name=job,
         job_type=job_type.upper() if job_type else None,
         status=status.value if status else None,
-        since=parse_since(since),
+        since=parse_optional_time(since, "--since"),
         limit=limit,
     )
     if fmt is OutputFormat.JSON:

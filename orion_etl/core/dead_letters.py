@@ -15,7 +15,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -254,25 +254,6 @@ def parse_range(text: str, option: str) -> OffsetRange:
     if start is not None and stop is not None and stop < start:
         raise UsageError(f"{option}: the range {text!r} is empty (end before start)")
     return OffsetRange(start, stop)
-
-
-_DURATION = re.compile(r"(\d+)\s*([smhd])")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-
-
-def parse_time(text: str, option: str, now: datetime | None = None) -> datetime:
-    """ISO 8601 (naive = UTC) or a duration ago (`30m`, `2h`, `7d`) -> aware datetime."""
-    value = text.strip()
-    if m := _DURATION.fullmatch(value):
-        return (now or datetime.now(UTC)) - timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(
-            f"{option}: expected an ISO 8601 time (2024-03-15T14:30:00Z) or a duration like 30m, 2h, 7d; "
-            f"got {text!r}"
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def parse_classes(values: Iterable[str]) -> tuple[LetterClass, ...]:

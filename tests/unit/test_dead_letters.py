@@ -17,9 +17,9 @@ from orion_etl.core.dead_letters import (
     parse_classes,
     parse_letter,
     parse_range,
-    parse_time,
 )
 from orion_etl.core.dimension_gate import split_missing, wanted_ids
+from orion_etl.core.timeparse import parse_time
 from orion_etl.errors import UsageError
 
 
