@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -65,8 +66,12 @@ def test_timers_cover_the_required_schedule() -> None:
     }
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
 def test_systemd_analyze_verify_accepts_the_units(tmp_path: Path) -> None:
+    if shutil.which("systemd-analyze") is None:
+        # A developer machine without systemd may skip; CI must really verify the units.
+        if os.environ.get("CI") == "true":
+            pytest.fail("systemd-analyze is required in CI to verify config/systemd units")
+        pytest.skip("systemd-analyze not installed")
     # verify checks that ExecStart exists: point it at this interpreter's orion-etl script
     executable = Path(sys.executable).with_name("orion-etl")
     for unit in UNITS:
