@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
+from operator import itemgetter
 from typing import Any
 
 import msgspec
@@ -130,6 +131,8 @@ class Change:
     event_time: Any = None  # raw occurredAt of events (converted with the frame)
     table: str | None = None
     fields: dict[str, FieldType] | None = field(default=None)
+    # whether the record's bytes carry the unchanged-TOAST placeholder (None: not yet looked at)
+    toasted: bool | None = None
 
 
 # --- envelope structs -----------------------------------------------------------------------
@@ -173,6 +176,12 @@ class _Event(msgspec.Struct):
 
 
 _top_decoder = msgspec.json.Decoder(_Top, float_hook=Decimal)
+_payload_decoder = msgspec.json.Decoder(_Payload | None, float_hook=Decimal)
+_SCHEMA_OPEN, _PAYLOAD_OPEN = b'{"schema":', b',"payload":'
+# The bytes that open an envelope with the most recent embedded schema, and its row field types.
+# Debezium repeats the same schema in every record of a table, so a record that starts with these
+# bytes only needs its payload decoded (a memcmp instead of parsing kilobytes of schema JSON).
+_known_envelope: tuple[bytes, dict[str, FieldType] | None] = (b"", None)
 _event_decoder = msgspec.json.Decoder(_Event, float_hook=Decimal)
 _schema_cache: dict[bytes, dict[str, FieldType]] = {}
 LOAD_OPS = frozenset({"c", "u", "r"})
@@ -194,6 +203,16 @@ def parse_sequence(sequence: str | None, lsn: int | None) -> tuple[int | None, i
     """
     if not sequence:
         return None, lsn
+    if sequence.startswith('["') and sequence.endswith('"]'):  # the usual '["123","456"]'
+        commit_text, sep, lsn_text = sequence[2:-2].partition('","')
+        if (
+            sep
+            and commit_text.isascii()
+            and commit_text.isdigit()
+            and lsn_text.isascii()
+            and lsn_text.isdigit()
+        ):
+            return int(commit_text), int(lsn_text)
     try:
         parts = msgspec.json.decode(sequence)
         commit, current = parts[0], parts[1]
@@ -231,6 +250,45 @@ def decode_cdc(record: KafkaRecord) -> Change:
     value = record.value
     if value is None:
         raise Tombstone()
+    known = _payload_with_known_schema(value)
+    if known is not None:
+        payload, fields, payload_start = known
+        if payload is None:
+            raise Tombstone()
+    else:
+        payload, fields = _decode_envelope(value)
+        payload_start = 0
+    return _change_of(record, payload, fields, _has_placeholder(value, payload_start))
+
+
+def _has_placeholder(value: bytes | None, start: int = 0) -> bool:
+    """Whether the unchanged-TOAST placeholder (plain or base64) occurs in value[start:]."""
+    if not value:
+        return False
+    return value.find(_PLACEHOLDER_BYTES[0], start) >= 0 or value.find(_PLACEHOLDER_BYTES[1], start) >= 0
+
+
+def _payload_with_known_schema(
+    value: bytes,
+) -> tuple[_Payload | None, dict[str, FieldType] | None, int] | None:
+    """Decode only the payload of an envelope that carries the last seen schema, byte for byte.
+
+    None when the record does not have that exact shape, or its payload does not decode: the full
+    decode then handles it (and reports any problem exactly as it would have).
+    """
+    head, fields = _known_envelope
+    if not head or not value.startswith(head) or not value.endswith(b"}"):
+        return None
+    try:
+        payload = _payload_decoder.decode(memoryview(value)[len(head) : -1])
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
+        return None
+    return payload, fields, len(head)
+
+
+def _decode_envelope(value: bytes) -> tuple[_Payload, dict[str, FieldType] | None]:
+    """Full decode of an envelope, with or without embedded schema (raises Tombstone/DecodeError)."""
+    global _known_envelope
     try:
         top = _top_decoder.decode(value)
         fields = None
@@ -241,7 +299,11 @@ def decode_cdc(record: KafkaRecord) -> Change:
                 raise Tombstone()
             payload = top.payload
             if top.schema and bytes(top.schema) != b"null":
-                fields = _row_fields(bytes(top.schema))
+                schema = bytes(top.schema)
+                fields = _row_fields(schema)
+                head = _SCHEMA_OPEN + schema + _PAYLOAD_OPEN
+                if value.startswith(head):
+                    _known_envelope = (head, fields)
         else:
             payload = _Payload(top.op, top.before, top.after, top.source, top.ts_ms)
     except msgspec.ValidationError as exc:
@@ -252,6 +314,12 @@ def decode_cdc(record: KafkaRecord) -> Change:
         raise DecodeError(ErrorClass.DECODE, f"not valid UTF-8: {_msg(exc)}") from exc
     except RecursionError as exc:  # hostile nesting depth: a dead letter, not a crash of the loader
         raise DecodeError(ErrorClass.DECODE, "JSON nested too deeply") from exc
+    return payload, fields
+
+
+def _change_of(
+    record: KafkaRecord, payload: _Payload, fields: dict[str, FieldType] | None, toasted: bool
+) -> Change:
     op = payload.op
     if op is None:
         raise DecodeError(ErrorClass.MISSING_PAYLOAD, "no Debezium payload (op missing)")
@@ -267,9 +335,8 @@ def decode_cdc(record: KafkaRecord) -> Change:
         )
     source = payload.source or _Source()
     commit_lsn, lsn = parse_sequence(source.sequence, source.lsn)
-    return Change(
-        record, op, row, commit_lsn, lsn, source.ts_ms or payload.ts_ms, table=source.table, fields=fields
-    )
+    ts_ms = source.ts_ms or payload.ts_ms
+    return Change(record, op, row, commit_lsn, lsn, ts_ms, table=source.table, fields=fields, toasted=toasted)
 
 
 def decode_event(record: KafkaRecord, expected_type: str | None = None) -> Change:
@@ -346,22 +413,79 @@ def _ts_unit(ft: FieldType | None) -> str:
     }.get(ft.name or "", "us")
 
 
-def _convert(name: str, kind: Kind, raw: list[Any], fts: list[FieldType | None]) -> tuple[pl.Series, pl.Expr]:
-    """One column: (converted series, expression true where a non-null raw value did not convert)."""
-    present = pl.Series([v is not None for v in raw], dtype=pl.Boolean)
+_NONE = type(None)
+_B64_DECIMAL = "org.apache.kafka.connect.data.Decimal"
+_I32 = (-(2**31), 2**31 - 1)
+
+
+def _int64(values: list[Any]) -> pl.Series:
+    """Python ints as Int64; a value beyond 64 bits becomes null (then flagged invalid), not a crash."""
+    return pl.Series(values, dtype=pl.Int64, strict=False)
+
+
+def _typed_column(kind: Kind, raw: list[Any], ft: FieldType | None, uniform: bool) -> pl.Series | None:
+    """The column as one typed series when every value already has the JSON type its kind expects.
+
+    This is the common case (a well-formed topic), built in one pass in Rust instead of value by
+    value in Python. Returns None when any value needs the per-value conversion, which gives the
+    same result for the values handled here. `uniform` says every row has field type `ft`.
+    """
+    types = set(map(type, raw))
+    if kind in (Kind.UUID, Kind.STRING) and types <= {_NONE, str}:
+        return pl.Series(raw, dtype=pl.String)
+    if kind is Kind.DECIMAL and uniform and types <= {_NONE, str} and (ft is None or ft.name != _B64_DECIMAL):
+        return pl.Series(raw, dtype=pl.String)
+    if kind is Kind.BOOL and types <= {_NONE, bool}:
+        return pl.Series(raw, dtype=pl.Boolean)
+    if kind in (Kind.DATE, Kind.TIMESTAMP) and types <= {_NONE, str}:
+        return pl.Series(raw, dtype=pl.String)
+    # integer timestamps take their unit from the field type: only when all rows share it
+    if (kind in (Kind.INT, Kind.DATE) or (kind is Kind.TIMESTAMP and uniform)) and types <= {_NONE, int}:
+        return _int64(raw)
+    return None
+
+
+def _convert(
+    name: str,
+    kind: Kind,
+    raw: list[Any],
+    fts: list[FieldType | None],
+    ft: FieldType | None = None,
+    uniform: bool = False,
+) -> tuple[pl.Series, pl.Expr]:
+    """One column: (converted series, expression true where a non-null raw value did not convert).
+
+    `fts` are the rows' field types; `uniform` says they are all `ft` (one embedded schema, or none).
+    """
+    n = len(raw)
+    typed = _typed_column(kind, raw, ft, uniform)
+    present = (
+        typed.is_not_null()
+        if typed is not None
+        else pl.Series([v is not None for v in raw], dtype=pl.Boolean)
+    )
     bad_extra: pl.Series | None = None
     if kind is Kind.DECIMAL:
-        text = pl.Series([_decimal_text(v, ft) for v, ft in zip(raw, fts, strict=True)], dtype=pl.String)
+        if typed is not None:
+            text = typed
+        else:
+            text = pl.Series([_decimal_text(v, f) for v, f in zip(raw, fts, strict=True)], dtype=pl.String)
         out = text.str.to_decimal(scale=SCALE)
         out = out.cast(pl.Decimal(28, SCALE), strict=False) if out.dtype != pl.Decimal(28, SCALE) else out
         too_fine = text.str.contains(_EXCESS_SCALE_RE).fill_null(False)
         too_big = (out.abs() >= MAX_ABS).fill_null(False)
         out = pl.select(pl.when(too_fine | too_big).then(None).otherwise(out)).to_series()
     elif kind is Kind.TIMESTAMP:
-        iso = pl.Series([v if type(v) is str else None for v in raw], dtype=pl.String)
+        if typed is not None and typed.dtype == pl.String:
+            iso, ints, units = typed, pl.repeat(None, n, dtype=pl.Int64, eager=True), set()
+        elif typed is not None:
+            iso, ints = pl.repeat(None, n, dtype=pl.String, eager=True), typed
+            units = {_ts_unit(ft)} if typed.null_count() < n else set()
+        else:
+            iso = pl.Series([v if type(v) is str else None for v in raw], dtype=pl.String)
+            units = {_ts_unit(f) for v, f in zip(raw, fts, strict=True) if type(v) is int}
+            ints = _int64([v if type(v) is int else None for v in raw])
         parsed = iso.str.to_datetime(_TS_FORMAT, time_zone="UTC", time_unit="us", strict=False)
-        units = {_ts_unit(ft) for v, ft in zip(raw, fts, strict=True) if type(v) is int}
-        ints = pl.Series([v if type(v) is int else None for v in raw], dtype=pl.Int64)
         if units:
             unit = units.pop() if len(units) == 1 else "us"
             mult = {"ms": 1000, "us": 1, "ns": 1}[unit]
@@ -372,13 +496,22 @@ def _convert(name: str, kind: Kind, raw: list[Any], fts: list[FieldType | None])
         day = out.dt.date()
         bad_extra = ((day < CALENDAR[0]) | (day > CALENDAR[1])).fill_null(False)
     elif kind is Kind.DATE:
-        ints = pl.Series([v if type(v) is int else None for v in raw], dtype=pl.Int32).cast(pl.Date)
-        iso = pl.Series([v if type(v) is str else None for v in raw], dtype=pl.String)
+        if typed is not None and typed.dtype == pl.String:
+            days, iso = pl.repeat(None, n, dtype=pl.Int64, eager=True), typed
+        elif typed is not None:
+            days, iso = typed, pl.repeat(None, n, dtype=pl.String, eager=True)
+        else:
+            days = _int64([v if type(v) is int else None for v in raw])
+            iso = pl.Series([v if type(v) is str else None for v in raw], dtype=pl.String)
+        ints = days.cast(pl.Int32, strict=False).cast(pl.Date)
         out = pl.select(pl.coalesce(ints, iso.str.to_date("%Y-%m-%d", strict=False))).to_series()
         bad_extra = ((out < CALENDAR[0]) | (out > CALENDAR[1])).fill_null(False)
     elif kind in (Kind.UUID, Kind.STRING):
-        out = pl.Series([v if type(v) is str else (_INVALID if v is not None else None) for v in raw])
-        out = out.cast(pl.String)
+        if typed is not None:
+            out = typed
+        else:
+            out = pl.Series([v if type(v) is str else (_INVALID if v is not None else None) for v in raw])
+            out = out.cast(pl.String)
         if kind is Kind.UUID:
             out = pl.select(
                 pl.when(out.str.contains(_UUID_RE)).then(out.str.to_lowercase()).otherwise(None)
@@ -386,16 +519,35 @@ def _convert(name: str, kind: Kind, raw: list[Any], fts: list[FieldType | None])
         else:
             out = pl.select(pl.when(out == _INVALID).then(None).otherwise(out)).to_series()
     elif kind is Kind.INT:
-        ok = [v if type(v) is int and -(2**31) <= v < 2**31 else None for v in raw]
-        out = pl.Series(ok, dtype=pl.Int32)
+        ints = typed if typed is not None else _int64([v if type(v) is int else None for v in raw])
+        out = pl.select(pl.when(ints.is_between(*_I32)).then(ints).otherwise(None).cast(pl.Int32)).to_series()
     else:
-        out = pl.Series([v if type(v) is bool else None for v in raw], dtype=pl.Boolean)
+        out = (
+            typed
+            if typed is not None
+            else pl.Series([v if type(v) is bool else None for v in raw], dtype=pl.Boolean)
+        )
     out = out.alias(name)
     bad = present & out.is_null()
     if bad_extra is not None:
         out = pl.select(pl.when(bad_extra).then(None).otherwise(out)).to_series().alias(name)
         bad = bad | bad_extra
     return out, pl.lit(bad)
+
+
+def _columns_of(images: list[dict[str, Any]], names: list[str]) -> list[list[Any]]:
+    """The values of `names` in every row image, column by column (None where a row lacks one).
+
+    Debezium row images carry every column, so one C-level getter per row and a transposition do
+    the work; a row without some column (a dropped source column, an event's optional field)
+    falls back to looking each value up.
+    """
+    if len(names) > 1 and images:
+        try:
+            return [list(col) for col in zip(*map(itemgetter(*names), images), strict=True)]
+        except KeyError:
+            pass
+    return [[image.get(name) for image in images] for name in names]
 
 
 def to_frame(
@@ -415,27 +567,33 @@ def to_frame(
         images = [{rename.get(k, k): v for k, v in c.row.items()} for c in rows]
     else:
         images = [c.row for c in rows]
+    names = list(columns)
     unavailable: list[list[str]] = [[] for _ in rows]
     # Only records whose bytes contain the placeholder are scanned for it (a C-speed search).
     toasted = [
         i
         for i, c in enumerate(rows)
-        if c.record.value
-        and (_PLACEHOLDER_BYTES[0] in c.record.value or _PLACEHOLDER_BYTES[1] in c.record.value)
+        if (c.toasted if c.toasted is not None else _has_placeholder(c.record.value))
     ]
-    any_fields = any(c.fields for c in rows)
+    field_maps = {id(c.fields): c.fields for c in rows}
+    uniform = len(field_maps) <= 1  # every row carried the same embedded schema (or none did)
+    shared_fields = next(iter(field_maps.values())) if uniform and field_maps else None
     series: list[pl.Series] = []
     errors: list[pl.Expr] = []
-    for name, kind in columns.items():
-        raw = [image.get(name) for image in images]
+    for name, raw in zip(names, _columns_of(images, names), strict=True):
+        kind = columns[name]
         for i in toasted:
             v = raw[i]
             if type(v) is str and v in (UNAVAILABLE, UNAVAILABLE_B64):
                 unavailable[i].append(name)
                 raw[i] = None
-        no_fields: list[FieldType | None] = [None] * len(rows)
-        fts = [c.fields.get(name) if c.fields else None for c in rows] if any_fields else no_fields
-        out, bad = _convert(name, kind, raw, fts)
+        if uniform:
+            ft = shared_fields.get(name) if shared_fields else None
+            fts: list[FieldType | None] = [ft] * len(rows)
+        else:
+            ft = None
+            fts = [c.fields.get(name) if c.fields else None for c in rows]
+        out, bad = _convert(name, kind, raw, fts, ft, uniform)
         series.append(out)
         errors.append(pl.when(bad).then(pl.lit(f"{name}: invalid {kind.value} value")))
         if name in required:
@@ -443,7 +601,8 @@ def to_frame(
             if toasted:
                 missing = missing & pl.Series([name not in u for u in unavailable])
             errors.append(pl.when(pl.lit(missing)).then(pl.lit(f"{name}: required value missing")))
-    event_ts, _ = _convert("_event_ts", Kind.TIMESTAMP, [c.event_time for c in rows], [None] * len(rows))
+    event_times = [c.event_time for c in rows]
+    event_ts, _ = _convert("_event_ts", Kind.TIMESTAMP, event_times, [None] * len(rows), None, True)
     meta = pl.DataFrame(
         {
             "_topic": [c.record.topic for c in rows],
