@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import msgspec
@@ -445,94 +445,116 @@ def _typed_column(kind: Kind, raw: list[Any], ft: FieldType | None, uniform: boo
     return None
 
 
-def _convert(
-    name: str,
-    kind: Kind,
-    raw: list[Any],
-    fts: list[FieldType | None],
-    ft: FieldType | None = None,
-    uniform: bool = False,
-) -> tuple[pl.Series, pl.Expr]:
-    """One column: (converted series, expression true where a non-null raw value did not convert).
+@dataclass(frozen=True, slots=True)
+class _ColumnInputs:
+    """What one column is computed from: typed input series (named `name#part`) and its int unit."""
 
-    `fts` are the rows' field types; `uniform` says they are all `ft` (one embedded schema, or none).
+    series: list[pl.Series]
+    unit: str | None = None  # integer timestamps: ms | us | ns (None: no integer values)
+
+
+def _column_inputs(
+    name: str, kind: Kind, raw: list[Any], fts: list[FieldType | None], ft: FieldType | None, uniform: bool
+) -> _ColumnInputs:
+    """Raw values -> typed input series, the per-value Python work (only where values need it).
+
+    Parts: `present` (a value was given), and per kind `text` (decimal text), `iso` / `int`
+    (timestamps, dates), `str`, `int`, `bool`. The conversion itself is `_column_exprs`.
     """
     n = len(raw)
     typed = _typed_column(kind, raw, ft, uniform)
-    present = (
-        typed.is_not_null()
-        if typed is not None
-        else pl.Series([v is not None for v in raw], dtype=pl.Boolean)
-    )
-    bad_extra: pl.Series | None = None
-    if kind is Kind.DECIMAL:
-        if typed is not None:
-            text = typed
-        else:
-            text = pl.Series([_decimal_text(v, f) for v, f in zip(raw, fts, strict=True)], dtype=pl.String)
-        out = text.str.to_decimal(scale=SCALE)
-        out = out.cast(pl.Decimal(28, SCALE), strict=False) if out.dtype != pl.Decimal(28, SCALE) else out
-        too_fine = text.str.contains(_EXCESS_SCALE_RE).fill_null(False)
-        too_big = (out.abs() >= MAX_ABS).fill_null(False)
-        out = pl.select(pl.when(too_fine | too_big).then(None).otherwise(out)).to_series()
-    elif kind is Kind.TIMESTAMP:
-        if typed is not None and typed.dtype == pl.String:
-            iso, ints, units = typed, pl.repeat(None, n, dtype=pl.Int64, eager=True), set()
-        elif typed is not None:
-            iso, ints = pl.repeat(None, n, dtype=pl.String, eager=True), typed
-            units = {_ts_unit(ft)} if typed.null_count() < n else set()
-        else:
-            iso = pl.Series([v if type(v) is str else None for v in raw], dtype=pl.String)
-            units = {_ts_unit(f) for v, f in zip(raw, fts, strict=True) if type(v) is int}
-            ints = _int64([v if type(v) is int else None for v in raw])
-        parsed = iso.str.to_datetime(_TS_FORMAT, time_zone="UTC", time_unit="us", strict=False)
-        if units:
-            unit = units.pop() if len(units) == 1 else "us"
-            mult = {"ms": 1000, "us": 1, "ns": 1}[unit]
-            micros = ints * mult if unit != "ns" else ints // 1000
-            epoch = pl.from_epoch(micros, time_unit="us").dt.replace_time_zone("UTC")
-            parsed = pl.select(pl.coalesce(parsed, epoch)).to_series()
-        out = parsed
-        day = out.dt.date()
-        bad_extra = ((day < CALENDAR[0]) | (day > CALENDAR[1])).fill_null(False)
-    elif kind is Kind.DATE:
-        if typed is not None and typed.dtype == pl.String:
-            days, iso = pl.repeat(None, n, dtype=pl.Int64, eager=True), typed
-        elif typed is not None:
-            days, iso = typed, pl.repeat(None, n, dtype=pl.String, eager=True)
-        else:
-            days = _int64([v if type(v) is int else None for v in raw])
-            iso = pl.Series([v if type(v) is str else None for v in raw], dtype=pl.String)
-        ints = days.cast(pl.Int32, strict=False).cast(pl.Date)
-        out = pl.select(pl.coalesce(ints, iso.str.to_date("%Y-%m-%d", strict=False))).to_series()
-        bad_extra = ((out < CALENDAR[0]) | (out > CALENDAR[1])).fill_null(False)
-    elif kind in (Kind.UUID, Kind.STRING):
-        if typed is not None:
-            out = typed
-        else:
-            out = pl.Series([v if type(v) is str else (_INVALID if v is not None else None) for v in raw])
-            out = out.cast(pl.String)
-        if kind is Kind.UUID:
-            out = pl.select(
-                pl.when(out.str.contains(_UUID_RE)).then(out.str.to_lowercase()).otherwise(None)
-            ).to_series()
-        else:
-            out = pl.select(pl.when(out == _INVALID).then(None).otherwise(out)).to_series()
-    elif kind is Kind.INT:
-        ints = typed if typed is not None else _int64([v if type(v) is int else None for v in raw])
-        out = pl.select(pl.when(ints.is_between(*_I32)).then(ints).otherwise(None).cast(pl.Int32)).to_series()
+
+    def part(suffix: str, values: pl.Series | list[Any], dtype: Any = None) -> pl.Series:
+        series = values if isinstance(values, pl.Series) else pl.Series(values, dtype=dtype)
+        return series.alias(f"{name}#{suffix}")
+
+    def nulls(dtype: Any) -> pl.Series:
+        return pl.repeat(None, n, dtype=dtype, eager=True)
+
+    if typed is not None and typed.null_count() == raw.count(None):  # (a 65-bit int is a null Int64)
+        present = typed.is_not_null()
     else:
-        out = (
-            typed
-            if typed is not None
-            else pl.Series([v if type(v) is bool else None for v in raw], dtype=pl.Boolean)
+        present = pl.Series([v is not None for v in raw], dtype=pl.Boolean)
+    parts = [part("present", present)]
+    unit: str | None = None
+    if kind is Kind.DECIMAL:
+        if typed is None:
+            typed = pl.Series([_decimal_text(v, f) for v, f in zip(raw, fts, strict=True)], dtype=pl.String)
+        parts.append(part("text", typed))
+    elif kind in (Kind.TIMESTAMP, Kind.DATE):
+        if typed is not None and typed.dtype == pl.String:
+            iso, ints = typed, nulls(pl.Int64)
+        elif typed is not None:
+            iso, ints = nulls(pl.String), typed
+            if kind is Kind.TIMESTAMP and typed.null_count() < n:
+                unit = _ts_unit(ft)
+        else:
+            iso = pl.Series([v if type(v) is str else None for v in raw], dtype=pl.String)
+            ints = _int64([v if type(v) is int else None for v in raw])
+            if kind is Kind.TIMESTAMP:
+                units = {_ts_unit(f) for v, f in zip(raw, fts, strict=True) if type(v) is int}
+                unit = (units.pop() if len(units) == 1 else "us") if units else None
+        parts += [part("iso", iso), part("int", ints)]
+    elif kind in (Kind.UUID, Kind.STRING):
+        if typed is None:
+            typed = pl.Series([v if type(v) is str else (_INVALID if v is not None else None) for v in raw])
+        parts.append(part("str", typed, pl.String).cast(pl.String))
+    elif kind is Kind.INT:
+        parts.append(
+            part("int", typed if typed is not None else _int64([v if type(v) is int else None for v in raw]))
         )
-    out = out.alias(name)
-    bad = present & out.is_null()
-    if bad_extra is not None:
-        out = pl.select(pl.when(bad_extra).then(None).otherwise(out)).to_series().alias(name)
-        bad = bad | bad_extra
-    return out, pl.lit(bad)
+    else:
+        parts.append(
+            part(
+                "bool",
+                typed if typed is not None else [v if type(v) is bool else None for v in raw],
+                pl.Boolean,
+            )
+        )
+    return _ColumnInputs(parts, unit)
+
+
+def _column_exprs(name: str, kind: Kind, unit: str | None) -> tuple[pl.Expr, pl.Expr]:
+    """(converted value, true where a given value did not convert), from `_column_inputs`' parts."""
+
+    def col(suffix: str) -> pl.Expr:
+        return pl.col(f"{name}#{suffix}")
+
+    out_of_calendar: pl.Expr | None = None
+    if kind is Kind.DECIMAL:
+        text = col("text")
+        dec = text.str.to_decimal(scale=SCALE).cast(pl.Decimal(28, SCALE), strict=False)
+        too_fine = text.str.contains(_EXCESS_SCALE_RE).fill_null(False)
+        too_big = (dec.abs() >= MAX_ABS).fill_null(False)
+        value = pl.when(too_fine | too_big).then(None).otherwise(dec)
+    elif kind is Kind.TIMESTAMP:
+        value = col("iso").str.to_datetime(_TS_FORMAT, time_zone="UTC", time_unit="us", strict=False)
+        if unit is not None:
+            ints = col("int")
+            micros = ints * {"ms": 1000, "us": 1}[unit] if unit != "ns" else ints // 1000
+            value = pl.coalesce(value, pl.from_epoch(micros, time_unit="us").dt.replace_time_zone("UTC"))
+        day = value.dt.date()
+        out_of_calendar = ((day < CALENDAR[0]) | (day > CALENDAR[1])).fill_null(False)
+    elif kind is Kind.DATE:
+        days = col("int").cast(pl.Int32, strict=False).cast(pl.Date)
+        value = pl.coalesce(days, col("iso").str.to_date("%Y-%m-%d", strict=False))
+        out_of_calendar = ((value < CALENDAR[0]) | (value > CALENDAR[1])).fill_null(False)
+    elif kind is Kind.UUID:
+        text = col("str")
+        value = pl.when(text.str.contains(_UUID_RE)).then(text.str.to_lowercase()).otherwise(None)
+    elif kind is Kind.STRING:
+        text = col("str")
+        value = pl.when(text == _INVALID).then(None).otherwise(text)
+    elif kind is Kind.INT:
+        ints = col("int")
+        value = pl.when(ints.is_between(*_I32)).then(ints).otherwise(None).cast(pl.Int32)
+    else:
+        value = col("bool")
+    bad = col("present") & value.is_null()
+    if out_of_calendar is not None:
+        value = pl.when(out_of_calendar).then(None).otherwise(value)
+        bad = bad | out_of_calendar
+    return value.alias(name), bad
 
 
 def _columns_of(images: list[dict[str, Any]], names: list[str]) -> list[list[Any]]:
@@ -550,6 +572,10 @@ def _columns_of(images: list[dict[str, Any]], names: list[str]) -> list[list[Any
     return [[image.get(name) for image in images] for name in names]
 
 
+_META = attrgetter("op", "commit_lsn", "lsn", "ts_ms", "event_version")
+_RECORD_META = attrgetter("topic", "partition", "offset", "timestamp_ms")
+
+
 def to_frame(
     changes: list[Change],
     columns: dict[str, Kind],
@@ -561,24 +587,29 @@ def to_frame(
     Metadata: `_topic`, `_partition`, `_offset`, `_op`, `_commit_lsn`, `_lsn`, `_ts_ms`,
     `_event_version`, `_event_ts`, `_kafka_ts_ms`, `_unavailable` (columns that carried the TOAST
     placeholder). `rename` maps wire names (e.g. an event's camelCase) to column names.
+
+    Python touches each value once at most (to extract it, and to convert it only when it is not
+    of the JSON type its column expects); all conversions run in one polars pass.
     """
     rows = changes
+    n = len(rows)
     if rename:
         images = [{rename.get(k, k): v for k, v in c.row.items()} for c in rows]
     else:
         images = [c.row for c in rows]
     names = list(columns)
-    unavailable: list[list[str]] = [[] for _ in rows]
-    # Only records whose bytes contain the placeholder are scanned for it (a C-speed search).
+    # Only records whose bytes contain the placeholder are scanned for it.
     toasted = [
         i
         for i, c in enumerate(rows)
         if (c.toasted if c.toasted is not None else _has_placeholder(c.record.value))
     ]
+    unavailable: dict[int, list[str]] = {i: [] for i in toasted}
     field_maps = {id(c.fields): c.fields for c in rows}
     uniform = len(field_maps) <= 1  # every row carried the same embedded schema (or none did)
     shared_fields = next(iter(field_maps.values())) if uniform and field_maps else None
-    series: list[pl.Series] = []
+    inputs: list[pl.Series] = []
+    values: list[pl.Expr] = []
     errors: list[pl.Expr] = []
     for name, raw in zip(names, _columns_of(images, names), strict=True):
         kind = columns[name]
@@ -589,39 +620,53 @@ def to_frame(
                 raw[i] = None
         if uniform:
             ft = shared_fields.get(name) if shared_fields else None
-            fts: list[FieldType | None] = [ft] * len(rows)
+            fts: list[FieldType | None] = [ft] * n
         else:
             ft = None
             fts = [c.fields.get(name) if c.fields else None for c in rows]
-        out, bad = _convert(name, kind, raw, fts, ft, uniform)
-        series.append(out)
-        errors.append(pl.when(bad).then(pl.lit(f"{name}: invalid {kind.value} value")))
+        column = _column_inputs(name, kind, raw, fts, ft, uniform)
+        inputs += column.series
+        value, bad = _column_exprs(name, kind, column.unit)
+        values += [value, bad.alias(f"{name}#bad")]
+        errors.append(pl.when(pl.col(f"{name}#bad")).then(pl.lit(f"{name}: invalid {kind.value} value")))
         if name in required:
-            missing = out.is_null()
+            missing = pl.col(name).is_null()
             if toasted:
-                missing = missing & pl.Series([name not in u for u in unavailable])
-            errors.append(pl.when(pl.lit(missing)).then(pl.lit(f"{name}: required value missing")))
-    event_times = [c.event_time for c in rows]
-    event_ts, _ = _convert("_event_ts", Kind.TIMESTAMP, event_times, [None] * len(rows), None, True)
-    meta = pl.DataFrame(
-        {
-            "_topic": [c.record.topic for c in rows],
-            "_partition": pl.Series([c.record.partition for c in rows], dtype=pl.Int32),
-            "_offset": pl.Series([c.record.offset for c in rows], dtype=pl.Int64),
-            "_op": [c.op for c in rows],
-            "_commit_lsn": pl.Series([c.commit_lsn for c in rows], dtype=pl.Int64),
-            "_lsn": pl.Series([c.lsn for c in rows], dtype=pl.Int64),
-            "_ts_ms": pl.Series([c.ts_ms for c in rows], dtype=pl.Int64),
-            "_event_version": pl.Series([c.event_version for c in rows], dtype=pl.Int64),
-            "_kafka_ts_ms": pl.Series([c.record.timestamp_ms for c in rows], dtype=pl.Int64),
-            # built from joined text: a list-of-lists Series costs one Python Series per row
-            "_unavailable": pl.Series([",".join(u) for u in unavailable], dtype=pl.String)
-            .str.split(",")
-            .list.eval(pl.element().filter(pl.element() != "")),
-        }
+                placeholder = [i in unavailable and name in unavailable[i] for i in range(n)]
+                inputs.append(pl.Series(f"{name}#unavailable", placeholder, dtype=pl.Boolean))
+                missing = missing & ~pl.col(f"{name}#unavailable")
+            errors.append(pl.when(missing).then(pl.lit(f"{name}: required value missing")))
+    event = _column_inputs("_event_ts", Kind.TIMESTAMP, [c.event_time for c in rows], [None] * n, None, True)
+    inputs += event.series
+    event_value, event_bad = _column_exprs("_event_ts", Kind.TIMESTAMP, event.unit)
+    values += [event_value, event_bad.alias("_event_ts#bad")]
+    errors.append(pl.when(pl.col("_event_ts#bad")).then(pl.lit("occurredAt: invalid timestamp value")))
+    ops, commit_lsns, lsns, ts_ms, versions = zip(*map(_META, rows), strict=True) if rows else ((),) * 5
+    topics, partitions, offsets, kafka_ts = (
+        zip(*map(_RECORD_META, (c.record for c in rows)), strict=True) if rows else ((),) * 4
     )
-    frame = pl.DataFrame(series) if series else pl.DataFrame()
-    event_bad = pl.Series([c.event_time is not None for c in rows]) & event_ts.is_null()
-    errors.append(pl.when(pl.lit(event_bad)).then(pl.lit("occurredAt: invalid timestamp value")))
-    frame = pl.concat([meta, frame, event_ts.to_frame()], how="horizontal")
-    return frame.with_columns(pl.coalesce(errors).alias("_error") if errors else pl.lit(None).alias("_error"))
+    listed = [",".join(unavailable.get(i, ())) for i in range(n)] if toasted else [""] * n
+    meta = [
+        pl.Series("_topic", topics, dtype=pl.String),
+        pl.Series("_partition", partitions, dtype=pl.Int32),
+        pl.Series("_offset", offsets, dtype=pl.Int64),
+        pl.Series("_op", ops, dtype=pl.String),
+        pl.Series("_commit_lsn", commit_lsns, dtype=pl.Int64),
+        pl.Series("_lsn", lsns, dtype=pl.Int64),
+        pl.Series("_ts_ms", ts_ms, dtype=pl.Int64),
+        pl.Series("_event_version", versions, dtype=pl.Int64),
+        pl.Series("_kafka_ts_ms", kafka_ts, dtype=pl.Int64),
+        # built from joined text: a list-of-lists Series costs one Python Series per row
+        pl.Series("_unavailable", listed, dtype=pl.String),
+    ]
+    return (
+        pl.DataFrame([*meta, *inputs])
+        .lazy()
+        .with_columns(
+            pl.col("_unavailable").str.split(",").list.eval(pl.element().filter(pl.element() != ""))
+        )
+        .with_columns(values)
+        .with_columns(pl.coalesce(errors).alias("_error"))
+        .select(*(s.name for s in meta), *names, "_event_ts", "_error")
+        .collect()
+    )
