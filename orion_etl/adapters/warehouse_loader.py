@@ -32,6 +32,7 @@ from psycopg import sql
 
 from orion_etl.adapters.postgres import connect
 from orion_etl.config.models import WarehouseSettings
+from orion_etl.core.dimension_keys import empty_versions, resolve_dimension_keys
 from orion_etl.core.sampling import SamplerKey, SamplerState
 from orion_etl.errors import OrionError
 
@@ -242,13 +243,29 @@ class WarehouseLoader:
         self, batch: BatchWrite, expected: dict[TopicPartition, int | None], job_run_id: str | None
     ) -> LoadCounts:
         """Write one batch and its positions atomically; raises `FencedError` when fenced."""
+        try:
+            return self._commit_batch(batch, expected, job_run_id, append=True)
+        except psycopg.errors.UniqueViolation:
+            # a concurrent writer inserted a key this batch meant to append: all rows go through
+            # the guarded upsert instead (the failed attempt was rolled back as a whole)
+            log.info("a fact key was written concurrently; loading the batch through the upsert path")
+            return self._commit_batch(batch, expected, job_run_id, append=False)
+
+    def _commit_batch(
+        self,
+        batch: BatchWrite,
+        expected: dict[TopicPartition, int | None],
+        job_run_id: str | None,
+        *,
+        append: bool,
+    ) -> LoadCounts:
         conn = self.open()
         counts = LoadCounts()
         with conn.transaction():
             self._claim_offsets(conn, batch.offsets, expected)
             for spec, frame in ((TRADES, batch.trades), (ORDERS, batch.orders)):
                 if frame is not None and not frame.is_empty():
-                    counts.add(self._upsert(conn, spec, frame))
+                    counts.add(self._upsert(conn, spec, frame, append=append))
             if batch.deletes is not None and not batch.deletes.is_empty():
                 counts.add(self._deletes(conn, batch.deletes))
             if batch.quotes is not None and not batch.quotes.is_empty():
@@ -292,73 +309,105 @@ class WarehouseLoader:
         with conn.cursor() as cur, cur.copy(stmt) as copy:
             copy.write(_csv(frame.select(columns)))
 
-    def _inferred_members(self, conn: psycopg.Connection, stage: str, dims: Iterable[str]) -> None:
+    def _with_dimension_keys(
+        self, conn: psycopg.Connection, frame: pl.DataFrame, dims: Iterable[str], time_column: str
+    ) -> pl.DataFrame:
+        """`frame` plus the key of each dimension version valid at `time_column`.
+
+        Natural ids without any dimension row first get an inferred member (Kimball's late-arriving
+        dimension, completed later by `dims sync`), in this transaction; then the versions of the
+        batch's members are read and the keys resolved for all rows at once (core.dimension_keys).
+        """
         for dim in dims:
-            table, natural, _, has_tenant = DIMS[dim]
+            table, natural, key, has_tenant = DIMS[dim]
+            members = frame.select(natural, *(["tenant_id"] if has_tenant else [])).drop_nulls(natural)
+            members = members.unique(subset=[natural], keep="first", maintain_order=True)
+            ids = members.get_column(natural).to_list()
+            if not ids:
+                frame = frame.with_columns(pl.lit(None, pl.Int64).alias(key))
+                continue
             tenant = sql.SQL(", tenant_id") if has_tenant else sql.SQL("")
             tenant_val = sql.SQL(", s.tenant_id") if has_tenant else sql.SQL("")
+            tenant_arg = sql.SQL(", %s::uuid[]") if has_tenant else sql.SQL("")
+            args: list[Any] = [ids, *([members.get_column("tenant_id").to_list()] if has_tenant else [])]
             conn.execute(
                 sql.SQL(
                     "INSERT INTO {dim} ({nat}{tenant}, valid_from, valid_to, is_current, version, "
-                    "is_inferred) SELECT DISTINCT ON (s.{nat}) s.{nat}{tenant_val}, '-infinity', "
-                    "'infinity', true, 1, true "
-                    "FROM {stage} s WHERE s.{nat} IS NOT NULL AND NOT EXISTS "
-                    "(SELECT 1 FROM {dim} d WHERE d.{nat} = s.{nat}) ORDER BY s.{nat} ON CONFLICT DO NOTHING"
+                    "is_inferred) SELECT s.{nat}{tenant_val}, '-infinity', 'infinity', true, 1, true "
+                    "FROM unnest(%s::uuid[]{tenant_arg}) AS s({nat}{tenant}) "
+                    "WHERE NOT EXISTS (SELECT 1 FROM {dim} d WHERE d.{nat} = s.{nat}) "
+                    "ORDER BY s.{nat} ON CONFLICT DO NOTHING"
                 ).format(
                     dim=sql.Identifier(table),
                     nat=sql.Identifier(natural),
                     tenant=tenant,
                     tenant_val=tenant_val,
-                    stage=sql.Identifier(stage),
-                )
+                    tenant_arg=tenant_arg,
+                ),
+                args,
             )
-
-    @staticmethod
-    def _dim_joins(dims: Iterable[str], time_column: str) -> tuple[sql.Composed, list[sql.Composable]]:
-        """LATERAL joins picking the dimension version valid at the event time.
-
-        The version with the latest valid_from <= time; when the time precedes every version (an
-        event older than the member's first known version) the first version.
-        """
-        joins = []
-        keys: list[sql.Composable] = []
-        for dim in dims:
-            table, natural, key, _ = DIMS[dim]
-            alias = sql.Identifier(f"k_{dim}")
-            joins.append(
+            # valid_from as epoch microseconds, +-infinity clamped to the representable range
+            rows = conn.execute(
                 sql.SQL(
-                    "LEFT JOIN LATERAL (SELECT d.{key} FROM {dim} d WHERE d.{nat} = s.{nat} "
-                    "ORDER BY (d.valid_from <= s.{t}) DESC, "
-                    "CASE WHEN d.valid_from <= s.{t} THEN d.version ELSE -d.version END DESC LIMIT 1) "
-                    "{alias} ON true"
-                ).format(
-                    key=sql.Identifier(key),
-                    dim=sql.Identifier(table),
-                    nat=sql.Identifier(natural),
-                    t=sql.Identifier(time_column),
-                    alias=alias,
-                )
-            )
-            keys.append(sql.SQL("{}.{}").format(alias, sql.Identifier(key)))
-        return sql.SQL(" ").join(joins), keys
+                    "SELECT {nat}::text, {key}, (extract(epoch FROM GREATEST(LEAST(valid_from, "
+                    "'9999-12-31 00:00+00'), '0001-01-01 00:00+00')) * 1000000)::bigint, version "
+                    "FROM {dim} WHERE {nat} = ANY(%s::uuid[])"
+                ).format(dim=sql.Identifier(table), nat=sql.Identifier(natural), key=sql.Identifier(key)),
+                (ids,),
+            ).fetchall()
+            versions = pl.DataFrame(
+                rows, schema=["natural_id", "key", "valid_from", "version"], orient="row"
+            ).with_columns(pl.from_epoch("valid_from", time_unit="us").dt.replace_time_zone("UTC"))
+            if versions.is_empty():
+                versions = empty_versions()
+            frame = resolve_dimension_keys(frame, natural, time_column, versions, key)
+        return frame
 
-    def _upsert(self, conn: psycopg.Connection, spec: FactSpec, frame: pl.DataFrame) -> LoadCounts:
-        stage = f"stg_{spec.table}"
-        cols = [*spec.columns, *POSITION, "src_kafka"]
-        self._copy(conn, stage, frame, cols)
-        self._inferred_members(conn, stage, spec.dims)
-        joins, dim_keys = self._dim_joins(spec.dims, spec.time_column)
+    def _existing_keys(self, conn: psycopg.Connection, spec: FactSpec, keys: list[str]) -> set[str]:
+        """Which natural keys already have a fact row or a delete tombstone."""
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT k::text FROM unnest(%s::uuid[]) AS k WHERE EXISTS (SELECT 1 FROM {table} f "
+                "WHERE f.{key} = k) OR EXISTS (SELECT 1 FROM etl_fact_tombstones t "
+                "WHERE t.fact_table = %s AND t.natural_key = k)"
+            ).format(table=sql.Identifier(spec.table), key=sql.Identifier(spec.key)),
+            ("{" + ",".join(keys) + "}", spec.table),  # canonical UUID text: a safe array literal
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def _upsert(
+        self, conn: psycopg.Connection, spec: FactSpec, frame: pl.DataFrame, *, append: bool = True
+    ) -> LoadCounts:
+        """Load one fact table's rows of the batch (one row per natural key, the newest change).
+
+        Rows whose key has neither a fact row nor a tombstone are COPYed straight into the fact
+        table (`append`, the common case of a stream of new trades); the others go through staging
+        and a set-based upsert guarded by the source position. A concurrent writer inserting one
+        of the "new" keys makes the COPY fail with a unique violation; the caller then runs the
+        batch again with `append=False`.
+        """
         key_cols = [DIMS[d][2] for d in spec.dims]
         target_cols = [*spec.columns, *key_cols, *POSITION, "src_kafka"]
-        select_cols: list[sql.Composable] = [sql.SQL("s.{}").format(sql.Identifier(c)) for c in spec.columns]
-        select_cols += dim_keys
-        select_cols += [sql.SQL("s.{}").format(sql.Identifier(c)) for c in [*POSITION, "src_kafka"]]
+        frame = self._with_dimension_keys(conn, frame, spec.dims, spec.time_column)
+        written = 0
+        if append:
+            existing = self._existing_keys(conn, spec, frame.get_column(spec.key).to_list())
+            is_new = ~pl.col(spec.key).is_in(list(existing)) if existing else pl.lit(True)
+            fresh = frame.filter(is_new)
+            if not fresh.is_empty():
+                self._copy(conn, spec.table, fresh, target_cols)
+                written = fresh.height
+            frame = frame.filter(~is_new)
+            if frame.is_empty():
+                return LoadCounts(upserted=written)
+        stage = f"stg_{spec.table}"
+        self._copy(conn, stage, frame, target_cols)
         updates = [
             sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in target_cols if c != spec.key
         ]
         cur = conn.execute(
             sql.SQL(
-                "INSERT INTO {table} AS f ({targets}) SELECT {selects} FROM {stage} s {joins} "
+                "INSERT INTO {table} AS f ({targets}) SELECT {selects} FROM {stage} s "
                 "WHERE NOT EXISTS (SELECT 1 FROM etl_fact_tombstones t WHERE t.fact_table = {tname} "
                 "AND t.natural_key = s.{key} AND {pt} >= {ps}) "
                 "ON CONFLICT ({key}) DO UPDATE SET {updates}, is_deleted = false, updated_at = now() "
@@ -366,9 +415,8 @@ class WarehouseLoader:
             ).format(
                 table=sql.Identifier(spec.table),
                 targets=sql.SQL(", ").join(sql.Identifier(c) for c in target_cols),
-                selects=sql.SQL(", ").join(select_cols),
+                selects=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in target_cols),
                 stage=sql.Identifier(stage),
-                joins=joins,
                 tname=sql.Literal(spec.table),
                 key=sql.Identifier(spec.key),
                 pt=pos("t"),
@@ -378,9 +426,9 @@ class WarehouseLoader:
                 pf=pos("f"),
             )
         )
-        written = max(cur.rowcount, 0)
+        upserted = max(cur.rowcount, 0)
         duplicates = 0
-        if written < frame.height:  # some were not applied: tell replays (same position) from stale
+        if upserted < frame.height:  # some were not applied: tell replays (same position) from stale
             same = conn.execute(
                 sql.SQL(
                     "SELECT count(*) FROM {stage} s JOIN {table} f USING ({key}) WHERE {ps} = {pf}"
@@ -392,8 +440,9 @@ class WarehouseLoader:
                     pf=pos("f"),
                 )
             ).fetchone()
-            duplicates = (int(same[0]) if same else 0) - written  # rows just written match too
-        return LoadCounts(upserted=written, duplicates=duplicates, stale=frame.height - written - duplicates)
+            duplicates = (int(same[0]) if same else 0) - upserted  # rows just written match too
+        stale = frame.height - upserted - duplicates
+        return LoadCounts(upserted=written + upserted, duplicates=duplicates, stale=stale)
 
     def _deletes(self, conn: psycopg.Connection, deletes: pl.DataFrame) -> LoadCounts:
         cols = ["fact_table", "natural_key", *POSITION]
@@ -430,23 +479,14 @@ class WarehouseLoader:
 
     def _quotes(self, conn: psycopg.Connection, quotes: pl.DataFrame) -> int:
         stage = "stg_fact_quotes"
-        self._copy(conn, stage, quotes, QUOTE_FACT_COLUMNS)
-        self._inferred_members(conn, stage, ("instrument", "lp"))
-        joins, dim_keys = self._dim_joins(("instrument", "lp"), "quote_timestamp")
+        quotes = self._with_dimension_keys(conn, quotes, ("instrument", "lp"), "quote_timestamp")
         targets = [*QUOTE_FACT_COLUMNS, "instrument_key", "lp_key"]
-        selects: list[sql.Composable] = [
-            sql.SQL("s.{}").format(sql.Identifier(c)) for c in QUOTE_FACT_COLUMNS
-        ]
-        selects += dim_keys
+        self._copy(conn, stage, quotes, targets)
         cur = conn.execute(
             sql.SQL(
-                "INSERT INTO fact_quotes ({targets}) SELECT {selects} FROM {stage} s {joins} "
-                "ON CONFLICT DO NOTHING"
+                "INSERT INTO fact_quotes ({targets}) SELECT {targets} FROM {stage} ON CONFLICT DO NOTHING"
             ).format(
-                targets=sql.SQL(", ").join(sql.Identifier(c) for c in targets),
-                selects=sql.SQL(", ").join(selects),
-                stage=sql.Identifier(stage),
-                joins=joins,
+                targets=sql.SQL(", ").join(sql.Identifier(c) for c in targets), stage=sql.Identifier(stage)
             )
         )
         return max(cur.rowcount, 0)
