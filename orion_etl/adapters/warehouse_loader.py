@@ -81,6 +81,8 @@ class FactSpec:
 
 TRADES = FactSpec("fact_trades", "trade_id", "trade_date", TRADE_FACT_COLUMNS, ("client", "instrument", "lp"))
 ORDERS = FactSpec("fact_orders", "order_id", "order_date", ORDER_FACT_COLUMNS, ("client", "instrument", "lp"))
+QUOTES = FactSpec("fact_quotes", "", "quote_timestamp", QUOTE_FACT_COLUMNS, ("instrument", "lp"))
+FACT_SPECS = {spec.table: spec for spec in (TRADES, ORDERS, QUOTES)}
 # dimension -> (table, natural id column, surrogate key column, tenant known)
 DIMS = {
     "client": ("dim_clients", "client_id", "client_key", True),
@@ -309,15 +311,20 @@ class WarehouseLoader:
         with conn.cursor() as cur, cur.copy(stmt) as copy:
             copy.write(_csv(frame.select(columns)))
 
-    def _with_dimension_keys(
-        self, conn: psycopg.Connection, frame: pl.DataFrame, dims: Iterable[str], time_column: str
+    def dimension_keys(
+        self, frame: pl.DataFrame, dims: Iterable[str], time_column: str, *, insert_inferred: bool = True
     ) -> pl.DataFrame:
-        """`frame` plus the key of each dimension version valid at `time_column`.
+        """`frame` plus the key of each dimension version valid at `time_column` (read connection).
 
         Natural ids without any dimension row first get an inferred member (Kimball's late-arriving
-        dimension, completed later by `dims sync`), in this transaction; then the versions of the
-        batch's members are read and the keys resolved for all rows at once (core.dimension_keys).
+        dimension, completed later by `dims sync`); then the versions of the batch's members are
+        read and the keys resolved for all rows at once (core.dimension_keys). This runs while the
+        previous batch commits, outside the batch transaction: an inferred member is an idempotent
+        placeholder (NOT EXISTS + ON CONFLICT DO NOTHING), harmless if the batch is later retried,
+        and the commit itself then only writes facts. Without `insert_inferred` (a dry run) unknown
+        ids get a null key.
         """
+        conn = self.open_reader()
         for dim in dims:
             table, natural, key, has_tenant = DIMS[dim]
             members = frame.select(natural, *(["tenant_id"] if has_tenant else [])).drop_nulls(natural)
@@ -326,26 +333,27 @@ class WarehouseLoader:
             if not ids:
                 frame = frame.with_columns(pl.lit(None, pl.Int64).alias(key))
                 continue
-            tenant = sql.SQL(", tenant_id") if has_tenant else sql.SQL("")
-            tenant_val = sql.SQL(", s.tenant_id") if has_tenant else sql.SQL("")
-            tenant_arg = sql.SQL(", %s::uuid[]") if has_tenant else sql.SQL("")
-            args: list[Any] = [ids, *([members.get_column("tenant_id").to_list()] if has_tenant else [])]
-            conn.execute(
-                sql.SQL(
-                    "INSERT INTO {dim} ({nat}{tenant}, valid_from, valid_to, is_current, version, "
-                    "is_inferred) SELECT s.{nat}{tenant_val}, '-infinity', 'infinity', true, 1, true "
-                    "FROM unnest(%s::uuid[]{tenant_arg}) AS s({nat}{tenant}) "
-                    "WHERE NOT EXISTS (SELECT 1 FROM {dim} d WHERE d.{nat} = s.{nat}) "
-                    "ORDER BY s.{nat} ON CONFLICT DO NOTHING"
-                ).format(
-                    dim=sql.Identifier(table),
-                    nat=sql.Identifier(natural),
-                    tenant=tenant,
-                    tenant_val=tenant_val,
-                    tenant_arg=tenant_arg,
-                ),
-                args,
-            )
+            if insert_inferred:
+                tenant = sql.SQL(", tenant_id") if has_tenant else sql.SQL("")
+                tenant_val = sql.SQL(", s.tenant_id") if has_tenant else sql.SQL("")
+                tenant_arg = sql.SQL(", %s::uuid[]") if has_tenant else sql.SQL("")
+                args: list[Any] = [ids, *([members.get_column("tenant_id").to_list()] if has_tenant else [])]
+                conn.execute(
+                    sql.SQL(
+                        "INSERT INTO {dim} ({nat}{tenant}, valid_from, valid_to, is_current, version, "
+                        "is_inferred) SELECT s.{nat}{tenant_val}, '-infinity', 'infinity', true, 1, true "
+                        "FROM unnest(%s::uuid[]{tenant_arg}) AS s({nat}{tenant}) "
+                        "WHERE NOT EXISTS (SELECT 1 FROM {dim} d WHERE d.{nat} = s.{nat}) "
+                        "ORDER BY s.{nat} ON CONFLICT DO NOTHING"
+                    ).format(
+                        dim=sql.Identifier(table),
+                        nat=sql.Identifier(natural),
+                        tenant=tenant,
+                        tenant_val=tenant_val,
+                        tenant_arg=tenant_arg,
+                    ),
+                    args,
+                )
             # valid_from as epoch microseconds, +-infinity clamped to the representable range
             rows = conn.execute(
                 sql.SQL(
@@ -388,7 +396,6 @@ class WarehouseLoader:
         """
         key_cols = [DIMS[d][2] for d in spec.dims]
         target_cols = [*spec.columns, *key_cols, *POSITION, "src_kafka"]
-        frame = self._with_dimension_keys(conn, frame, spec.dims, spec.time_column)
         written = 0
         if append:
             existing = self._existing_keys(conn, spec, frame.get_column(spec.key).to_list())
@@ -479,7 +486,6 @@ class WarehouseLoader:
 
     def _quotes(self, conn: psycopg.Connection, quotes: pl.DataFrame) -> int:
         stage = "stg_fact_quotes"
-        quotes = self._with_dimension_keys(conn, quotes, ("instrument", "lp"), "quote_timestamp")
         targets = [*QUOTE_FACT_COLUMNS, "instrument_key", "lp_key"]
         self._copy(conn, stage, quotes, targets)
         cur = conn.execute(

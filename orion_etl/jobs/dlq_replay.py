@@ -154,6 +154,7 @@ class _Replay:
         stream = settings.stream.model_copy(update={"quote_sample_every": 1})
         self.loader = WarehouseLoader(settings.warehouse, settings.dlq.replay_group)
         self.preparer = BatchPreparer(settings.model_copy(update={"stream": stream}), self.loader)
+        self.preparer.insert_inferred = not dry_run  # a dry run writes nothing, not even placeholders
         self.routes = routes(settings)
 
     def run(self, job_run_id: str | None) -> ReplayResult:

@@ -20,6 +20,7 @@ import gc
 import logging
 import signal
 import statistics
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -548,23 +549,30 @@ def run_stream(
         max_messages=max_messages,
         on_progress=on_progress,
     )
-    with relaxed_cyclic_gc():
+    with loader_runtime():
         return job.run()
 
 
 @contextmanager
-def relaxed_cyclic_gc() -> Iterator[None]:
-    """Run the cyclic garbage collector rarely while the loader runs.
+def loader_runtime() -> Iterator[None]:
+    """Interpreter settings for the loader's two busy threads; restored afterwards (tests run the
+    loader in-process).
 
-    A batch allocates tens of thousands of short-lived containers (decoded rows, their dicts);
-    with CPython's default gen-0 threshold (700) the collector runs every few hundred records and
-    re-scans the surviving ones, about 15-20% of the decode time. Reference counting frees
-    what a batch allocates (it builds no reference cycles), so memory stays flat either way; the
-    collector still runs, only 70x less often. Restored afterwards (tests run the loader in-process).
+    * The cyclic garbage collector runs rarely. A batch allocates tens of thousands of short-lived
+      containers (decoded rows, their dicts); with CPython's default gen-0 threshold (700) the
+      collector runs every few hundred records and re-scans the surviving ones, 15-20% of the
+      decode time. Reference counting frees what a batch allocates (it builds no reference
+      cycles), so memory stays flat either way; the collector still runs, 70x less often.
+    * A short GIL switch interval. The commit thread mostly waits on PostgreSQL with the GIL
+      released; each time it wakes (a result arrived, a polars call returned) it must take the GIL
+      back from the decoding thread, which by default holds it up to 5 ms, a dozen times per batch.
+      0.5 ms made the loader ~6% faster in scripts/bench_stream.py (docs/benchmarks.md).
     """
-    previous = gc.get_threshold()
+    gc_threshold, switch_interval = gc.get_threshold(), sys.getswitchinterval()
     gc.set_threshold(50_000, 20, 100)
+    sys.setswitchinterval(0.0005)
     try:
         yield
     finally:
-        gc.set_threshold(*previous)
+        gc.set_threshold(*gc_threshold)
+        sys.setswitchinterval(switch_interval)

@@ -21,7 +21,7 @@ import polars as pl
 
 from orion_etl.adapters.dimension_lookup import existing_ids
 from orion_etl.adapters.dlq import DeadLetter, fingerprint
-from orion_etl.adapters.warehouse_loader import BatchWrite, TopicPartition, WarehouseLoader
+from orion_etl.adapters.warehouse_loader import FACT_SPECS, BatchWrite, TopicPartition, WarehouseLoader
 from orion_etl.config.dq import build_catalog
 from orion_etl.config.models import OrionSettings
 from orion_etl.core import dimension_gate, facts
@@ -124,6 +124,8 @@ class BatchPreparer:
         # One rule engine for stream and audit: the configured catalogue (defaults + rules file +
         # inline rules); only its row-level rules apply to a batch.
         self.rules = build_catalog(settings.dq).active
+        # False for a dry run: unknown dimension members are not created (their keys stay null)
+        self.insert_inferred = True
 
     def prepare(self, records: list[KafkaRecord]) -> PreparedBatch:
         out = PreparedBatch(BatchWrite())
@@ -199,7 +201,7 @@ class BatchPreparer:
                 self._validate(pl.concat(frames, how="diagonal_relaxed"), table, key, out) if frames else None
             )
             if valid is not None:
-                valid = self._gate_dimensions(valid, table, out)
+                valid = self._dimension_keys(self._gate_dimensions(valid, table, out), table)
             # Upserts and deletes are deduplicated separately and both applied (upsert first, then the
             # delete, each guarded by position): the warehouse then ends the same whether a create and
             # its delete arrive in one batch or in two, which keeps crash/restart runs identical.
@@ -296,6 +298,15 @@ class BatchPreparer:
         self._letters_from(missing, None, table, ErrorClass.MISSING_DIMENSION, out)
         return kept
 
+    def _dimension_keys(self, frame: pl.DataFrame, table: str) -> pl.DataFrame:
+        """Add the point-in-time dimension keys (inferred members first, unless a dry run)."""
+        if frame.is_empty():
+            return frame
+        spec = FACT_SPECS[table]
+        return self.loader.dimension_keys(
+            frame, spec.dims, spec.time_column, insert_inferred=self.insert_inferred
+        )
+
     def _fill_unavailable(self, frame: pl.DataFrame, table: str) -> pl.DataFrame:
         """Replace TOAST placeholders by the previous value: earlier in the batch, else stored."""
         if frame.is_empty() or frame.get_column("_unavailable").list.len().sum() == 0:
@@ -363,7 +374,7 @@ class BatchPreparer:
         counts["sampled_out"] += valid.height - kept.height
         out.write.sampler_state = updated
         if not kept.is_empty():
-            out.write.quotes = kept.with_columns(
+            out.write.quotes = self._dimension_keys(kept, "fact_quotes").with_columns(
                 pl.col("_topic").alias("src_topic"),
                 pl.col("_partition").alias("src_partition"),
                 pl.col("_offset").alias("src_offset"),
