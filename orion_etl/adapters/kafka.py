@@ -1,13 +1,22 @@
-"""Typed factories around confluent-kafka: one place that turns settings into librdkafka clients."""
+"""Typed factories around confluent-kafka: one place that turns settings into librdkafka clients.
+
+librdkafka's own log lines go through Python logging (logger `orion_etl.librdkafka`), so they get
+the process's log format (JSON lines off a terminal) and secret redaction instead of being printed
+raw to stderr. confluent-kafka then queues them and delivers them when the client is polled
+(`consume`/`poll`/`flush`); the admin client made here polls after each metadata request.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
 from orion_etl.config.models import KafkaSettings
 from orion_etl.errors import ServiceUnavailableError
@@ -15,17 +24,102 @@ from orion_etl.logs import redactor
 
 log = logging.getLogger(__name__)
 
+# confluent-kafka calls `librdkafka_log.log(level, "%s [%s] %s", facility, client, text)` with the
+# syslog level already mapped: 0-2 CRITICAL, 3 ERROR, 4 WARNING, 5-6 INFO, 7 DEBUG (DEBUG lines
+# only exist with the librdkafka `debug` property set, e.g. [kafka.extra] debug = "broker").
+librdkafka_log = logging.getLogger("orion_etl.librdkafka")
+
+_THREAD_PREFIX = re.compile(r"^\[thrd:[^\]]*\]: ")
+_VARYING = re.compile(r" \(after \d+ms in state \w+(?:, \d+ identical error\(s\) suppressed)?\)$")
+
+# Errors meaning "the cluster cannot be reached (yet)": retried, never fatal.
+_UNREACHABLE = {
+    KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError._TIMED_OUT,
+    KafkaError._RESOLVE,
+    KafkaError._WAIT_COORD,
+    KafkaError.REQUEST_TIMED_OUT,
+}
+
+
+class RepeatFilter(logging.Filter):
+    """Lets each distinct librdkafka message through at most once per `window_s`.
+
+    While a broker is down librdkafka logs the same connection failure on every reconnect attempt
+    (up to ~20 lines a second), and reports it a second time through `error_cb`. Both arrive here
+    with the same text (the thread prefix and the varying "(after Nms in state X)" suffix are not
+    part of the key), so one line is written, then at most one per window, saying how many were
+    left out. Also redacts the message, whatever handler it ends up in.
+    """
+
+    def __init__(self, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.window_s = window_s
+        self._clock = clock
+        self._seen: dict[str, tuple[float, int]] = {}  # key -> (last written at, left out since)
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            args = record.args
+            if record.msg == "%s [%s] %s" and isinstance(args, tuple) and len(args) == 3:
+                facility, client, text = (str(a) for a in args)
+                text = _THREAD_PREFIX.sub("", text)
+                message = f"{facility} [{client}] {text}"
+            else:
+                text = message = record.getMessage()
+            key = _VARYING.sub("", text)
+            now = self._clock()
+            with self._lock:
+                last = self._seen.get(key)
+                if last is not None and now - last[0] < self.window_s:
+                    self._seen[key] = (last[0], last[1] + 1)
+                    return False
+                if len(self._seen) > 1000:
+                    self._seen = {k: v for k, v in self._seen.items() if now - v[0] < self.window_s}
+                self._seen[key] = (now, 0)
+            if last is not None and last[1]:
+                message += f" ({last[1]} more like it in the last {now - last[0]:.0f} s)"
+            record.msg, record.args = redactor.redact(message), None
+        except Exception:  # never break the client's poll(): an exception here would surface there
+            return True
+        return True
+
+
+repeat_filter = RepeatFilter()
+librdkafka_log.addFilter(repeat_filter)
+
 
 def _base(settings: KafkaSettings) -> dict[str, Any]:
     conf: dict[str, Any] = dict(settings.client_config())
     if settings.sasl_password is not None:
         redactor.register(settings.sasl_password.get_secret_value())
-    conf["error_cb"] = _log_client_error
+    client = settings.client_id
+
+    def on_error(err: KafkaError) -> None:
+        # Most of these are also librdkafka log lines (connection and authentication failures,
+        # fatal errors); the shared RepeatFilter writes such a pair once.
+        level = logging.ERROR if err.fatal() else logging.WARNING
+        librdkafka_log.log(level, "%s [%s] %s", err.name(), client, err.str())
+
+    conf["error_cb"] = on_error
+    conf["logger"] = librdkafka_log
     return conf
 
 
-def _log_client_error(err: Any) -> None:
-    log.warning("kafka client: %s", redactor.redact(str(err)))
+class _AdminClient(AdminClient):
+    """An AdminClient that delivers librdkafka's queued log lines after each metadata request.
+
+    Unlike consumers and producers, nothing polls an admin client in the normal course of things,
+    so without this its log lines (routed through `logger=`) would wait forever.
+    """
+
+    def list_topics(self, *args: Any, **kwargs: Any) -> ClusterMetadata:
+        try:
+            return super().list_topics(*args, **kwargs)
+        finally:
+            self.poll(0)
 
 
 def make_producer(settings: KafkaSettings, **overrides: Any) -> Producer:
@@ -55,29 +149,71 @@ def make_consumer(settings: KafkaSettings, group_id: str, **overrides: Any) -> C
 
 
 def make_admin(settings: KafkaSettings) -> AdminClient:
-    """An admin client."""
-    return AdminClient(_base(settings))
+    """An admin client (its librdkafka log lines are delivered after each `list_topics`)."""
+    return _AdminClient(_base(settings))
+
+
+def is_unreachable(err: KafkaError) -> bool:
+    """True when `err` means the cluster cannot be reached (yet): worth retrying."""
+    return not err.fatal() and (err.retriable() or err.code() in _UNREACHABLE)
+
+
+def _unavailable(settings: KafkaSettings, exc: KafkaException) -> ServiceUnavailableError | None:
+    err = exc.args[0] if exc.args else None
+    if not isinstance(err, KafkaError) or not is_unreachable(err):
+        return None
+    return ServiceUnavailableError(
+        f"Kafka at {settings.bootstrap_servers} unreachable: {redactor.redact(err.str())}",
+        hint="is the broker running? (local stack: scripts/stack.sh up)",
+    )
+
+
+def _metadata(
+    settings: KafkaSettings, admin: AdminClient, timeout_s: float, stop: Callable[[], bool] | None
+) -> ClusterMetadata:
+    """Cluster metadata, asked in slices of at most 1 s until `timeout_s` or `stop()`.
+
+    `list_topics` blocks in librdkafka for its whole timeout, and Python runs signal handlers only
+    between calls: one long call would hold a SIGTERM back for that long.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return admin.list_topics(timeout=max(0.05, min(1.0, deadline - time.monotonic())))
+        except KafkaException as exc:
+            unavailable = _unavailable(settings, exc)
+            if unavailable is None:
+                raise
+            if time.monotonic() >= deadline or (stop is not None and stop()):
+                raise unavailable from None
 
 
 def check_broker(settings: KafkaSettings, timeout_s: float = 10.0) -> int:
     """Number of brokers in the cluster; `ServiceUnavailableError` when it cannot be reached."""
-    admin = make_admin(settings)
     try:
-        metadata = admin.list_topics(timeout=timeout_s)
-    except KafkaException as exc:
+        return len(_metadata(settings, make_admin(settings), timeout_s, None).brokers)
+    except KafkaException as exc:  # not a connectivity error (e.g. authentication): still one line
         raise ServiceUnavailableError(
-            f"cannot reach Kafka at {settings.bootstrap_servers}: {redactor.redact(str(exc.args[0]))}",
+            f"cannot reach Kafka at {settings.bootstrap_servers}: {redactor.redact(exc.args[0].str())}",
             hint="is the broker running? (local stack: scripts/stack.sh up)",
         ) from None
-    return len(metadata.brokers)
 
 
 def ensure_topics(
-    settings: KafkaSettings, names: Iterable[str], *, partitions: int = 1, timeout_s: float = 30.0
+    settings: KafkaSettings,
+    names: Iterable[str],
+    *,
+    partitions: int = 1,
+    timeout_s: float = 30.0,
+    stop: Callable[[], bool] | None = None,
 ) -> list[str]:
-    """Create the topics that do not exist yet; returns the ones created."""
+    """Create the topics that do not exist yet; returns the ones created.
+
+    `ServiceUnavailableError` when Kafka cannot be reached within `timeout_s` (or before `stop()`
+    turns true, checked about every second).
+    """
     admin = make_admin(settings)
-    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    existing = set(_metadata(settings, admin, timeout_s, stop).topics)
     wanted = [n for n in dict.fromkeys(names) if n not in existing]
     if not wanted:
         return []
@@ -86,11 +222,15 @@ def ensure_topics(
         operation_timeout=timeout_s,
     )
     created = []
-    for name, future in futures.items():
-        try:
-            future.result()
-            created.append(name)
-        except KafkaException as exc:
-            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
-                raise
+    try:
+        for name, future in futures.items():
+            try:
+                future.result()
+                created.append(name)
+            except KafkaException as exc:
+                if exc.args[0].name() == "TOPIC_ALREADY_EXISTS":
+                    continue
+                raise _unavailable(settings, exc) or exc from None
+    finally:
+        admin.poll(0)
     return created

@@ -37,7 +37,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from orion_etl.adapters import metrics
 from orion_etl.adapters.dlq import DeadLetterPublisher
 from orion_etl.adapters.jobruns import record_job_run
-from orion_etl.adapters.kafka import ensure_topics, make_consumer, make_producer
+from orion_etl.adapters.kafka import ensure_topics, is_unreachable, make_consumer, make_producer
 from orion_etl.adapters.warehouse_loader import FencedError, LoadCounts, WarehouseLoader
 from orion_etl.config.models import OrionSettings
 from orion_etl.core.debezium import KafkaRecord
@@ -139,7 +139,7 @@ class StreamResult:
 def _transient(exc: BaseException) -> bool:
     if isinstance(exc, TransientError | psycopg.OperationalError | psycopg.InterfaceError):
         return True
-    return isinstance(exc, KafkaException) and bool(exc.args) and exc.args[0].retriable()
+    return isinstance(exc, KafkaException) and bool(exc.args) and is_unreachable(exc.args[0])
 
 
 class StreamJob:
@@ -229,6 +229,12 @@ class StreamJob:
                 self.settings.warehouse, "stream", "STREAM", {"group": self.group, "topics": self.topics}
             ) as run:
                 self.job_run_id = str(run.id)
+                log.info(
+                    "started: group %s, topics %s, Kafka at %s",
+                    self.group,
+                    ", ".join(self.topics),
+                    self.settings.kafka.bootstrap_servers,
+                )
                 try:
                     self._loop()
                 except psycopg.Error as exc:
@@ -250,7 +256,19 @@ class StreamJob:
 
     def _loop(self) -> None:
         kafka = self.settings.kafka
-        self._retry(lambda: ensure_topics(kafka, [t + self.st.dlq_suffix for t in self.topics]))
+        dlq_topics = [t + self.st.dlq_suffix for t in self.topics]
+        try:
+            self._retry(
+                lambda: ensure_topics(kafka, dlq_topics, timeout_s=10, stop=lambda: self.stopping),
+                finish_on_stop=False,
+            )
+        except TransientError as exc:
+            if not self.stopping:
+                raise
+            # Nothing was read, so nothing is lost: a clean stop like any other.
+            log.warning("stopped before consuming anything: %s", exc.message)
+            self.loader.close_all()
+            return
         producer = make_producer(kafka)
         publisher = DeadLetterPublisher(producer, self.st.dlq_suffix, self.group)
         publisher.job_run_id = self.job_run_id
@@ -278,6 +296,7 @@ class StreamJob:
                 now = time.monotonic()
                 if now - last_progress >= 1.0:
                     last_progress = now
+                    producer.poll(0)  # delivers the DLQ producer's librdkafka log lines while idle
                     self._update_lag(consumer)
                     if self.on_progress:
                         self.on_progress(self.stats)
@@ -501,24 +520,40 @@ class StreamJob:
             return
         self.stats.lag = lag
 
-    def _retry(self, fn: Callable[[], Any], reset: Callable[[], None] | None = None) -> Any:
-        """Run `fn`, retrying infrastructure failures with backoff until it works or we stop."""
+    def _retry(
+        self, fn: Callable[[], Any], reset: Callable[[], None] | None = None, *, finish_on_stop: bool = True
+    ) -> Any:
+        """Run `fn`, retrying infrastructure failures with backoff until it works or we stop.
+
+        After a stop request the pause is cut short; with `finish_on_stop` (a batch in hand) `fn`
+        gets one more attempt, otherwise the last failure is raised at once.
+        """
         attempts = 0
+        after_stop = 1 if finish_on_stop else 0
 
         def before_sleep(state: Any) -> None:
             nonlocal attempts
             attempts += 1
             self.stats.retries += 1
             exc = state.outcome.exception() if state.outcome else None
-            log.warning("transient failure (attempt %s), retrying: %s", attempts, _describe(exc))
+            pause = state.next_action.sleep if state.next_action else 0.0
+            log.warning(
+                "transient failure (attempt %s), retrying in %.1f s: %s", attempts, pause, _describe(exc)
+            )
             (reset or self.loader.close_reader)()
+
+        def sleep(seconds: float) -> None:  # a signal handler sets `stopping`; look every 0.1 s
+            deadline = time.monotonic() + seconds
+            while not self.stopping and (left := deadline - time.monotonic()) > 0:
+                time.sleep(min(left, 0.1))
 
         retrying = Retrying(
             retry=retry_if_exception(_transient),
             wait=wait_exponential(multiplier=0.5, max=self.st.retry_max_backoff_s),
             stop=lambda state: (
-                (self.stopping and state.attempt_number > 1) or stop_after_attempt(10_000)(state)
+                (self.stopping and state.attempt_number > after_stop) or stop_after_attempt(10_000)(state)
             ),
+            sleep=sleep,
             before_sleep=before_sleep,
             reraise=True,
         )
