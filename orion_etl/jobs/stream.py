@@ -323,6 +323,7 @@ class StreamJob:
             timeout = deadline - time.monotonic()
             if timeout <= 0:
                 break
+            assigned, append = self.assigned, self.pending.append  # (a hot loop: one pass per record)
             for msg in consumer.consume(num_messages=limit - len(self.pending), timeout=timeout):
                 err = msg.error()
                 if err is not None:
@@ -330,15 +331,15 @@ class StreamJob:
                         log.warning("kafka: %s", err.str())
                     continue
                 topic, partition = msg.topic(), msg.partition()
-                if (topic, partition) not in self.assigned:
+                if (topic, partition) not in assigned:
                     continue
                 ts_type, ts = msg.timestamp()
                 headers = msg.headers()
-                self.pending.append(
+                append(
                     KafkaRecord(
-                        str(topic),
-                        int(partition or 0),
-                        int(msg.offset() or 0),
+                        topic,  # type: ignore[arg-type]  # never None for a message without error
+                        partition,  # type: ignore[arg-type]
+                        msg.offset(),  # type: ignore[arg-type]
                         msg.key(),
                         msg.value(),
                         ts if ts_type else None,
