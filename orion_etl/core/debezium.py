@@ -52,7 +52,7 @@ import polars as pl
 
 UNAVAILABLE = "__debezium_unavailable_value"
 UNAVAILABLE_B64 = base64.b64encode(UNAVAILABLE.encode()).decode()
-_PLACEHOLDER_BYTES = (UNAVAILABLE.encode(), UNAVAILABLE_B64.encode())
+_PLACEHOLDERS = (UNAVAILABLE, UNAVAILABLE_B64)
 SCALE = 10
 MAX_ABS = Decimal(10) ** 18  # NUMERIC(28, 10): 18 integer digits
 CALENDAR = (date(2000, 1, 1), date(2060, 12, 31))  # dim_date's range
@@ -131,8 +131,6 @@ class Change:
     event_time: Any = None  # raw occurredAt of events (converted with the frame)
     table: str | None = None
     fields: dict[str, FieldType] | None = field(default=None)
-    # whether the record's bytes carry the unchanged-TOAST placeholder (None: not yet looked at)
-    toasted: bool | None = None
 
 
 # --- envelope structs -----------------------------------------------------------------------
@@ -250,40 +248,21 @@ def decode_cdc(record: KafkaRecord) -> Change:
     value = record.value
     if value is None:
         raise Tombstone()
-    known = _payload_with_known_schema(value)
-    if known is not None:
-        payload, fields, payload_start = known
+    # Fast path: the record opens with the last seen schema, byte for byte; decode its payload only.
+    # Anything else (no schema, another schema, a payload that does not decode) takes the full
+    # decode, which also reports any problem exactly as it would have.
+    head, fields = _known_envelope
+    payload: _Payload | msgspec.UnsetType | None = msgspec.UNSET
+    if head and value.startswith(head) and value.endswith(b"}"):
+        try:
+            payload = _payload_decoder.decode(memoryview(value)[len(head) : -1])
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
+            payload = msgspec.UNSET
         if payload is None:
             raise Tombstone()
-    else:
+    if payload is msgspec.UNSET:
         payload, fields = _decode_envelope(value)
-        payload_start = 0
-    return _change_of(record, payload, fields, _has_placeholder(value, payload_start))
-
-
-def _has_placeholder(value: bytes | None, start: int = 0) -> bool:
-    """Whether the unchanged-TOAST placeholder (plain or base64) occurs in value[start:]."""
-    if not value:
-        return False
-    return value.find(_PLACEHOLDER_BYTES[0], start) >= 0 or value.find(_PLACEHOLDER_BYTES[1], start) >= 0
-
-
-def _payload_with_known_schema(
-    value: bytes,
-) -> tuple[_Payload | None, dict[str, FieldType] | None, int] | None:
-    """Decode only the payload of an envelope that carries the last seen schema, byte for byte.
-
-    None when the record does not have that exact shape, or its payload does not decode: the full
-    decode then handles it (and reports any problem exactly as it would have).
-    """
-    head, fields = _known_envelope
-    if not head or not value.startswith(head) or not value.endswith(b"}"):
-        return None
-    try:
-        payload = _payload_decoder.decode(memoryview(value)[len(head) : -1])
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
-        return None
-    return payload, fields, len(head)
+    return _change_of(record, payload, fields)  # type: ignore[arg-type]
 
 
 def _decode_envelope(value: bytes) -> tuple[_Payload, dict[str, FieldType] | None]:
@@ -317,9 +296,7 @@ def _decode_envelope(value: bytes) -> tuple[_Payload, dict[str, FieldType] | Non
     return payload, fields
 
 
-def _change_of(
-    record: KafkaRecord, payload: _Payload, fields: dict[str, FieldType] | None, toasted: bool
-) -> Change:
+def _change_of(record: KafkaRecord, payload: _Payload, fields: dict[str, FieldType] | None) -> Change:
     op = payload.op
     if op is None:
         raise DecodeError(ErrorClass.MISSING_PAYLOAD, "no Debezium payload (op missing)")
@@ -336,7 +313,7 @@ def _change_of(
     source = payload.source or _Source()
     commit_lsn, lsn = parse_sequence(source.sequence, source.lsn)
     ts_ms = source.ts_ms or payload.ts_ms
-    return Change(record, op, row, commit_lsn, lsn, ts_ms, table=source.table, fields=fields, toasted=toasted)
+    return Change(record, op, row, commit_lsn, lsn, ts_ms, table=source.table, fields=fields)
 
 
 def decode_event(record: KafkaRecord, expected_type: str | None = None) -> Change:
@@ -447,35 +424,49 @@ def _typed_column(kind: Kind, raw: list[Any], ft: FieldType | None, uniform: boo
 
 @dataclass(frozen=True, slots=True)
 class _ColumnInputs:
-    """What one column is computed from: typed input series (named `name#part`) and its int unit."""
+    """What one column is computed from: typed input series named `name#part`, and the unit of
+    integer timestamps (ms | us | ns; None when there are no integer values)."""
 
     series: list[pl.Series]
-    unit: str | None = None  # integer timestamps: ms | us | ns (None: no integer values)
+    unit: str | None = None
+
+    @property
+    def parts(self) -> set[str]:
+        return {s.name.rsplit("#", 1)[1] for s in self.series}
 
 
 def _column_inputs(
-    name: str, kind: Kind, raw: list[Any], fts: list[FieldType | None], ft: FieldType | None, uniform: bool
+    name: str,
+    kind: Kind,
+    raw: list[Any],
+    fts: list[FieldType | None],
+    ft: FieldType | None,
+    uniform: bool,
+    unavailable: dict[str, list[int]] | None = None,
 ) -> _ColumnInputs:
     """Raw values -> typed input series, the per-value Python work (only where values need it).
 
-    Parts: `present` (a value was given), and per kind `text` (decimal text), `iso` / `int`
-    (timestamps, dates), `str`, `int`, `bool`. The conversion itself is `_column_exprs`.
+    Parts: per kind `text` (decimal text), `iso` / `int` (timestamps, dates), `str`, `int`, `bool`,
+    and `present` (a value was given) when that is not simply "the part is not null". A part that
+    would be all null is left out. The conversion itself is `_column_exprs`.
     """
-    n = len(raw)
     typed = _typed_column(kind, raw, ft, uniform)
+    # Debezium's unchanged-TOAST placeholder is text in a column of any type: the value is unknown
+    # (NULL here, listed in `_unavailable`) and the loader keeps the stored one.
+    text_possible = typed is None or typed.dtype == pl.String
+    if unavailable is not None and text_possible and (UNAVAILABLE in raw or UNAVAILABLE_B64 in raw):
+        placeholders = [i for i, v in enumerate(raw) if type(v) is str and v in _PLACEHOLDERS]
+        unavailable[name] = placeholders
+        for i in placeholders:
+            raw[i] = None
+        typed = _typed_column(kind, raw, ft, uniform)
 
     def part(suffix: str, values: pl.Series | list[Any], dtype: Any = None) -> pl.Series:
         series = values if isinstance(values, pl.Series) else pl.Series(values, dtype=dtype)
         return series.alias(f"{name}#{suffix}")
 
-    def nulls(dtype: Any) -> pl.Series:
-        return pl.repeat(None, n, dtype=dtype, eager=True)
-
-    if typed is not None and typed.null_count() == raw.count(None):  # (a 65-bit int is a null Int64)
-        present = typed.is_not_null()
-    else:
-        present = pl.Series([v is not None for v in raw], dtype=pl.Boolean)
-    parts = [part("present", present)]
+    exact = typed is not None and typed.null_count() == raw.count(None)  # (a 65-bit int is a null Int64)
+    parts = [] if exact else [part("present", [v is not None for v in raw], pl.Boolean)]
     unit: str | None = None
     if kind is Kind.DECIMAL:
         if typed is None:
@@ -483,18 +474,17 @@ def _column_inputs(
         parts.append(part("text", typed))
     elif kind in (Kind.TIMESTAMP, Kind.DATE):
         if typed is not None and typed.dtype == pl.String:
-            iso, ints = typed, nulls(pl.Int64)
+            parts.append(part("iso", typed))
         elif typed is not None:
-            iso, ints = nulls(pl.String), typed
-            if kind is Kind.TIMESTAMP and typed.null_count() < n:
+            parts.append(part("int", typed))
+            if kind is Kind.TIMESTAMP and typed.null_count() < len(raw):
                 unit = _ts_unit(ft)
         else:
-            iso = pl.Series([v if type(v) is str else None for v in raw], dtype=pl.String)
-            ints = _int64([v if type(v) is int else None for v in raw])
+            parts.append(part("iso", [v if type(v) is str else None for v in raw], pl.String))
+            parts.append(part("int", _int64([v if type(v) is int else None for v in raw])))
             if kind is Kind.TIMESTAMP:
                 units = {_ts_unit(f) for v, f in zip(raw, fts, strict=True) if type(v) is int}
                 unit = (units.pop() if len(units) == 1 else "us") if units else None
-        parts += [part("iso", iso), part("int", ints)]
     elif kind in (Kind.UUID, Kind.STRING):
         if typed is None:
             typed = pl.Series([v if type(v) is str else (_INVALID if v is not None else None) for v in raw])
@@ -514,43 +504,53 @@ def _column_inputs(
     return _ColumnInputs(parts, unit)
 
 
-def _column_exprs(name: str, kind: Kind, unit: str | None) -> tuple[pl.Expr, pl.Expr]:
+def _column_exprs(name: str, kind: Kind, unit: str | None, parts: set[str]) -> tuple[pl.Expr, pl.Expr]:
     """(converted value, true where a given value did not convert), from `_column_inputs`' parts."""
 
-    def col(suffix: str) -> pl.Expr:
-        return pl.col(f"{name}#{suffix}")
+    def col(suffix: str, dtype: Any) -> pl.Expr:
+        return pl.col(f"{name}#{suffix}") if suffix in parts else pl.lit(None, dtype)
 
     out_of_calendar: pl.Expr | None = None
     if kind is Kind.DECIMAL:
-        text = col("text")
+        text = col("text", pl.String)
         dec = text.str.to_decimal(scale=SCALE).cast(pl.Decimal(28, SCALE), strict=False)
         too_fine = text.str.contains(_EXCESS_SCALE_RE).fill_null(False)
         too_big = (dec.abs() >= MAX_ABS).fill_null(False)
         value = pl.when(too_fine | too_big).then(None).otherwise(dec)
+        given = text.is_not_null()
     elif kind is Kind.TIMESTAMP:
-        value = col("iso").str.to_datetime(_TS_FORMAT, time_zone="UTC", time_unit="us", strict=False)
+        iso, ints = col("iso", pl.String), col("int", pl.Int64)
+        value = iso.str.to_datetime(_TS_FORMAT, time_zone="UTC", time_unit="us", strict=False)
         if unit is not None:
-            ints = col("int")
             micros = ints * {"ms": 1000, "us": 1}[unit] if unit != "ns" else ints // 1000
             value = pl.coalesce(value, pl.from_epoch(micros, time_unit="us").dt.replace_time_zone("UTC"))
         day = value.dt.date()
         out_of_calendar = ((day < CALENDAR[0]) | (day > CALENDAR[1])).fill_null(False)
+        given = iso.is_not_null() | ints.is_not_null()
     elif kind is Kind.DATE:
-        days = col("int").cast(pl.Int32, strict=False).cast(pl.Date)
-        value = pl.coalesce(days, col("iso").str.to_date("%Y-%m-%d", strict=False))
+        iso, ints = col("iso", pl.String), col("int", pl.Int64)
+        days = ints.cast(pl.Int32, strict=False).cast(pl.Date)
+        value = pl.coalesce(days, iso.str.to_date("%Y-%m-%d", strict=False))
         out_of_calendar = ((value < CALENDAR[0]) | (value > CALENDAR[1])).fill_null(False)
+        given = iso.is_not_null() | ints.is_not_null()
     elif kind is Kind.UUID:
-        text = col("str")
+        text = col("str", pl.String)
         value = pl.when(text.str.contains(_UUID_RE)).then(text.str.to_lowercase()).otherwise(None)
+        given = text.is_not_null()
     elif kind is Kind.STRING:
-        text = col("str")
+        text = col("str", pl.String)
         value = pl.when(text == _INVALID).then(None).otherwise(text)
+        given = text.is_not_null()
     elif kind is Kind.INT:
-        ints = col("int")
+        ints = col("int", pl.Int64)
         value = pl.when(ints.is_between(*_I32)).then(ints).otherwise(None).cast(pl.Int32)
+        given = ints.is_not_null()
     else:
-        value = col("bool")
-    bad = col("present") & value.is_null()
+        value = col("bool", pl.Boolean)
+        given = value.is_not_null()
+    if "present" in parts:
+        given = pl.col(f"{name}#present")
+    bad = given & value.is_null()
     if out_of_calendar is not None:
         value = pl.when(out_of_calendar).then(None).otherwise(value)
         bad = bad | out_of_calendar
@@ -598,13 +598,7 @@ def to_frame(
     else:
         images = [c.row for c in rows]
     names = list(columns)
-    # Only records whose bytes contain the placeholder are scanned for it.
-    toasted = [
-        i
-        for i, c in enumerate(rows)
-        if (c.toasted if c.toasted is not None else _has_placeholder(c.record.value))
-    ]
-    unavailable: dict[int, list[str]] = {i: [] for i in toasted}
+    unavailable: dict[str, list[int]] = {}  # column -> rows that carried the TOAST placeholder
     field_maps = {id(c.fields): c.fields for c in rows}
     uniform = len(field_maps) <= 1  # every row carried the same embedded schema (or none did)
     shared_fields = next(iter(field_maps.values())) if uniform and field_maps else None
@@ -613,39 +607,35 @@ def to_frame(
     errors: list[pl.Expr] = []
     for name, raw in zip(names, _columns_of(images, names), strict=True):
         kind = columns[name]
-        for i in toasted:
-            v = raw[i]
-            if type(v) is str and v in (UNAVAILABLE, UNAVAILABLE_B64):
-                unavailable[i].append(name)
-                raw[i] = None
         if uniform:
             ft = shared_fields.get(name) if shared_fields else None
             fts: list[FieldType | None] = [ft] * n
         else:
             ft = None
             fts = [c.fields.get(name) if c.fields else None for c in rows]
-        column = _column_inputs(name, kind, raw, fts, ft, uniform)
+        column = _column_inputs(name, kind, raw, fts, ft, uniform, unavailable)
         inputs += column.series
-        value, bad = _column_exprs(name, kind, column.unit)
+        value, bad = _column_exprs(name, kind, column.unit, column.parts)
         values += [value, bad.alias(f"{name}#bad")]
         errors.append(pl.when(pl.col(f"{name}#bad")).then(pl.lit(f"{name}: invalid {kind.value} value")))
         if name in required:
             missing = pl.col(name).is_null()
-            if toasted:
-                placeholder = [i in unavailable and name in unavailable[i] for i in range(n)]
-                inputs.append(pl.Series(f"{name}#unavailable", placeholder, dtype=pl.Boolean))
-                missing = missing & ~pl.col(f"{name}#unavailable")
+            if name in unavailable:
+                missing = missing & ~pl.int_range(pl.len()).is_in(unavailable[name])
             errors.append(pl.when(missing).then(pl.lit(f"{name}: required value missing")))
     event = _column_inputs("_event_ts", Kind.TIMESTAMP, [c.event_time for c in rows], [None] * n, None, True)
     inputs += event.series
-    event_value, event_bad = _column_exprs("_event_ts", Kind.TIMESTAMP, event.unit)
+    event_value, event_bad = _column_exprs("_event_ts", Kind.TIMESTAMP, event.unit, event.parts)
     values += [event_value, event_bad.alias("_event_ts#bad")]
     errors.append(pl.when(pl.col("_event_ts#bad")).then(pl.lit("occurredAt: invalid timestamp value")))
     ops, commit_lsns, lsns, ts_ms, versions = zip(*map(_META, rows), strict=True) if rows else ((),) * 5
     topics, partitions, offsets, kafka_ts = (
         zip(*map(_RECORD_META, (c.record for c in rows)), strict=True) if rows else ((),) * 4
     )
-    listed = [",".join(unavailable.get(i, ())) for i in range(n)] if toasted else [""] * n
+    listed = [""] * n
+    for name, rows_with in unavailable.items():  # rare: only rows with unchanged TOASTed values
+        for i in rows_with:
+            listed[i] = f"{listed[i]},{name}" if listed[i] else name
     meta = [
         pl.Series("_topic", topics, dtype=pl.String),
         pl.Series("_partition", partitions, dtype=pl.Int32),
