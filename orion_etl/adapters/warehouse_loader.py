@@ -373,13 +373,15 @@ class WarehouseLoader:
 
     def _existing_keys(self, conn: psycopg.Connection, spec: FactSpec, keys: list[str]) -> set[str]:
         """Which natural keys already have a fact row or a delete tombstone."""
+        wanted = "{" + ",".join(keys) + "}"  # canonical UUID text: a safe array literal
+        # `= ANY(array)` index scans: several times faster than a per-key EXISTS over unnest
         rows = conn.execute(
             sql.SQL(
-                "SELECT k::text FROM unnest(%s::uuid[]) AS k WHERE EXISTS (SELECT 1 FROM {table} f "
-                "WHERE f.{key} = k) OR EXISTS (SELECT 1 FROM etl_fact_tombstones t "
-                "WHERE t.fact_table = %s AND t.natural_key = k)"
+                "SELECT {key}::text FROM {table} WHERE {key} = ANY(%s::uuid[]) UNION ALL "
+                "SELECT natural_key::text FROM etl_fact_tombstones WHERE fact_table = %s "
+                "AND natural_key = ANY(%s::uuid[])"
             ).format(table=sql.Identifier(spec.table), key=sql.Identifier(spec.key)),
-            ("{" + ",".join(keys) + "}", spec.table),  # canonical UUID text: a safe array literal
+            (wanted, spec.table, wanted),
         ).fetchall()
         return {r[0] for r in rows}
 
