@@ -33,6 +33,7 @@ from orion_etl.core.debezium import (
     KafkaRecord,
     Kind,
     Tombstone,
+    cdc_frame,
     decode_cdc,
     decode_event,
     to_frame,
@@ -55,6 +56,10 @@ class Route(StrEnum):
 
 CDC_TABLE = {Route.TRADES_CDC: "trades", Route.ORDERS_CDC: "orders"}
 EVENT_TYPE = {Route.TRADE_EVENTS: "trade.executed", Route.QUOTE_EVENTS: "quote.received"}
+FACT_COLUMNS = {
+    Route.TRADES_CDC: (facts.TRADE_COLUMNS, facts.TRADE_REQUIRED),
+    Route.ORDERS_CDC: (facts.ORDER_COLUMNS, facts.ORDER_REQUIRED),
+}
 FACT_TABLE = {
     Route.TRADES_CDC: "fact_trades",
     Route.TRADE_EVENTS: "fact_trades",
@@ -134,6 +139,7 @@ class BatchPreparer:
         counts = dict.fromkeys(["messages", "tombstones", "dlq", "warnings", "superseded", "sampled_out"], 0)
         counts["messages"] = len(records)
         by_route: dict[Route, list[Change]] = {r: [] for r in Route}
+        routed: dict[Route, list[KafkaRecord]] = {r: [] for r in Route}
         offsets: dict[TopicPartition, int] = {}
         for rec in records:
             out.topic_counts[rec.topic] = out.topic_counts.get(rec.topic, 0) + 1
@@ -145,27 +151,21 @@ class BatchPreparer:
                     DeadLetter(rec, ErrorClass.UNKNOWN_TOPIC, f"no handler for topic {rec.topic}")
                 )
                 continue
-            try:
-                if route in CDC_TABLE:
-                    change = decode_cdc(rec)
-                    if change.table is not None and change.table != CDC_TABLE[route]:
-                        raise DecodeError(
-                            ErrorClass.UNKNOWN_TOPIC,
-                            f"change of table {change.table!r} on the {CDC_TABLE[route]} topic",
-                        )
-                else:
-                    change = decode_event(rec, EVENT_TYPE[route])
-            except Tombstone:
-                counts["tombstones"] += 1
-                continue
-            except DecodeError as exc:
-                out.letters.append(
-                    DeadLetter(rec, exc.error_class, exc.message, source_table=FACT_TABLE[route])
-                )
-                continue
-            by_route[route].append(change)
+            routed[route].append(rec)
+        # The usual CDC batch decodes in one go (core.debezium.cdc_frame); any other batch of a
+        # route, record by record.
+        decoded: dict[Route, pl.DataFrame] = {}
+        for route, table in CDC_TABLE.items():
+            columns, required = FACT_COLUMNS[route]
+            frame = cdc_frame(routed[route], table, columns, required) if routed[route] else None
+            if frame is not None:
+                decoded[route] = frame
+                routed[route] = []
+        for route, route_records in routed.items():
+            for rec in route_records:
+                self._decode_into(rec, route, by_route, counts, out)
         out.write.offsets = offsets
-        self._facts(out, by_route, counts)
+        self._facts(out, by_route, decoded, counts)
         self._quotes(out, by_route[Route.QUOTE_EVENTS], counts)
         for letter in out.letters:
             out.write.issues.append(self._issue_for(letter))
@@ -175,9 +175,42 @@ class BatchPreparer:
         self._index = {}  # dead letters keep their own records; free the batch's bytes now
         return out
 
+    def _decode_into(
+        self,
+        rec: KafkaRecord,
+        route: Route,
+        by_route: dict[Route, list[Change]],
+        counts: dict[str, int],
+        out: PreparedBatch,
+    ) -> None:
+        """Decode one record onto its route, or count it as a tombstone, or dead-letter it."""
+        try:
+            if route in CDC_TABLE:
+                change = decode_cdc(rec)
+                if change.table is not None and change.table != CDC_TABLE[route]:
+                    raise DecodeError(
+                        ErrorClass.UNKNOWN_TOPIC,
+                        f"change of table {change.table!r} on the {CDC_TABLE[route]} topic",
+                    )
+            else:
+                change = decode_event(rec, EVENT_TYPE[route])
+        except Tombstone:
+            counts["tombstones"] += 1
+            return
+        except DecodeError as exc:
+            out.letters.append(DeadLetter(rec, exc.error_class, exc.message, source_table=FACT_TABLE[route]))
+            return
+        by_route[route].append(change)
+
     # --- trades and orders -----------------------------------------------------------------
 
-    def _facts(self, out: PreparedBatch, by_route: dict[Route, list[Change]], counts: dict[str, int]) -> None:
+    def _facts(
+        self,
+        out: PreparedBatch,
+        by_route: dict[Route, list[Change]],
+        decoded: dict[Route, pl.DataFrame],
+        counts: dict[str, int],
+    ) -> None:
         deletes: list[pl.DataFrame] = []
         specs = (
             ("fact_trades", "trade_id", Route.TRADES_CDC, Route.TRADE_EVENTS, facts.TRADE_COLUMNS,
@@ -189,8 +222,8 @@ class BatchPreparer:
             cdc = by_route[cdc_route]
             upserts = [c for c in cdc if c.op != "d"]
             frames: list[pl.DataFrame] = []
-            if upserts:
-                frame = to_frame(upserts, columns, required)
+            if upserts or cdc_route in decoded:
+                frame = decoded[cdc_route] if cdc_route in decoded else to_frame(upserts, columns, required)
                 frame = self._fill_unavailable(frame, table)
                 frames.append(transform(frame, "cdc", self.tz, self.cutoff))
             if event_route is not None and by_route[event_route]:
