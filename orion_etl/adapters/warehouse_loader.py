@@ -83,6 +83,13 @@ TRADES = FactSpec("fact_trades", "trade_id", "trade_date", TRADE_FACT_COLUMNS, (
 ORDERS = FactSpec("fact_orders", "order_id", "order_date", ORDER_FACT_COLUMNS, ("client", "instrument", "lp"))
 QUOTES = FactSpec("fact_quotes", "", "quote_timestamp", QUOTE_FACT_COLUMNS, ("instrument", "lp"))
 FACT_SPECS = {spec.table: spec for spec in (TRADES, ORDERS, QUOTES)}
+
+
+def _load_columns(spec: FactSpec) -> list[str]:
+    """The columns a trades/orders batch loads: facts, dimension keys, source position, lineage."""
+    return [*spec.columns, *(DIMS[d][2] for d in spec.dims), *POSITION, "src_kafka"]
+
+
 # dimension -> (table, natural id column, surrogate key column, tenant known)
 DIMS = {
     "client": ("dim_clients", "client_id", "client_key", True),
@@ -114,6 +121,9 @@ class BatchWrite:
     quotes: pl.DataFrame | None = None
     sampler_state: dict[SamplerKey, SamplerState] = field(default_factory=dict)
     issues: list[dict[str, Any]] = field(default_factory=list)
+    # COPY data of all `trades` / `orders` rows by fact table (WarehouseLoader.copy_payload),
+    # encoded by the preparing thread so the commit thread only sends it (when all rows are new)
+    payloads: dict[str, bytes] = field(default_factory=dict)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)  # next offset to read
 
 
@@ -267,7 +277,8 @@ class WarehouseLoader:
             self._claim_offsets(conn, batch.offsets, expected)
             for spec, frame in ((TRADES, batch.trades), (ORDERS, batch.orders)):
                 if frame is not None and not frame.is_empty():
-                    counts.add(self._upsert(conn, spec, frame, append=append))
+                    payload = batch.payloads.get(spec.table)
+                    counts.add(self._upsert(conn, spec, frame, append=append, payload=payload))
             if batch.deletes is not None and not batch.deletes.is_empty():
                 counts.add(self._deletes(conn, batch.deletes))
             if batch.quotes is not None and not batch.quotes.is_empty():
@@ -305,11 +316,19 @@ class WarehouseLoader:
                 )
 
     def _copy(self, conn: psycopg.Connection, table: str, frame: pl.DataFrame, columns: list[str]) -> None:
+        self._copy_data(conn, table, columns, _csv(frame.select(columns)))
+
+    @staticmethod
+    def _copy_data(conn: psycopg.Connection, table: str, columns: list[str], data: bytes) -> None:
         stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
             sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
         )
         with conn.cursor() as cur, cur.copy(stmt) as copy:
-            copy.write(_csv(frame.select(columns)))
+            copy.write(data)
+
+    def copy_payload(self, table: str, frame: pl.DataFrame) -> bytes:
+        """The COPY data of fact rows of `fact_trades` / `fact_orders`, as `_upsert` loads them."""
+        return _csv(frame.select(_load_columns(FACT_SPECS[table])))
 
     def dimension_keys(
         self, frame: pl.DataFrame, dims: Iterable[str], time_column: str, *, insert_inferred: bool = True
@@ -386,7 +405,13 @@ class WarehouseLoader:
         return {r[0] for r in rows}
 
     def _upsert(
-        self, conn: psycopg.Connection, spec: FactSpec, frame: pl.DataFrame, *, append: bool = True
+        self,
+        conn: psycopg.Connection,
+        spec: FactSpec,
+        frame: pl.DataFrame,
+        *,
+        append: bool = True,
+        payload: bytes | None = None,
     ) -> LoadCounts:
         """Load one fact table's rows of the batch (one row per natural key, the newest change).
 
@@ -396,11 +421,13 @@ class WarehouseLoader:
         of the "new" keys makes the COPY fail with a unique violation; the caller then runs the
         batch again with `append=False`.
         """
-        key_cols = [DIMS[d][2] for d in spec.dims]
-        target_cols = [*spec.columns, *key_cols, *POSITION, "src_kafka"]
+        target_cols = _load_columns(spec)
         written = 0
         if append:
             existing = self._existing_keys(conn, spec, frame.get_column(spec.key).to_list())
+            if not existing and payload is not None:  # all new (the usual case): data encoded already
+                self._copy_data(conn, spec.table, target_cols, payload)
+                return LoadCounts(upserted=frame.height)
             is_new = ~pl.col(spec.key).is_in(list(existing)) if existing else pl.lit(True)
             fresh = frame.filter(is_new)
             if not fresh.is_empty():

@@ -45,6 +45,7 @@ from orion_etl.errors import ExitCode, OrionError, TransientError
 from orion_etl.jobs.stream_batch import BatchPreparer, PreparedBatch
 
 log = logging.getLogger(__name__)
+PIPELINE_DEPTH = 2  # batches handed to the commit thread at most (one committing, one waiting)
 
 
 # Consumer settings the loader fixes ([kafka.extra] overrides each of them).
@@ -168,7 +169,8 @@ class StreamJob:
         # the last *committed* one (lag, caught-up). They differ while a batch is in flight.
         self.expected: dict[tuple[str, int], int | None] = {}
         self.committed: dict[tuple[str, int], int | None] = {}
-        self.inflight: tuple[Future[tuple[LoadCounts, float]], PreparedBatch] | None = None
+        # Batches handed to the commit thread, oldest first (at most PIPELINE_DEPTH).
+        self.inflight: deque[tuple[Future[tuple[LoadCounts, float]], PreparedBatch]] = deque()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orion-commit")
         self.submitted = 0
         self.assigned: set[tuple[str, int]] = set()
@@ -302,9 +304,8 @@ class StreamJob:
                         self.on_progress(self.stats)
             self._settle(consumer)
         finally:
-            if self.inflight is not None:  # an error interrupted the loop: let the commit finish
-                self.inflight[0].exception()
-                self.inflight = None
+            while self.inflight:  # an error interrupted the loop: let the commits finish
+                self.inflight.popleft()[0].exception()
             self.executor.shutdown(wait=True)
             self._update_lag(consumer, force=True)
             if self.on_progress:
@@ -350,10 +351,13 @@ class StreamJob:
                 )
 
     def _submit(self, consumer: Consumer, publisher: DeadLetterPublisher, records: list[KafkaRecord]) -> None:
-        """Prepare a batch while the previous one commits, then hand it to the commit thread.
+        """Prepare a batch while earlier ones commit, then queue it for the commit thread.
 
-        Two cores work at once: this thread decodes and transforms batch k+1 while PostgreSQL
-        executes batch k. At most one batch is in flight, so memory stays bounded.
+        Two cores work at once: this thread reads and transforms batch k+2 while PostgreSQL
+        executes batch k and batch k+1 waits its turn (PIPELINE_DEPTH), so the commit thread never
+        waits for this one. Batches commit one after the other, in order, each claiming its
+        positions from where the one before ends. A prepared batch holds its fact rows (a few MB),
+        not the records, so memory stays bounded.
         """
         records = [r for r in records if (r.topic, r.partition) in self.assigned]
         if not records:
@@ -364,13 +368,13 @@ class StreamJob:
             return  # the batch before was fenced; positions re-read, this batch is void
         if prepared.letters:
             publisher.publish(prepared.letters)
-        if not self._settle(consumer):
+        if not self._settle(consumer, keep=PIPELINE_DEPTH - 1):
             return
         expected = {tp: self.expected.get(tp) for tp in prepared.write.offsets}
         self.expected.update(prepared.write.offsets)
         self.submitted += len(records)
         future = self.executor.submit(self._commit, publisher, prepared, expected)
-        self.inflight = (future, prepared)
+        self.inflight.append((future, prepared))
 
     def _commit(
         self,
@@ -392,24 +396,36 @@ class StreamJob:
         if not self._settle(consumer):
             raise FencedError("the previous batch was fenced")
 
-    def _settle(self, consumer: Consumer, *, reseek: bool = True) -> bool:
-        """Wait for the batch in flight and account it; False when it was fenced (then re-seeked)."""
-        if self.inflight is None:
-            return True
-        future, prepared = self.inflight
-        self.inflight = None
-        try:
-            counts, committed_ms = future.result()
-        except FencedError as exc:
-            log.warning("%s", exc.message)
-            self.stats.fenced += 1
-            self.preparer.sampler_cache.clear()
-            if reseek:
-                self._reseek(consumer)
-            return False
-        except BaseException:
-            self.preparer.sampler_cache.clear()
-            raise
+    def _settle(self, consumer: Consumer, *, reseek: bool = True, keep: int = 0) -> bool:
+        """Wait for batches in flight, oldest first, until at most `keep` remain, and account them.
+
+        False when one was fenced: every batch after it is then void too (it claims positions
+        from where the fenced one would have ended), so all are waited for, and re-seeked.
+        """
+        fenced = False
+        while len(self.inflight) > (0 if fenced else keep):
+            future, prepared = self.inflight.popleft()
+            try:
+                counts, committed_ms = future.result()
+            except FencedError as exc:
+                if not fenced:
+                    log.warning("%s", exc.message)
+                    self.stats.fenced += 1
+                    self.preparer.sampler_cache.clear()
+                fenced = True
+                continue
+            except BaseException:
+                self.preparer.sampler_cache.clear()
+                raise
+            self._accept(consumer, prepared, counts, committed_ms)
+        if fenced and reseek:
+            self._reseek(consumer)
+        return not fenced
+
+    def _accept(
+        self, consumer: Consumer, prepared: PreparedBatch, counts: LoadCounts, committed_ms: float
+    ) -> None:
+        """Account a committed batch: stats, metrics, and its positions for lag monitoring."""
         self.committed.update(prepared.write.offsets)
         self._account(prepared.counts, counts, prepared.latencies_ts_ms, committed_ms)
         self._metrics(prepared, counts, committed_ms)
@@ -420,7 +436,6 @@ class StreamJob:
             )
         except KafkaException as exc:
             log.debug("async Kafka commit failed: %s", exc)
-        return True
 
     def _metrics(self, prepared: PreparedBatch, counts: LoadCounts, committed_ms: float) -> None:
         """Prometheus counters (served with `stream --metrics-port`; see orion_etl.adapters.metrics).

@@ -261,6 +261,7 @@ class BatchPreparer:
                     ).alias("src_kafka")
                 )  # fmt: skip
                 setattr(out.write, "trades" if table == "fact_trades" else "orders", ups)
+                out.write.payloads[table] = self.loader.copy_payload(table, ups)
         if deletes:
             out.write.deletes = pl.concat(deletes, how="vertical_relaxed")
 
