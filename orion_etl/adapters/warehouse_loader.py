@@ -157,6 +157,9 @@ class WarehouseLoader:
         self.group = group
         self.conn: psycopg.Connection | None = None
         self.reader: psycopg.Connection | None = None
+        # Fact tables whose last batch had only new keys: the next one is COPYed without first
+        # looking its keys up in the fact table (a duplicate then fails the COPY, see commit_batch).
+        self.appending: set[str] = {"fact_trades", "fact_orders"}
 
     # --- connection ----------------------------------------------------------------------
 
@@ -258,9 +261,11 @@ class WarehouseLoader:
         try:
             return self._commit_batch(batch, expected, job_run_id, append=True)
         except psycopg.errors.UniqueViolation:
-            # a concurrent writer inserted a key this batch meant to append: all rows go through
-            # the guarded upsert instead (the failed attempt was rolled back as a whole)
-            log.info("a fact key was written concurrently; loading the batch through the upsert path")
+            # A key this batch appended exists after all (an update after a run of inserts, or a
+            # concurrent writer): the attempt was rolled back as a whole; all rows of this batch
+            # go through the guarded upsert, and the next batches look their keys up first.
+            log.debug("a fact key to append exists; loading the batch through the upsert path")
+            self.appending.clear()
             return self._commit_batch(batch, expected, job_run_id, append=False)
 
     def _commit_batch(
@@ -390,19 +395,26 @@ class WarehouseLoader:
             frame = resolve_dimension_keys(frame, natural, time_column, versions, key)
         return frame
 
-    def _existing_keys(self, conn: psycopg.Connection, spec: FactSpec, keys: list[str]) -> set[str]:
-        """Which natural keys already have a fact row or a delete tombstone."""
+    def _existing_keys(
+        self, conn: psycopg.Connection, spec: FactSpec, keys: list[str], *, facts: bool = True
+    ) -> set[str]:
+        """Which natural keys have a delete tombstone, or (with `facts`) already a fact row."""
         wanted = "{" + ",".join(keys) + "}"  # canonical UUID text: a safe array literal
         # `= ANY(array)` index scans: several times faster than a per-key EXISTS over unnest
-        rows = conn.execute(
-            sql.SQL(
-                "SELECT {key}::text FROM {table} WHERE {key} = ANY(%s::uuid[]) UNION ALL "
-                "SELECT natural_key::text FROM etl_fact_tombstones WHERE fact_table = %s "
-                "AND natural_key = ANY(%s::uuid[])"
-            ).format(table=sql.Identifier(spec.table), key=sql.Identifier(spec.key)),
-            (wanted, spec.table, wanted),
-        ).fetchall()
-        return {r[0] for r in rows}
+        query: sql.SQL | sql.Composed = sql.SQL(
+            "SELECT natural_key::text FROM etl_fact_tombstones WHERE fact_table = %s "
+            "AND natural_key = ANY(%s::uuid[])"
+        )
+        params: list[Any] = [spec.table, wanted]
+        if facts:
+            query = (
+                sql.SQL("SELECT {key}::text FROM {table} WHERE {key} = ANY(%s::uuid[]) UNION ALL ").format(
+                    table=sql.Identifier(spec.table), key=sql.Identifier(spec.key)
+                )
+                + query
+            )
+            params.insert(0, wanted)
+        return {r[0] for r in conn.execute(query, params).fetchall()}
 
     def _upsert(
         self,
@@ -417,14 +429,22 @@ class WarehouseLoader:
 
         Rows whose key has neither a fact row nor a tombstone are COPYed straight into the fact
         table (`append`, the common case of a stream of new trades); the others go through staging
-        and a set-based upsert guarded by the source position. A concurrent writer inserting one
-        of the "new" keys makes the COPY fail with a unique violation; the caller then runs the
-        batch again with `append=False`.
+        and a set-based upsert guarded by the source position. While batches keep bringing only
+        new keys, the fact table is not even asked (`appending`): its unique index rejects an
+        existing key during the COPY. That, or a concurrent writer inserting one of the "new"
+        keys, fails the COPY with a unique violation; the caller then runs the batch again with
+        `append=False`, and keys are looked up first until a batch is all new again.
         """
         target_cols = _load_columns(spec)
         written = 0
         if append:
-            existing = self._existing_keys(conn, spec, frame.get_column(spec.key).to_list())
+            # After a batch of only new keys, only tombstones are looked up (the fact table's
+            # unique index catches an existing key during the COPY); otherwise both.
+            optimistic = spec.table in self.appending
+            keys = frame.get_column(spec.key).to_list()
+            existing = self._existing_keys(conn, spec, keys, facts=not optimistic)
+            if not optimistic and not existing:
+                self.appending.add(spec.table)  # all new again: the next batch appends directly
             if not existing and payload is not None:  # all new (the usual case): data encoded already
                 self._copy_data(conn, spec.table, target_cols, payload)
                 return LoadCounts(upserted=frame.height)
