@@ -60,7 +60,8 @@ def stream(
     """Consume the configured topics in micro-batches until stopped (SIGTERM/SIGINT finish the batch).
 
     Exit 0: done, nothing dead-lettered; 1: some records went to the DLQ or raised DQ warnings;
-    3: could not run (database or broker unreachable at start, unexpected failure).
+    3: could not run (database unreachable at start, a non-transient failure). Kafka unreachable at
+    start is retried with backoff; a signal then stops with exit 0 (nothing was read).
     """
     app_state = state(ctx)
     settings = app_state.settings()
