@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -14,6 +16,21 @@ from orion_etl.config.models import OrionSettings
 from orion_etl.jobs.stream import StreamResult, run_stream
 
 STREAM_TABLES = ["etl_fact_tombstones", "etl_quote_sampler_state"]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def cli_env(settings: OrionSettings, **overrides: str) -> dict[str, str]:
+    """Environment for an `orion-etl` subprocess on the test warehouse (no ORION_ETL_* leaks in)."""
+    wh = settings.warehouse
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("ORION_ETL_")}
+    env.update(
+        PYTHONPATH=str(REPO),
+        ORION_ETL_WAREHOUSE__PORT=str(wh.port),
+        ORION_ETL_WAREHOUSE__DBNAME=wh.dbname,
+        ORION_ETL_WAREHOUSE__PASSWORD=wh.password.get_secret_value(),
+        **overrides,
+    )
+    return env
 
 
 def stream_settings(base: OrionSettings, topic_name: Callable[[str], str], **stream: Any) -> OrionSettings:

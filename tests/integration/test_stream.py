@@ -222,3 +222,60 @@ def test_a_consumer_that_lost_its_partition_cannot_commit(
     assert wh.execute(
         "SELECT next_offset FROM etl_consumer_offsets WHERE consumer_group = 'fence-group'"
     ).fetchall() == [(20,)]
+
+
+def test_new_keys_are_appended_and_existing_ones_upserted(
+    stack_settings: OrionSettings, wh: psycopg.Connection
+) -> None:
+    """New keys are COPYed straight into the fact table. While batches bring only new keys, keys are
+    not even looked up: a batch with an existing key then fails on the primary key, reruns through
+    the guarded upsert, and keys are looked up until a batch is all new again. Same rows either way."""
+    from orion_etl.adapters.warehouse_loader import WarehouseLoader
+    from orion_etl.core.debezium import KafkaRecord
+    from orion_etl.jobs.stream_batch import BatchPreparer
+
+    topic = stack_settings.stream.topics.trades_cdc
+    loader = WarehouseLoader(stack_settings.warehouse, f"append-{uuid.uuid4().hex[:6]}")
+    preparer = BatchPreparer(stack_settings, loader)
+    offsets = iter(range(1_000))
+    positions: dict[tuple[str, int], int | None] = {}
+
+    def commit(*changes: tuple[dict[str, object], int]) -> tuple[int, int, int]:
+        records = [
+            KafkaRecord(
+                topic, 0, next(offsets), None, cdc("trades", row, lsn=lsn, ts_ms=1_710_000_000_000), None
+            )
+            for row, lsn in changes
+        ]
+        prepared = preparer.prepare(records)
+        assert not prepared.letters
+        expected = {tp: positions.get(tp) for tp in prepared.write.offsets}
+        counts = loader.commit_batch(prepared.write, expected, None)
+        positions.update(prepared.write.offsets)
+        return counts.upserted, counts.stale, counts.duplicates
+
+    a, b, c, d = trade_row(), trade_row(price="1.5"), trade_row(price="1.6"), trade_row(price="1.7")
+    try:
+        assert commit((a, 100), (b, 110)) == (2, 0, 0)  # new keys: appended
+        assert "fact_trades" in loader.appending
+        # `a` exists: the direct COPY fails on the primary key and the batch reruns as an upsert
+        assert commit(({**a, "price": "2.0"}, 200), (c, 210)) == (2, 0, 0)
+        assert "fact_trades" not in loader.appending
+        assert commit(({**b, "price": "3.0"}, 90)) == (0, 1, 0)  # older than stored: stale
+        assert "fact_trades" not in loader.appending  # keys were looked up, one existed
+        assert commit((d, 300)) == (1, 0, 0)  # looked up, all new: appended
+        assert "fact_trades" in loader.appending
+        assert commit((d, 300)) == (0, 0, 1)  # a replay: COPY fails again, the upsert sees the same position
+    finally:
+        loader.close_all()
+    rows = dict(wh.execute("SELECT trade_id::text, price FROM fact_trades").fetchall())
+    assert rows == {
+        a["id"]: Decimal("2"),
+        b["id"]: Decimal("1.5"),
+        c["id"]: Decimal("1.6"),
+        d["id"]: Decimal("1.7"),
+    }
+    keys = wh.execute(
+        "SELECT count(*) FROM fact_trades WHERE client_key IS NULL OR instrument_key IS NULL"
+    ).fetchone()
+    assert keys == (0,)

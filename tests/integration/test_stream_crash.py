@@ -3,7 +3,6 @@ uninterrupted run (effectively-once: positions commit with the rows)."""
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -11,7 +10,6 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -19,7 +17,9 @@ from psycopg import sql
 
 from orion_etl.config.models import OrionSettings
 from tests.integration.stream_support import (
+    REPO,
     STREAM_TABLES,
+    cli_env,
     drain,
     fact_snapshot,
     produce,
@@ -29,7 +29,6 @@ from tests.integration.stream_support import (
 from tests.stream_builders import cdc, dumps, order_row, quote_event, trade_row
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[2]
 RESET = [*STREAM_TABLES, "fact_trades", "fact_orders", "fact_quotes", "etl_consumer_offsets",
          "dim_clients", "dim_instruments", "dim_liquidity_providers"]  # fmt: skip
 
@@ -43,13 +42,9 @@ def wh(warehouse: psycopg.Connection) -> psycopg.Connection:
 
 
 def _env(settings: OrionSettings) -> dict[str, str]:
-    wh, st = settings.warehouse, settings.stream
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("ORION_ETL_")}
-    env.update(
-        PYTHONPATH=str(REPO),
-        ORION_ETL_WAREHOUSE__PORT=str(wh.port),
-        ORION_ETL_WAREHOUSE__DBNAME=wh.dbname,
-        ORION_ETL_WAREHOUSE__PASSWORD=wh.password.get_secret_value(),
+    st = settings.stream
+    return cli_env(
+        settings,
         ORION_ETL_KAFKA__BOOTSTRAP_SERVERS=settings.kafka.bootstrap_servers,
         ORION_ETL_STREAM__GROUP_ID=st.group_id,
         # the killed member blocks the group's rebalance until its session times out
@@ -58,7 +53,6 @@ def _env(settings: OrionSettings) -> dict[str, str]:
         ORION_ETL_STREAM__QUOTE_SAMPLE_EVERY=str(st.quote_sample_every),
         **{f"ORION_ETL_STREAM__TOPICS__{k.upper()}": v for k, v in vars(st.topics).items()},
     )
-    return env
 
 
 def _loader(settings: OrionSettings) -> subprocess.Popen[bytes]:

@@ -6,7 +6,6 @@ A real process (signals), the session's real warehouse, a Kafka address where no
 from __future__ import annotations
 
 import json
-import os
 import queue
 import signal
 import subprocess
@@ -14,15 +13,14 @@ import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import psycopg
 import pytest
 
 from orion_etl.config.models import OrionSettings
+from tests.integration.stream_support import REPO, cli_env
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _stderr_lines(proc: subprocess.Popen[str]) -> queue.Queue[str]:
@@ -41,13 +39,8 @@ def test_sigterm_while_kafka_is_unreachable_is_a_clean_stop(
     stack_settings: OrionSettings, warehouse: psycopg.Connection
 ) -> None:
     secret = f"pw-{uuid.uuid4().hex}"
-    wh = stack_settings.warehouse
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("ORION_ETL_")}
-    env.update(
-        PYTHONPATH=str(REPO),
-        ORION_ETL_WAREHOUSE__PORT=str(wh.port),
-        ORION_ETL_WAREHOUSE__DBNAME=wh.dbname,
-        ORION_ETL_WAREHOUSE__PASSWORD=wh.password.get_secret_value(),
+    env = cli_env(
+        stack_settings,
         ORION_ETL_KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:1",
         # the secret also lands in every librdkafka log line (client id): it must come out redacted
         ORION_ETL_KAFKA__CLIENT_ID=f"loader-{secret}",
