@@ -145,7 +145,7 @@ class LoadCounts:
 
 def _csv(frame: pl.DataFrame) -> bytes:
     buf = io.BytesIO()
-    frame.write_csv(buf, include_header=False, null_value="", quote_style="non_numeric")
+    frame.write_csv(buf, include_header=False, null_value="", quote_style="necessary")
     return buf.getvalue()
 
 

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
+from itertools import repeat
 from operator import attrgetter, itemgetter
 from typing import Any
 
@@ -437,14 +438,18 @@ def _int64(values: list[Any]) -> pl.Series:
     return pl.Series(values, dtype=pl.Int64, strict=False)
 
 
-def _typed_column(kind: Kind, raw: list[Any], ft: FieldType | None, uniform: bool) -> pl.Series | None:
+def _typed_column(
+    kind: Kind, raw: list[Any], ft: FieldType | None, uniform: bool, types: set[type] | None = None
+) -> pl.Series | None:
     """The column as one typed series when every value already has the JSON type its kind expects.
 
     This is the common case (a well-formed topic), built in one pass in Rust instead of value by
     value in Python. Returns None when any value needs the per-value conversion, which gives the
-    same result for the values handled here. `uniform` says every row has field type `ft`.
+    same result for the values handled here. `uniform` says every row has field type `ft`;
+    `types`, when given, are the only Python types the values can have (a typed decode).
     """
-    types = set(map(type, raw))
+    if types is None:
+        types = set(map(type, raw))
     if kind in (Kind.UUID, Kind.STRING) and types <= {_NONE, str}:
         return pl.Series(raw, dtype=pl.String)
     if kind is Kind.DECIMAL and uniform and types <= {_NONE, str} and (ft is None or ft.name != _B64_DECIMAL):
@@ -480,6 +485,7 @@ def _column_inputs(
     ft: FieldType | None,
     uniform: bool,
     unavailable: dict[str, list[int]] | None = None,
+    types: set[type] | None = None,
 ) -> _ColumnInputs:
     """Raw values -> typed input series, the per-value Python work (only where values need it).
 
@@ -487,7 +493,7 @@ def _column_inputs(
     and `present` (a value was given) when that is not simply "the part is not null". A part that
     would be all null is left out. The conversion itself is `_column_exprs`.
     """
-    typed = _typed_column(kind, raw, ft, uniform)
+    typed = _typed_column(kind, raw, ft, uniform, types)
     # Debezium's unchanged-TOAST placeholder is text in a column of any type: the value is unknown
     # (NULL here, listed in `_unavailable`) and the loader keeps the stored one.
     text_possible = typed is None or typed.dtype == pl.String
@@ -687,6 +693,7 @@ def _build_frame(
     field_types: Callable[[str], tuple[FieldType | None, list[FieldType | None]]],
     uniform: bool,
     event_times: list[Any] | None,
+    declared: dict[str, set[type]] | None = None,
 ) -> pl.DataFrame:
     """The frame `to_frame` documents, from metadata values (sequences or series, by _META_TYPES
     name), the raw values of each column, and the rows' field types."""
@@ -698,7 +705,7 @@ def _build_frame(
     for name, raw in zip(names, raw_columns, strict=True):
         kind = columns[name]
         ft, fts = field_types(name)
-        column = _column_inputs(name, kind, raw, fts, ft, uniform, unavailable)
+        column = _column_inputs(name, kind, raw, fts, ft, uniform, unavailable, (declared or {}).get(name))
         inputs += column.series
         value, bad = _column_exprs(name, kind, column.unit, column.parts)
         values += [value, bad.alias(f"{name}#bad")]
@@ -751,6 +758,13 @@ _ROW_TYPES: dict[Kind, Any] = {
     Kind.INT: int | None,
     Kind.BOOL: bool | None,
 }
+_DECODED_TYPES: dict[Kind, set[type]] = {
+    Kind.UUID: {_NONE, str},
+    Kind.STRING: {_NONE, str},
+    Kind.DECIMAL: {_NONE, str},
+    Kind.INT: {_NONE, int},
+    Kind.BOOL: {_NONE, bool},
+}
 _batch_decoders: dict[tuple[tuple[str, Kind], ...], msgspec.json.Decoder[Any]] = {}
 _SEQUENCE_RE = r'^\[\s*"(\d{1,18})"\s*,\s*"(\d{1,18})"\s*\]$'
 
@@ -799,11 +813,14 @@ def cdc_frame(
     head, fields = known
     end = len(head)
     try:
-        if not all(v.startswith(head) and v.endswith(b"}") for v in values):  # type: ignore[union-attr]
+        # (C-level loops: no Python frame per record)
+        if not all(map(bytes.startswith, values, repeat(head))) or not all(  # type: ignore[arg-type]
+            map(bytes.endswith, values, repeat(b"}"))  # type: ignore[arg-type]
+        ):
             return None
         body = b",".join([memoryview(v)[end:-1] for v in values])  # type: ignore[arg-type]
         payloads = _batch_decoder(columns).decode(b"[" + body + b"]")
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+    except (TypeError, msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
     if None in payloads:  # a null payload: a tombstone
         return None
@@ -848,4 +865,6 @@ def cdc_frame(
         ft = fields.get(name)
         return ft, [ft] * n
 
-    return _build_frame(n, meta, raw_columns, columns, required, field_types, True, None)
+    # the typed decode guarantees the Python types of single-type columns
+    declared = {name: _DECODED_TYPES[kind] for name, kind in columns.items() if kind in _DECODED_TYPES}
+    return _build_frame(n, meta, raw_columns, columns, required, field_types, True, None, declared)
