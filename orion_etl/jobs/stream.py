@@ -324,8 +324,10 @@ class StreamJob:
             timeout = deadline - time.monotonic()
             if timeout <= 0:
                 break
+            messages = consumer.consume(num_messages=limit - len(self.pending), timeout=timeout)
+            # Bound only now: a rebalance callback run inside consume() replaces `self.pending`.
             assigned, append = self.assigned, self.pending.append  # (a hot loop: one pass per record)
-            for msg in consumer.consume(num_messages=limit - len(self.pending), timeout=timeout):
+            for msg in messages:
                 err = msg.error()
                 if err is not None:
                     if err.code() != KafkaError._PARTITION_EOF:
