@@ -71,5 +71,5 @@ def test_three_loaders_join_and_leave_one_group(
         event_partitions=3,
         batch_max_messages=500,
     )
-    figures = group(settings, 30_000, tmp_path, seed=14)
+    figures = group(settings, 100_000, tmp_path, seed=14)
     assert figures["changes_mid_load"] >= 3, figures
