@@ -58,6 +58,7 @@ QUOTE_FACT_COLUMNS = [
     "is_stale", "latency_ms", "src_topic", "src_partition", "src_offset",
 ]  # fmt: skip
 POSITION = ["src_origin", "src_commit_lsn", "src_lsn", "src_event_version", "src_event_ts"]
+LINEAGE = ["src_topic", "src_partition", "src_offset"]  # the Kafka record that last wrote the row
 DQ_COLUMNS = [
     "job_run_id", "source_table", "record_id", "rule_name", "severity", "error_message",
     "record_data", "origin",
@@ -87,7 +88,7 @@ FACT_SPECS = {spec.table: spec for spec in (TRADES, ORDERS, QUOTES)}
 
 def _load_columns(spec: FactSpec) -> list[str]:
     """The columns a trades/orders batch loads: facts, dimension keys, source position, lineage."""
-    return [*spec.columns, *(DIMS[d][2] for d in spec.dims), *POSITION, "src_kafka"]
+    return [*spec.columns, *(DIMS[d][2] for d in spec.dims), *POSITION, *LINEAGE]
 
 
 # dimension -> (table, natural id column, surrogate key column, tenant known)

@@ -254,12 +254,10 @@ class BatchPreparer:
                     )
                     continue
                 ups = latest.with_columns(
-                    pl.concat_str(
-                        pl.lit('{"topic":"'), pl.col("_topic"), pl.lit('","partition":'),
-                        pl.col("_partition").cast(pl.String), pl.lit(',"offset":'),
-                        pl.col("_offset").cast(pl.String), pl.lit("}"),
-                    ).alias("src_kafka")
-                )  # fmt: skip
+                    pl.col("_topic").alias("src_topic"),
+                    pl.col("_partition").alias("src_partition"),
+                    pl.col("_offset").alias("src_offset"),
+                )
                 setattr(out.write, "trades" if table == "fact_trades" else "orders", ups)
                 out.write.payloads[table] = self.loader.copy_payload(table, ups)
         if deletes:

@@ -63,7 +63,9 @@ def _dims(conn: psycopg.Connection, clients: list[str], instruments: list[str], 
 def _state(conn: psycopg.Connection, group: str) -> dict[str, Any]:
     """Everything a replay may change (or, for the loader's positions, must not)."""
     return {
-        "trades": conn.execute("SELECT trade_id, quantity, src_kafka FROM fact_trades ORDER BY 1").fetchall(),
+        "trades": conn.execute(
+            "SELECT trade_id, quantity, src_topic, src_partition, src_offset FROM fact_trades ORDER BY 1"
+        ).fetchall(),
         "quotes": conn.execute(
             "SELECT src_topic, src_partition, src_offset FROM fact_quotes ORDER BY 1, 2, 3"
         ).fetchall(),
@@ -141,8 +143,8 @@ def test_missing_dimension_letters_load_after_the_member_appears(
     assert after["replays"] == (5, 5) and after["runs"] == (1,)
     assert {str(r[0]) for r in after["trades"]} == {sc["good"]["id"], *(w["id"] for w in sc["waiting"])}
     for w in sc["waiting"]:
-        src = next(r[2] for r in after["trades"] if str(r[0]) == w["id"])
-        assert src["topic"] == t.trades_cdc  # lineage: the ORIGIN coordinates, not the DLQ's
+        src_topic = next(r[2] for r in after["trades"] if str(r[0]) == w["id"])
+        assert src_topic == t.trades_cdc  # lineage: the ORIGIN coordinates, not the DLQ's
     assert after["quotes"][0][0] == t.quote_events and after["quotes"][0][2] == 0
     # the failures keep their reason; the DLQ was not written to again
     reasons = {g.letter_class: g.sample_error for g in first.failures.values()}
