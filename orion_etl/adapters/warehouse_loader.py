@@ -1,21 +1,21 @@
 """Warehouse side of the streaming loader: one transaction per micro-batch.
 
-Inside one transaction, in this order:
+Before the transaction, while the previous batch commits, `dimension_keys` (read connection)
+inserts inferred members for natural ids that have no dimension row at all and resolves the
+point-in-time dimension keys of the batch's rows. Then, inside one transaction, in this order:
 
 1. claim the Kafka positions of the batch in `etl_consumer_offsets` (compare-and-set against the
    positions this process started from: a process that lost its partitions in a rebalance cannot
    commit over the new owner; it gets `FencedError` and re-seeks);
-2. COPY the transformed rows (CSV written by polars) into temp staging tables;
-3. insert inferred dimension members for natural ids that have no dimension row at all;
-4. set-based upserts into the facts, with dimension keys of the version valid at the event time,
-   guarded by the source position (an older change never overwrites a newer one; a versioned
-   tombstone of a delete blocks older changes too);
-5. deletes: tombstones + soft delete; quotes: INSERT .. ON CONFLICT DO NOTHING on their Kafka
+2. facts: rows whose key has neither a fact row nor a tombstone are COPYed straight into the fact
+   table; the others are COPYed into a temp staging table and upserted set-based, guarded by the
+   source position (an older change never overwrites a newer one; a versioned tombstone of a
+   delete blocks older changes too);
+3. deletes: tombstones + soft delete; quotes: INSERT .. ON CONFLICT DO NOTHING on their Kafka
    coordinates; quote sampler state; data-quality issues;
-6. COMMIT. The rows, the issues, the sampler state and the positions become visible together, so
+4. COMMIT. The rows, the issues, the sampler state and the positions become visible together, so
    a crash at any instant neither loses nor double-counts.
 """
-
 from __future__ import annotations
 
 import io

@@ -212,7 +212,7 @@ class StreamJob:
         consumer.assign(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._settle(consumer, reseek=False)  # finish the batch in flight before handing over
+        self._settle(consumer, reseek=False)  # finish the batches in flight before handing over
         gone = {(p.topic, p.partition) for p in partitions}
         self.pending = [r for r in self.pending if (r.topic, r.partition) not in gone]
         for key in gone:
@@ -289,7 +289,7 @@ class StreamJob:
                 if self.pending:
                     records, self.pending = self.pending, []
                     self._submit(consumer, publisher, records)
-                else:  # idle: nothing to overlap with, account the batch in flight now
+                else:  # idle: nothing to overlap with, account the batches in flight now
                     self._settle(consumer)
                     if self.until_caught_up and self._caught_up(consumer, started):
                         break
