@@ -16,6 +16,7 @@ point-in-time dimension keys of the batch's rows. Then, inside one transaction, 
 4. COMMIT. The rows, the issues, the sampler state and the positions become visible together, so
    a crash at any instant neither loses nor double-counts.
 """
+
 from __future__ import annotations
 
 import io
