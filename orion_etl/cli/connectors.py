@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -162,6 +162,27 @@ WaitOption = Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until t
 TimeoutOption = Annotated[float, typer.Option("--timeout", help="Seconds to wait.")]
 
 
+def _request_state(
+    ctx: typer.Context,
+    name: str | None,
+    env: str | None,
+    action: Literal["pause", "resume"],
+    wanted: str,
+    wait: bool,
+    timeout: float,
+) -> None:
+    """Ask Connect to pause or resume the connector; with `wait`, report the state it reaches."""
+    connector = _name(ctx, env, name)
+    with _client(ctx) as client:
+        getattr(client, action)(connector)
+        typer.echo(f"{connector}: {action} requested")
+        if wait:
+            health = job.wait_for_state(client, connector, wanted, timeout_s=timeout)
+            typer.echo(f"{connector}: {health.state}")
+            if wanted == "RUNNING":  # a resumed connector reports its health as the exit code
+                raise typer.Exit(health.exit_code)
+
+
 @app.command("pause")
 def pause(
     ctx: typer.Context,
@@ -171,14 +192,7 @@ def pause(
     timeout: TimeoutOption = 30,
 ) -> None:
     """Pause the connector and its tasks (the slot keeps retaining WAL while paused)."""
-    connector = _name(ctx, env, name)
-    with _client(ctx) as client:
-        client.pause(connector)
-        typer.echo(f"{connector}: pause requested")
-        if wait:
-            typer.echo(
-                f"{connector}: {job.wait_for_state(client, connector, 'PAUSED', timeout_s=timeout).state}"
-            )
+    _request_state(ctx, name, env, "pause", "PAUSED", wait, timeout)
 
 
 @app.command("resume")
@@ -190,14 +204,7 @@ def resume(
     timeout: TimeoutOption = 30,
 ) -> None:
     """Resume a paused connector."""
-    connector = _name(ctx, env, name)
-    with _client(ctx) as client:
-        client.resume(connector)
-        typer.echo(f"{connector}: resume requested")
-        if wait:
-            health = job.wait_for_state(client, connector, "RUNNING", timeout_s=timeout)
-            typer.echo(f"{connector}: {health.state}")
-            raise typer.Exit(health.exit_code)
+    _request_state(ctx, name, env, "resume", "RUNNING", wait, timeout)
 
 
 @app.command("restart")
