@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from confluent_kafka import KafkaError, Message, Producer
 
 from orion_etl.core.debezium import KafkaRecord
+from orion_etl.core.pgtext import storable
 from orion_etl.errors import ServiceUnavailableError
 
 HEADER_PREFIX = "dlq."
@@ -63,7 +64,7 @@ def dlq_headers(
     originals: list[tuple[str, str | bytes | None]] = [
         (k, v) for k, v in (r.headers or []) if not k.startswith(HEADER_PREFIX)
     ]
-    return originals + [(HEADER_PREFIX + k, v.encode()) for k, v in own.items()]
+    return originals + [(HEADER_PREFIX + k, storable(v).encode()) for k, v in own.items()]
 
 
 class DeadLetterPublisher:

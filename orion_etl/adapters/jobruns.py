@@ -11,7 +11,6 @@ runs and survives the job's rollbacks), then closed as COMPLETED, or FAILED with
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import uuid
@@ -22,6 +21,7 @@ from typing import Any
 
 from orion_etl.adapters.postgres import connect
 from orion_etl.config.models import PostgresSettings
+from orion_etl.core.pgtext import pg_json, storable
 from orion_etl.logs import redactor
 
 
@@ -51,7 +51,7 @@ def record_job_run(
                 run.id,
                 job_name,
                 job_type,
-                json.dumps(run.metadata, default=str),
+                pg_json(run.metadata),
                 socket.gethostname(),
                 os.getpid(),
             ),
@@ -70,7 +70,14 @@ def _finish(warehouse: PostgresSettings, run: JobRun, status: str, error: str | 
         conn.execute(
             "UPDATE etl_job_runs SET status = %s, completed_at = now(), records_processed = %s, "
             "records_failed = %s, error_message = %s, metadata = %s::jsonb WHERE id = %s",
-            (status, run.processed, run.failed, error, json.dumps(run.metadata, default=str), run.id),
+            (
+                status,
+                run.processed,
+                run.failed,
+                None if error is None else storable(error),
+                pg_json(run.metadata),
+                run.id,
+            ),
         )
 
 

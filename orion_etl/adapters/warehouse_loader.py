@@ -20,11 +20,9 @@ point-in-time dimension keys of the batch's rows. Then, inside one transaction, 
 from __future__ import annotations
 
 import io
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 import polars as pl
@@ -34,6 +32,7 @@ from psycopg import sql
 from orion_etl.adapters.postgres import connect
 from orion_etl.config.models import WarehouseSettings
 from orion_etl.core.dimension_keys import empty_versions, resolve_dimension_keys
+from orion_etl.core.pgtext import pg_json, storable
 from orion_etl.core.sampling import SamplerKey, SamplerState
 from orion_etl.errors import OrionError
 
@@ -572,29 +571,20 @@ class WarehouseLoader:
         )
         with conn.cursor() as cur, cur.copy(stmt) as copy:
             for issue in issues:
-                copy.write_row(
-                    [
-                        job_run_id,
-                        issue["source_table"],
-                        issue.get("record_id"),
-                        issue["rule_name"],
-                        issue["severity"],
-                        issue["error_message"],
-                        _json(issue.get("record_data")),
-                        _json(issue.get("origin")),
-                    ]
-                )
+                copy.write_row(issue_row(issue, job_run_id))
         return len(issues)
 
 
-def _json(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = json.dumps(value, default=_default)
-    return text.replace("\\u0000", "")  # PostgreSQL jsonb rejects NUL
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    return str(value)
+def issue_row(issue: dict[str, Any], job_run_id: str | None) -> list[Any]:
+    """The `DQ_COLUMNS` values of one issue, every text made storable (core.pgtext)."""
+    record_id = issue.get("record_id")
+    return [
+        job_run_id,
+        storable(str(issue["source_table"])),
+        None if record_id is None else storable(str(record_id)),
+        storable(str(issue["rule_name"])),
+        issue["severity"],
+        storable(str(issue["error_message"])),
+        pg_json(issue.get("record_data")),
+        pg_json(issue.get("origin")),
+    ]
