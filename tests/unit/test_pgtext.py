@@ -34,7 +34,9 @@ def test_storable_text_encodes_and_keeps_what_is_storable(text: str) -> None:
     if REFUSED.search(text) is None:
         assert out is text  # untouched, not even copied
     # reference model: each refused character -> its escape, every other character kept
-    assert out == "".join(f"\\u{ord(c):04x}" if c == "\x00" or 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+    assert out == "".join(
+        f"\\u{ord(c):04x}" if c == "\x00" or 0xD800 <= ord(c) <= 0xDFFF else c for c in text
+    )
 
 
 @given(json_values)
