@@ -51,6 +51,35 @@ def stored_with_floors(
     }
 
 
+def first_floors(
+    conn: psycopg.Connection, group: str, partitions: Iterable[TopicPartition]
+) -> dict[TopicPartition, Floors]:
+    """Floors noted for partitions before their first positions were committed (`note_first_floors`)."""
+    wanted = list(partitions)
+    if not wanted:
+        return {}
+    rows = conn.execute(
+        "SELECT topic, partition, dlq_floor FROM etl_dlq_first_floors "
+        "WHERE consumer_group = %s AND (topic, partition) IN (SELECT * FROM unnest(%s::text[], %s::int[]))",
+        (group, [t for t, _ in wanted], [p for _, p in wanted]),
+    ).fetchall()
+    return {(t, p): {int(k): int(v) for k, v in floor.items()} for t, p, floor in rows}
+
+
+def note_first_floors(conn: psycopg.Connection, group: str, floors: Mapping[TopicPartition, Floors]) -> None:
+    """Before publishing the first letters of never-committed partitions (own transaction; the
+    first floor noted stays, it is the lowest)."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO etl_dlq_first_floors (consumer_group, topic, partition, dlq_floor) "
+            "VALUES (%s, %s, %s, %s::jsonb) ON CONFLICT DO NOTHING",
+            [
+                (group, t, p, json.dumps({str(k): v for k, v in sorted(f.items())}))
+                for (t, p), f in sorted(floors.items())
+            ],
+        )
+
+
 def claim(
     conn: psycopg.Connection,
     group: str,

@@ -301,9 +301,22 @@ class WarehouseLoader:
 
     def stored_floors(
         self, partitions: Iterable[TopicPartition]
-    ) -> dict[TopicPartition, tuple[int, Floors | None]]:
-        """Positions and dead-letter floors stored for this group (absent: never committed)."""
-        return positions.stored_with_floors(self.open_reader(), self.group, partitions)
+    ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, tuple[int, Floors]]]:
+        """Stored positions (absent: never committed), and for the DLQ recall each partition's
+        (first offset that will be re-read, floor), where a floor is known."""
+        wanted = list(partitions)
+        conn = self.open_reader()
+        found = positions.stored_with_floors(conn, self.group, wanted)
+        recall = {tp: (offset, floor) for tp, (offset, floor) in found.items() if floor}
+        never = [tp for tp in wanted if tp not in found]
+        recall.update(
+            {tp: (0, floor) for tp, floor in positions.first_floors(conn, self.group, never).items()}
+        )
+        return {tp: offset for tp, (offset, _) in found.items()}, recall
+
+    def note_first_floors(self, floors: dict[TopicPartition, Floors]) -> None:
+        """`positions.note_first_floors` on the (autocommit) read connection."""
+        positions.note_first_floors(self.open_reader(), self.group, floors)
 
     def sampler_state(self, keys: list[SamplerKey]) -> dict[SamplerKey, SamplerState]:
         """Stored sampler state of the given keys."""

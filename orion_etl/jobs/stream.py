@@ -210,11 +210,11 @@ class StreamJob:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._settle(consumer, reseek=False)
         self.preparer.sampler_cache.clear()
-        found = self._retry(lambda: self.loader.stored_floors([(p.topic, p.partition) for p in partitions]))
-        stored = {tp: offset for tp, (offset, _) in found.items()}
-        if self.publisher is not None and self.dlq_reader is not None:
+        stored, floors = self._retry(
+            lambda: self.loader.stored_floors([(p.topic, p.partition) for p in partitions])
+        )
+        if self.publisher is not None and self.dlq_reader is not None and floors:
             # letters a crashed process published for records this one re-reads (exactly once)
-            floors = {tp: (offset, f) for tp, (offset, f) in found.items() if f}
             reader, publisher = self.dlq_reader, self.publisher
             self._retry(lambda: publisher.recall(reader, floors))
         fallback = OFFSET_BEGINNING if self.st.start_from == "earliest" else OFFSET_END
@@ -406,7 +406,7 @@ class StreamJob:
         expected: dict[tuple[str, int], int | None],
     ) -> tuple[LoadCounts, float]:
         """(Commit thread) rows, positions and dead letters in one transaction (`_BatchLetters`)."""
-        hooks = _BatchLetters(self.preparer, publisher, prepared)
+        hooks = _BatchLetters(self.preparer, publisher, prepared, expected, self.loader)
 
         def attempt() -> LoadCounts:
             return self.loader.commit_batch(prepared.write, expected, self.job_run_id, hooks)
@@ -607,11 +607,18 @@ class _BatchLetters:
     """The loader's `CommitHooks` for one batch: its dead letters, published exactly once."""
 
     def __init__(
-        self, preparer: BatchPreparer, publisher: DeadLetterPublisher, prepared: PreparedBatch
+        self,
+        preparer: BatchPreparer,
+        publisher: DeadLetterPublisher,
+        prepared: PreparedBatch,
+        expected: dict[tuple[str, int], int | None],
+        loader: WarehouseLoader,
     ) -> None:
         self.preparer = preparer
         self.publisher = publisher
         self.prepared = prepared
+        self.expected = expected
+        self.loader = loader
 
     def floors(self) -> dict[str, dict[int, int]]:
         return self.publisher.floors({t for t, _ in self.prepared.write.offsets})
@@ -632,6 +639,11 @@ class _BatchLetters:
     def before_commit(self) -> None:
         letters = [*self.prepared.letters, *self.prepared.rejected]
         if letters:
+            # partitions never committed have no floor with their positions yet: note one first
+            first = {tp for tp in self.prepared.write.offsets if self.expected.get(tp) is None}
+            if first:
+                floors = self.publisher.floors({t for t, _ in first})
+                self.loader.note_first_floors({(t, p): floors[t] for t, p in first if t in floors})
             self.publisher.publish(letters)
             self.publisher.flush()
 

@@ -5,3 +5,15 @@
 -- not publish a letter whose origin is already in it. NULL: written by an older version (the
 -- re-read then publishes as before, at least once).
 ALTER TABLE etl_consumer_offsets ADD COLUMN dlq_floor JSONB;
+
+-- The same floors for partitions whose positions were never committed yet: written (autocommit,
+-- first floor wins) before the first letters of such a partition are published, so a crash
+-- before its first commit does not publish them twice either.
+CREATE TABLE etl_dlq_first_floors (
+    consumer_group  TEXT    NOT NULL,
+    topic           TEXT    NOT NULL,
+    partition       INTEGER NOT NULL,
+    dlq_floor       JSONB   NOT NULL,
+    noted_at        TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (consumer_group, topic, partition)
+);
