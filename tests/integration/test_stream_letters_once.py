@@ -85,7 +85,7 @@ def test_a_crash_between_flush_and_commit_publishes_no_letter_twice(
     assert after.stats.loaded == 2 and after.stats.dlq == 1
     letters = _letters(settings, 2)
     assert len(letters) == 2
-    origins = sorted(int({k: v for k, v in m.headers()}["dlq.origin_offset"]) for m in letters)
+    origins = sorted(int(dict(m.headers())["dlq.origin_offset"]) for m in letters)
     assert origins == [1, 3]
     assert wh.execute("SELECT count(*) FROM etl_data_quality_issues WHERE severity = 'ERROR'").fetchone() == (
         2,
