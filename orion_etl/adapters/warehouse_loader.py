@@ -157,6 +157,8 @@ DATA_SQLSTATES = frozenset({"54000"})
 
 def is_data_rejection(exc: BaseException) -> bool:
     """Whether PostgreSQL refused a statement because of the values it was given."""
+    if isinstance(exc, psycopg.DataError):  # class 22, or psycopg refusing a value (a NUL) itself
+        return True
     state = exc.sqlstate if isinstance(exc, psycopg.Error) else None
     return state is not None and (state[:2] in DATA_SQLSTATE_CLASSES or state in DATA_SQLSTATES)
 
