@@ -23,7 +23,10 @@ from tests.stream_builders import cdc, trade_event, trade_row
 
 LOAD, DLQ, ACK = "LOAD", "DLQ", "ACK"
 REFUSED_VENUE = "REFUSE-ME"  # the property test's warehouse refuses it (a CHECK constraint)
-REFUSE_CONSTRAINT = f"ALTER TABLE fact_trades ADD CONSTRAINT t14_refuse CHECK (execution_venue IS DISTINCT FROM '{REFUSED_VENUE}')"
+REFUSE_CONSTRAINT = (
+    "ALTER TABLE fact_trades ADD CONSTRAINT t14_refuse "
+    f"CHECK (execution_venue IS DISTINCT FROM '{REFUSED_VENUE}')"
+)
 UNDO_REFUSE = "ALTER TABLE fact_trades DROP CONSTRAINT IF EXISTS t14_refuse"
 
 
@@ -75,7 +78,7 @@ REQUIRED_EVENT_FIELDS = ("tradeId", "executionTime", "clientId", "tenantId", "in
 
 
 def _with_number(doc: dict[str, Any], field: str, literal: str) -> bytes:
-    marker = "__N_%s__" % uuid.uuid4().hex
+    marker = f"__N_{uuid.uuid4().hex}__"
     doc["payload"][field] = marker
     return json.dumps(doc).replace(f'"{marker}"', literal).encode()
 
@@ -100,7 +103,7 @@ def hostile_case(draw: st.DrawFn) -> Case:
                 "cdc_broken",
                 "tombstone",
             ]
-        )  # fmt: skip
+        )
     )
     ev = trade_event()
     p = ev["payload"]
