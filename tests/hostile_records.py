@@ -191,3 +191,149 @@ def mix(rnd: random.Random, hostile: list[Case], texts: list[str], total: int) -
     cases = hostile + [good_case(rnd, texts) for _ in range(max(0, total - len(hostile)))]
     rnd.shuffle(cases)
     return cases
+
+
+# --- at scale: scripts/reliability.py's "hostile" scenario ------------------------------------------
+
+
+def hostile_pool(size: int) -> list[Case]:
+    """`size` hostile cases drawn by hypothesis (reused round-robin by `hostile_run`)."""
+    from hypothesis import HealthCheck, Phase, given, settings
+
+    pool: list[Case] = []
+
+    @settings(max_examples=max(1, size // 50), phases=[Phase.generate], database=None, deadline=None,
+              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @given(st.lists(hostile_case(), min_size=50, max_size=50))
+    def collect(cases: list[Case]) -> None:
+        pool.extend(cases)
+
+    collect()
+    return pool
+
+
+def hostile_run(settings: Any, total: int, seed: int, hostile_share: float = 0.05) -> dict[str, Any]:
+    """Produce `total` records (about `hostile_share` hostile), drain them with the loader and check
+    the invariant of the property test at scale; returns figures for docs/reliability.md."""
+    import time
+
+    from confluent_kafka import TopicPartition
+
+    from orion_etl.adapters import positions
+    from orion_etl.adapters.dlq_reader import DlqReader
+    from orion_etl.adapters.kafka import make_consumer, make_producer
+    from orion_etl.adapters.postgres import connect
+    from orion_etl.jobs.stream import run_stream
+
+    rnd = random.Random(seed)
+    pool = hostile_pool(2000)
+    texts = hostile_pool_texts(rnd)
+    t = settings.stream.topics
+    with connect(settings.warehouse, autocommit=True) as conn:
+        conn.execute(REFUSE_CONSTRAINT)
+    producer = make_producer(settings.kafka, **{"linger.ms": 20, "batch.size": 1_000_000})
+    expected_good: dict[str, str] = {}
+    bad: set[tuple[str, int, int]] = set()
+    acks = 0
+    counts = {"produced": 0}
+
+    def on_delivery(fate: str) -> Any:
+        def cb(err: Any, msg: Any) -> None:
+            assert err is None, err
+            if fate == DLQ:
+                bad.add((msg.topic(), msg.partition(), msg.offset()))
+
+        return cb
+
+    started = time.monotonic()
+    for i in range(total):
+        case = pool[rnd.randrange(len(pool))] if rnd.random() < hostile_share else good_case(rnd, texts)
+        if case.fate == LOAD:
+            expected_good[case.trade_id or ""] = case.reference or ""
+        acks += case.fate == ACK
+        topic = t.trade_events if case.route == "event" else t.trades_cdc
+        while True:
+            try:
+                producer.produce(topic, key=case.key, value=case.value, on_delivery=on_delivery(case.fate))
+                break
+            except BufferError:
+                producer.poll(0.05)
+        counts["produced"] += 1
+        if i % 5000 == 0:
+            producer.poll(0)
+    assert producer.flush(300) == 0
+    produce_s = time.monotonic() - started
+    started = time.monotonic()
+    result = run_stream(settings, until_caught_up=True)
+    load_s = time.monotonic() - started
+
+    checks: dict[str, bool] = {"exit 0 or 1": result.exit_code in (0, 1)}
+    with connect(settings.warehouse, autocommit=True) as conn:
+        conn.execute("CREATE TEMP TABLE want (trade_id uuid, ref text)")
+        with conn.cursor() as cur, cur.copy("COPY want FROM STDIN") as copy:
+            for k, v in expected_good.items():
+                copy.write_row((k, v))
+        missing = conn.execute(
+            "SELECT count(*) FROM want w LEFT JOIN fact_trades f USING (trade_id) "
+            "WHERE f.trade_id IS NULL OR f.trade_reference IS DISTINCT FROM w.ref"
+        ).fetchone()
+        extra = conn.execute("SELECT count(*) FROM fact_trades f WHERE NOT EXISTS "
+                             "(SELECT 1 FROM want w WHERE w.trade_id = f.trade_id)").fetchone()  # fmt: skip
+        issues = conn.execute(
+            "SELECT count(*), count(DISTINCT (origin->>'topic', origin->>'partition', origin->>'offset')) "
+            "FROM etl_data_quality_issues WHERE severity = 'ERROR'"
+        ).fetchone()
+        checks["every good record loaded once, verbatim"] = missing == (0,) and extra == (0,)
+        checks["one ERROR issue per bad record"] = issues == (len(bad), len(bad))
+        dlqs = [t.trade_events + settings.stream.dlq_suffix, t.trades_cdc + settings.stream.dlq_suffix]
+        with DlqReader(settings.kafka, settings.stream.dlq_suffix) as reader:
+            ranges = {(d, p): (lo, hi) for d in dlqs for p, (lo, hi) in reader.watermarks(d).items()}
+            origins = [
+                (m.origin_topic, m.origin_partition, m.origin_offset) for c in reader.read(ranges) for m in c
+            ]
+        checks["every bad record dead-lettered exactly once"] = sorted(origins) == sorted(bad)  # type: ignore[arg-type]
+        consumer = make_consumer(settings.kafka, "hostile-watermarks")
+        parts = []
+        for topic in (t.trade_events, t.trades_cdc):
+            meta = consumer.list_topics(topic, timeout=10).topics[topic]
+            parts += [(topic, p) for p in meta.partitions]
+        highs = {tp: consumer.get_watermark_offsets(TopicPartition(*tp), timeout=10)[1] for tp in parts}
+        consumer.close()
+        stored = positions.stored(conn, settings.stream.group_id, parts)
+        checks["positions at the high watermark"] = {tp: stored.get(tp, 0) for tp in parts} == highs
+    s = result.stats
+    return {
+        "messages": total,
+        "good": len(expected_good),
+        "bad": len(bad),
+        "tombstones": acks,
+        "rejected": s.rejected,
+        "dead_letters": s.dlq,
+        "exit_code": result.exit_code,
+        "produce_s": round(produce_s, 1),
+        "load_s": round(load_s, 1),
+        "throughput_msg_s": round(total / load_s),
+        "checks": checks,
+        "ok": all(checks.values()),
+        "live_trades": len(expected_good),
+        "deleted_trades": 0,
+        "quotes": 0,
+    }
+
+
+def hostile_pool_texts(rnd: random.Random) -> list[str]:
+    """Good reference texts: a few drawn by hypothesis from the storable space, plus fixed hard ones."""
+    from hypothesis import HealthCheck, Phase, given, settings
+
+    texts = ["", "\\u0000", "\\", '"', "\u2028", "\U0010fffd", "\ufffe", "a\r\nb", "\\.", "NULL"]
+
+    @settings(
+        max_examples=20, phases=[Phase.generate], database=None, suppress_health_check=list(HealthCheck)
+    )
+    @given(storable_text)
+    def collect(text: str) -> None:
+        texts.append(text)
+
+    collect()
+    rnd.shuffle(texts)
+    return texts
