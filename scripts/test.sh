@@ -21,6 +21,8 @@ fi
 .venv/bin/ruff check orion_etl tests scripts
 .venv/bin/ruff format --check orion_etl tests scripts
 .venv/bin/mypy orion_etl
+# The runbook's installation from a built wheel (throwaway virtualenv).
+scripts/check_wheel.sh
 # End to end first: the README's demo on this stack must reconcile (output kept in a log).
 if ! scripts/demo.sh > "${ORION_STACK_HOME:-.stack}/logs/demo.log" 2>&1; then
   tail -60 "${ORION_STACK_HOME:-.stack}/logs/demo.log"
