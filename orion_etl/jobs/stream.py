@@ -632,7 +632,7 @@ class _BatchLetters:
                 r.topic,
                 r.partition,
                 r.offset,
-                r.error,
+                r.error[:200],
             )
         return [self.preparer.issue_for(letter) for letter in self.prepared.rejected]
 
