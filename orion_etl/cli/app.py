@@ -27,6 +27,7 @@ from orion_etl.cli import stream as stream_cmd
 from orion_etl.cli.context import AppState
 from orion_etl.errors import ExitCode, OrionError
 from orion_etl.logs import redactor
+from orion_etl.signals import exit_code_of, raise_on_signals
 
 app = typer.Typer(
     name="orion-etl",
@@ -120,6 +121,7 @@ def main() -> None:
     """Console-script entry point: run the app; report errors on one line with a documented exit code."""
     started = time.time()
     code = 0
+    raise_on_signals()  # SIGTERM unwinds like Ctrl-C: the ledger records the run as INTERRUPTED
     try:
         _run()
     except SystemExit as exc:
@@ -142,9 +144,9 @@ def _run() -> None:
         if debug:
             logging.getLogger("orion_etl").exception("details")
         sys.exit(int(exc.exit_code))
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        err.print(f"interrupted ({exc})" if str(exc) else "interrupted")
+        sys.exit(exit_code_of(exc))
     except Exception as exc:  # the last line of defence: never a bare traceback for users
         if debug:
             raise

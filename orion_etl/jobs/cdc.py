@@ -90,6 +90,7 @@ def prepare(target: CdcTarget, warehouse: PostgresSettings, *, dry_run: bool = F
         run.processed = sum(s.outcome == "changed" for s in report.steps)
         run.failed = sum(s.outcome == "could-not" for s in report.steps)
         run.metadata["steps"] = [s.as_dict() for s in report.steps]
+        run.exit_code = int(report.exit_code)
     return report
 
 

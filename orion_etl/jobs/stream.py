@@ -250,11 +250,14 @@ class StreamJob:
                     run.processed = self.stats.messages
                     run.failed = self.stats.dlq
                     run.metadata.update(self.stats.as_dict())
+                    run.exit_code = int(self._exit_code())
         finally:
             for sig, handler in previous:
                 signal.signal(sig, handler)
-        code = ExitCode.WARNINGS if (self.stats.dlq or self.stats.dq_warnings) else ExitCode.OK
-        return StreamResult(self.stats, int(code), self.job_run_id)
+        return StreamResult(self.stats, int(self._exit_code()), self.job_run_id)
+
+    def _exit_code(self) -> ExitCode:
+        return ExitCode.WARNINGS if (self.stats.dlq or self.stats.dq_warnings) else ExitCode.OK
 
     def _loop(self) -> None:
         kafka = self.settings.kafka
