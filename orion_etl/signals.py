@@ -25,7 +25,12 @@ class Interrupted(KeyboardInterrupt):
         return 128 + self.signum
 
 
+# The last signal `raise_on_signals` turned into `Interrupted` (click may re-wrap the exception).
+last_signal: list[int] = []
+
+
 def _raise(signum: int, _frame: FrameType | None) -> None:
+    last_signal[:] = [signum]
     raise Interrupted(signum)
 
 
@@ -39,4 +44,4 @@ def exit_code_of(exc: BaseException) -> int:
     """The exit code a stop by `exc` means: 128 + signal (SIGINT when unknown)."""
     if isinstance(exc, Interrupted):
         return exc.exit_code
-    return 128 + int(signal.SIGINT)
+    return 128 + (last_signal[0] if last_signal else int(signal.SIGINT))

@@ -76,7 +76,7 @@ class WebhookChannel:
                 lambda: client.post(self._url, json=body), seconds, cancel=self._cancel
             )
         except DeadlineExceededError as exc:
-            raise AlertDeliveryError(f"webhook gave no complete answer within {exc.seconds:g} s") from None
+            raise AlertDeliveryError(f"webhook gave no complete answer within {exc.seconds:.1f} s") from None
         except httpx.HTTPError as exc:
             raise AlertDeliveryError(f"webhook unreachable ({type(exc).__name__})") from None
         if response.status_code >= 300:

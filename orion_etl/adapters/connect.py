@@ -116,7 +116,7 @@ class ConnectClient:
         except DeadlineExceededError as exc:
             raise ServiceUnavailableError(
                 f"Kafka Connect at {self.base_url} gave no complete answer to {method} {path} "
-                f"within {exc.seconds:g} s",
+                f"within {exc.seconds:.1f} s",
                 hint="is the Connect worker overloaded? ([connect] timeout_s bounds each call)",
             ) from None
         except httpx.TransportError as exc:

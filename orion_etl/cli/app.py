@@ -27,7 +27,7 @@ from orion_etl.cli import stream as stream_cmd
 from orion_etl.cli.context import AppState
 from orion_etl.errors import ExitCode, OrionError
 from orion_etl.logs import redactor
-from orion_etl.signals import exit_code_of, raise_on_signals
+from orion_etl.signals import exit_code_of, last_signal, raise_on_signals
 
 app = typer.Typer(
     name="orion-etl",
@@ -126,6 +126,9 @@ def main() -> None:
         _run()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if code == 130 and last_signal:  # typer turns any KeyboardInterrupt into exit 130
+            code = 128 + last_signal[0]
+            raise SystemExit(code) from exc
         raise
     finally:
         _write_batch_metrics(started, code)
@@ -145,7 +148,7 @@ def _run() -> None:
             logging.getLogger("orion_etl").exception("details")
         sys.exit(int(exc.exit_code))
     except KeyboardInterrupt as exc:
-        err.print(f"interrupted ({exc})" if str(exc) else "interrupted")
+        err.print("interrupted")
         sys.exit(exit_code_of(exc))
     except Exception as exc:  # the last line of defence: never a bare traceback for users
         if debug:

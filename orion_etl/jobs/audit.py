@@ -80,6 +80,7 @@ class AuditReport:
                 }
                 for d in self.deliveries
             ],
+            "alerts_skipped": self.alerts_skipped,
             "duration_s": round(self.duration_s, 3),
             "results": [r.as_dict() for r in self.results],
         }
