@@ -79,7 +79,8 @@ def root(
     metrics_job: Annotated[
         str | None,
         typer.Option(
-            "--metrics-job", help="Job label for --metrics-file (default: the command, e.g. dims-sync)."
+            "--metrics-job",
+            help="The orion_job label of --metrics-file (default: the command, e.g. dims-sync).",
         ),
     ] = None,
     version: Annotated[
@@ -103,6 +104,7 @@ _batch_metrics: dict[str, object] = {}
 def _write_batch_metrics(started: float, exit_code: int) -> None:
     if not _batch_metrics:
         return
+    from orion_etl.adapters.jobruns import finished_runs
     from orion_etl.adapters.metrics import record_batch_job
 
     try:
@@ -111,7 +113,8 @@ def _write_batch_metrics(started: float, exit_code: int) -> None:
             str(_batch_metrics["job"]),
             started=started,
             exit_code=exit_code,
-            records=0,
+            records=sum(run.processed for run in finished_runs),
+            failed=sum(run.failed for run in finished_runs),
         )
     except OSError as exc:
         Console(stderr=True).print(f"warning: could not write --metrics-file: {escape(str(exc))}")

@@ -11,6 +11,7 @@ from rich.table import Table
 from orion_etl.adapters import metrics
 from orion_etl.cli.context import state
 from orion_etl.cli.render import OutputFormat, print_json
+from orion_etl.errors import UsageError
 from orion_etl.jobs.stream import StreamStats, run_stream
 
 app = typer.Typer(help="Stream CDC and domain events into warehouse facts.", invoke_without_command=True)
@@ -52,9 +53,16 @@ def stream(
     fmt: Annotated[
         OutputFormat, typer.Option("--format", help="Summary as a table or JSON.")
     ] = OutputFormat.TABLE,
+    metrics_addr: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-addr",
+            help="Serve Prometheus metrics on HOST:PORT (0.0.0.0:9464 for every address, [::]:9464).",
+        ),
+    ] = None,
     metrics_port: Annotated[
         int | None,
-        typer.Option("--metrics-port", min=1, max=65535, help="Serve Prometheus metrics on 127.0.0.1:PORT."),
+        typer.Option("--metrics-port", min=1, max=65535, help="Shorthand for --metrics-addr 127.0.0.1:PORT."),
     ] = None,
 ) -> None:
     """Consume the configured topics in micro-batches until stopped (SIGTERM/SIGINT finish the batch).
@@ -63,11 +71,24 @@ def stream(
     3: could not run (database unreachable at start, a non-transient failure). Kafka unreachable at
     start is retried with backoff; a signal then stops with exit 0 (nothing was read).
     """
+    if ctx.invoked_subcommand is not None:
+        return
     app_state = state(ctx)
+    if metrics_addr is not None and metrics_port is not None:
+        raise UsageError("give --metrics-addr or --metrics-port, not both")
+    address: tuple[str, int] | None = ("127.0.0.1", metrics_port) if metrics_port is not None else None
+    if metrics_addr is not None:
+        try:
+            address = metrics.parse_addr(metrics_addr)
+        except ValueError as exc:
+            raise UsageError(f"--metrics-addr: {exc}") from None
     settings = app_state.settings()
     console = app_state.err_console
-    if metrics_port is not None:
-        metrics.serve(metrics_port)
+    if address is not None:
+        try:
+            metrics.serve(*address)
+        except OSError as exc:
+            raise UsageError(f"--metrics-addr: cannot listen on {address[0]}:{address[1]}: {exc}") from None
     if console.is_terminal and fmt is OutputFormat.TABLE:
         with Live(_view(StreamStats()), console=console, refresh_per_second=4, transient=True) as live:
             result = run_stream(

@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from orion_etl.adapters import dq_store
+from orion_etl.adapters import dq_store, metrics
 from orion_etl.adapters.alerts import Delivery, Notifier
 from orion_etl.adapters.deadline import Budget
 from orion_etl.adapters.dq_sql import Target, Window, row_predicate_rule
@@ -194,6 +194,10 @@ def run_audit(
             alerts_skipped=report.alerts_skipped,
             errors={r.rule.key: r.error for r in report.results if r.error},
         )
+    metrics.add_job_samples(
+        metrics.Sample("orion_etl_dq_audit_rules", {"outcome": outcome}, float(n))
+        for outcome, n in counts.items()
+    )
     return report
 
 

@@ -177,6 +177,7 @@ class StreamJob:
         self.pending: list[KafkaRecord] = []
         self.stopping = False
         self.job_run_id = ""
+        self.source_commit_s: dict[str, float] = {}  # newest source commit loaded, per source table
         self._last_lag = 0.0
         self.consumer: Consumer | None = None
 
@@ -443,20 +444,14 @@ class StreamJob:
             log.debug("async Kafka commit failed: %s", exc)
 
     def _metrics(self, prepared: PreparedBatch, counts: LoadCounts, committed_ms: float) -> None:
-        """Prometheus counters (served with `stream --metrics-port`; see orion_etl.adapters.metrics).
-
-        `orion_etl_stream_messages{topic=<topic>, outcome="consumed"|"dlq"}` per topic; the fact-level
-        outcomes (loaded, stale, duplicate, superseded, sampled_out, tombstone) with topic="all".
-        """
-        per_topic: dict[str, int] = {}
+        """Prometheus families of a committed batch (orion_etl.adapters.metrics, served with
+        `stream --metrics-addr`): records read per topic; what became of them per outcome."""
         for topic, _ in prepared.write.offsets:
-            per_topic.setdefault(topic, 0)
-        for topic in per_topic:
-            per_topic[topic] = prepared.topic_counts.get(topic, 0)
-            metrics.STREAM_MESSAGES.labels(topic, "consumed").inc(per_topic[topic])
+            n = prepared.topic_counts.get(topic, 0)
+            if n:
+                metrics.STREAM_CONSUMED.labels(topic).inc(n)
         for letter in prepared.letters:
-            metrics.STREAM_MESSAGES.labels(letter.record.topic, "dlq").inc()
-            metrics.DLQ_MESSAGES.labels(letter.record.topic, str(letter.error_class)).inc()
+            metrics.STREAM_DEAD_LETTERS.labels(letter.record.topic, str(letter.error_class)).inc()
         c = prepared.counts
         for outcome, n in (
             ("loaded", counts.upserted + counts.deleted + counts.quotes),
@@ -465,12 +460,20 @@ class StreamJob:
             ("superseded", c["superseded"]),
             ("sampled_out", c["sampled_out"]),
             ("tombstone", c["tombstones"]),
+            ("dlq", len(prepared.letters)),
         ):
             if n:
-                metrics.STREAM_MESSAGES.labels("all", outcome).inc(n)
+                metrics.STREAM_RECORDS.labels(outcome).inc(n)
         for issue in prepared.write.issues:
-            metrics.DQ_VIOLATIONS.labels(issue["source_table"], issue["rule_name"], issue["severity"]).inc()
+            metrics.STREAM_DQ_VIOLATIONS.labels(
+                issue["source_table"], issue["rule_name"], issue["severity"]
+            ).inc()
+        for table, (_lsn, ts_ms) in prepared.write.watermarks.items():
+            if ts_ms is not None and ts_ms / 1000 > self.source_commit_s.get(table, 0.0):
+                self.source_commit_s[table] = ts_ms / 1000
+                metrics.STREAM_SOURCE_COMMIT.labels(table).set(ts_ms / 1000)
         metrics.STREAM_BATCHES.inc()
+        metrics.STREAM_LAST_COMMIT.set(committed_ms / 1000)
         metrics.STREAM_BATCH_SECONDS.observe(committed_ms / 1000 - prepared.started)
         step = max(1, len(prepared.latencies_ts_ms) // 500)  # a bounded sample per batch
         for ts in prepared.latencies_ts_ms[::step]:
