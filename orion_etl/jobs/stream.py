@@ -446,10 +446,8 @@ class StreamJob:
     def _metrics(self, prepared: PreparedBatch, counts: LoadCounts, committed_ms: float) -> None:
         """Prometheus families of a committed batch (orion_etl.adapters.metrics, served with
         `stream --metrics-addr`): records read per topic; what became of them per outcome."""
-        for topic, _ in prepared.write.offsets:
-            n = prepared.topic_counts.get(topic, 0)
-            if n:
-                metrics.STREAM_CONSUMED.labels(topic).inc(n)
+        for topic, n in prepared.topic_counts.items():
+            metrics.STREAM_CONSUMED.labels(topic).inc(n)
         for letter in prepared.letters:
             metrics.STREAM_DEAD_LETTERS.labels(letter.record.topic, str(letter.error_class)).inc()
         c = prepared.counts
