@@ -9,9 +9,11 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from orion_etl.adapters.jobruns import record_job_run
 from orion_etl.config.models import OrionSettings
@@ -164,3 +166,27 @@ def test_exit_codes_map_to_outcomes(stack_settings: OrionSettings, warehouse: ps
     }
     assert [r["job_name"] for r in _runs(stack_settings, "--status", "WARNING")] == ["job-1"]
     assert {r["job_name"] for r in _runs(stack_settings, "--status", "FAILED")} == {"job-2", "job-3"}
+
+
+def test_metrics_file_carries_the_ledger_counts(
+    stack_settings: OrionSettings, warehouse: psycopg.Connection, tmp_path: Path
+) -> None:
+    client, instrument = clean_world(warehouse)
+    add_trade(warehouse, client, instrument, quantity="0")
+    target = tmp_path / "orion-etl-dq-audit.prom"
+    result = run_cli(
+        stack_settings, "--metrics-file", str(target), "--metrics-job", "dq-audit", "dq", "audit"
+    )
+    assert result.returncode == 2, result.stderr
+    row = warehouse.execute("SELECT records_processed, records_failed FROM etl_job_runs").fetchone()
+    assert row is not None and row[0] > 0
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(target.read_text())
+        for s in f.samples
+    }
+    job = (("orion_job", "dq-audit"),)
+    assert samples[("orion_etl_job_records_processed", job)] == row[0]
+    assert samples[("orion_etl_job_records_failed", job)] == row[1]
+    assert samples[("orion_etl_job_exit_code", job)] == 2
+    assert samples[("orion_etl_dq_audit_rules", (("orion_job", "dq-audit"), ("outcome", "fail")))] >= 1

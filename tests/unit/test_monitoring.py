@@ -173,3 +173,27 @@ def test_metrics_addr(addr: str, expected: tuple[str, int]) -> None:
 def test_bad_metrics_addr(addr: str) -> None:
     with pytest.raises(ValueError, match="HOST:PORT"):
         metrics.parse_addr(addr)
+
+
+def test_cdc_status_exports_the_slot_families(tmp_path: Path) -> None:
+    from orion_etl.jobs.cdc import _export_metrics
+
+    metrics.job_samples.clear()
+    slots = [
+        {"slot_name": "orion_cdc", "active": True, "retained_wal_bytes": 8192, "flush_lag_bytes": 1024},
+        {"slot_name": "old", "active": False, "retained_wal_bytes": None, "flush_lag_bytes": None},
+    ]
+    _export_metrics(slots, 12.5)
+    target = tmp_path / "cdc.prom"
+    metrics.record_batch_job(target, "cdc-status", started=time.time(), exit_code=1, records=0)
+    metrics.job_samples.clear()
+    samples = {
+        (s.name, s.labels.get("slot")): s.value
+        for f in text_string_to_metric_families(target.read_text())
+        for s in f.samples
+    }
+    assert samples[("orion_etl_replication_slot_retained_wal_bytes", "orion_cdc")] == 8192
+    assert samples[("orion_etl_replication_slot_flush_lag_bytes", "orion_cdc")] == 1024
+    assert samples[("orion_etl_replication_slot_active", "old")] == 0
+    assert ("orion_etl_replication_slot_retained_wal_bytes", "old") not in samples
+    assert samples[("orion_etl_replication_heartbeat_age_seconds", None)] == 12.5
