@@ -67,6 +67,56 @@ class JobRun:
     failed: int = 0
     metadata: dict[str, Any] = field(default_factory=dict)
     exit_code: int = 0  # set by the job when it ends with warnings (1) or failures (2)
+    _session: _LedgerSession | None = field(default=None, repr=False, compare=False)
+
+    def keep_alive(self) -> None:
+        """Make sure the run's ledger session (and so its lock) still exists; long jobs call this.
+
+        After the warehouse restarted, or the session was terminated, the lock is gone and readers
+        mark the run ABANDONED although the process lives: a new session takes the lock again and
+        puts the row back to RUNNING. Failures are logged and tried again on the next call.
+        """
+        if self._session is not None:
+            self._session.keep_alive(self.id)
+
+
+class _LedgerSession:
+    """The autocommit connection that holds a run's advisory lock while it runs."""
+
+    def __init__(self, warehouse: PostgresSettings, key: int) -> None:
+        self.warehouse = warehouse
+        self.key = key
+        self.conn = self._open()
+
+    def _open(self) -> psycopg.Connection:
+        conn = connect(self.warehouse, autocommit=True)
+        try:
+            conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def keep_alive(self, run_id: uuid.UUID) -> None:
+        try:
+            self.conn.execute("SELECT 1")
+            return
+        except psycopg.Error:
+            self.conn.close()
+        try:
+            self.conn = self._open()
+            cur = self.conn.execute(
+                "UPDATE etl_job_runs SET status = 'RUNNING', completed_at = NULL, error_message = NULL "
+                "WHERE id = %s AND status = 'ABANDONED'",
+                (run_id,),
+            )
+            restored = " (it had been marked ABANDONED: back to RUNNING)" if cur.rowcount else ""
+            log.warning("job ledger session lost and re-established%s", restored)
+        except (psycopg.Error, OrionError) as exc:
+            log.warning("job ledger session lost, retrying later: %s", type(exc).__name__)
+
+    def close(self) -> None:
+        self.conn.close()  # ends the session: the run's lock goes with it
 
 
 # Runs this process closed, oldest first (the CLI puts their counts in --metrics-file).
@@ -80,10 +130,9 @@ def record_job_run(
     """Record a job run around the block; re-raises whatever the block raises."""
     run = JobRun(uuid.uuid4(), job_name, job_type, metadata=dict(metadata or {}))
     key = advisory_key(f"orion-etl:job-run:{run.id}")
-    conn = connect(warehouse, autocommit=True)
+    session = run._session = _LedgerSession(warehouse, key)
     try:
-        conn.execute("SELECT pg_advisory_lock(%s)", (key,))
-        conn.execute(
+        session.conn.execute(
             "INSERT INTO etl_job_runs (id, job_name, job_type, status, metadata, host, pid, lock_key) "
             "VALUES (%s, %s, %s, 'RUNNING', %s::jsonb, %s, %s, %s)",
             (
@@ -97,22 +146,23 @@ def record_job_run(
             ),
         )
     except BaseException:
-        conn.close()
+        session.close()
         raise
     try:
         try:
             yield run
         except KeyboardInterrupt as exc:
-            _finish(warehouse, conn, run, exit_code_of(exc), str(exc) or "interrupted")
+            _finish(warehouse, session.conn, run, exit_code_of(exc), str(exc) or "interrupted")
             raise
         except BaseException as exc:
             code = int(exc.exit_code) if isinstance(exc, OrionError) else 3
             message = redactor.redact(getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}")
-            _finish(warehouse, conn, run, code, message[:2000])
+            _finish(warehouse, session.conn, run, code, message[:2000])
             raise
-        _finish(warehouse, conn, run, run.exit_code, None)
+        _finish(warehouse, session.conn, run, run.exit_code, None)
     finally:
-        conn.close()  # ends the session: the run's lock goes with it
+        session.close()
+        run._session = None
 
 
 def _finish(

@@ -36,7 +36,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from orion_etl.adapters import metrics
 from orion_etl.adapters.dlq import DeadLetterPublisher
-from orion_etl.adapters.jobruns import record_job_run
+from orion_etl.adapters.jobruns import JobRun, record_job_run
 from orion_etl.adapters.kafka import ensure_topics, is_unreachable, make_consumer, make_producer
 from orion_etl.adapters.warehouse_loader import FencedError, LoadCounts, WarehouseLoader
 from orion_etl.config.models import OrionSettings
@@ -46,6 +46,7 @@ from orion_etl.jobs.stream_batch import BatchPreparer, PreparedBatch
 
 log = logging.getLogger(__name__)
 PIPELINE_DEPTH = 2  # batches handed to the commit thread at most (one committing, one waiting)
+KEEP_ALIVE_S = 15.0  # how often the loader checks its ledger session (jobruns.JobRun.keep_alive)
 
 
 # Consumer settings the loader fixes ([kafka.extra] overrides each of them).
@@ -178,6 +179,8 @@ class StreamJob:
         self.stopping = False
         self.job_run_id = ""
         self.source_commit_s: dict[str, float] = {}  # newest source commit loaded, per source table
+        self.ledger_run: JobRun | None = None
+        self._last_keep_alive = time.monotonic()
         self._last_lag = 0.0
         self.consumer: Consumer | None = None
 
@@ -232,6 +235,7 @@ class StreamJob:
                 self.settings.warehouse, "stream", "STREAM", {"group": self.group, "topics": self.topics}
             ) as run:
                 self.job_run_id = str(run.id)
+                self.ledger_run = run
                 log.info(
                     "started: group %s, topics %s, Kafka at %s",
                     self.group,
@@ -304,6 +308,9 @@ class StreamJob:
                     last_progress = now
                     producer.poll(0)  # delivers the DLQ producer's librdkafka log lines while idle
                     self._update_lag(consumer)
+                    if self.ledger_run is not None and now - self._last_keep_alive >= KEEP_ALIVE_S:
+                        self._last_keep_alive = now
+                        self.ledger_run.keep_alive()  # a restarted warehouse: the run is not abandoned
                     if self.on_progress:
                         self.on_progress(self.stats)
             self._settle(consumer)

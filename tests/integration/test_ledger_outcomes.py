@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -103,7 +104,9 @@ def test_alert_phase_is_bounded_and_does_not_hold_the_audit_lock(
         elapsed = time.monotonic() - started
     assert first.returncode == 2, err
     assert elapsed < 15, f"the alert phase was not bounded: {elapsed:.1f} s"
-    assert "within 5.0 s" in json.loads(out)["alerts"][0]["errors"][0]
+    error = json.loads(out)["alerts"][0]["errors"][0]
+    found = re.search(r"no complete answer within (\d+\.\d) s", error)
+    assert found and 4.0 <= float(found.group(1)) <= 5.0, error  # what was left of the 5 s budget
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
@@ -190,3 +193,29 @@ def test_metrics_file_carries_the_ledger_counts(
     assert samples[("orion_etl_job_records_failed", job)] == row[1]
     assert samples[("orion_etl_job_exit_code", job)] == 2
     assert samples[("orion_etl_dq_audit_rules", (("orion_job", "dq-audit"), ("outcome", "fail")))] >= 1
+
+
+def test_a_lost_ledger_session_is_restored_by_keep_alive(
+    stack_settings: OrionSettings, warehouse: psycopg.Connection
+) -> None:
+    """A warehouse restart ends the run's session: readers see ABANDONED until keep_alive."""
+    from orion_etl.adapters.jobruns import list_job_runs
+
+    with record_job_run(stack_settings.warehouse, "long-job", "TEST") as run:
+        run.keep_alive()  # a live session: nothing to do
+        terminated = warehouse.execute(
+            "SELECT pg_terminate_backend(l.pid) FROM pg_locks l JOIN etl_job_runs r "
+            "ON ((l.classid::bigint << 32) | l.objid::bigint) = r.lock_key "
+            "WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND r.id = %s",
+            (run.id,),
+        ).fetchall()
+        assert terminated == [(True,)]
+        deadline = time.monotonic() + 10
+        while list_job_runs(stack_settings.warehouse)[0].status != "ABANDONED":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        run.keep_alive()
+        assert [r.status for r in list_job_runs(stack_settings.warehouse)] == ["RUNNING"]
+        run.processed = 3
+    row = warehouse.execute("SELECT status, outcome, records_processed FROM etl_job_runs").fetchone()
+    assert row == ("COMPLETED", "SUCCESS", 3)
