@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -247,7 +248,10 @@ def hostile_run(settings: Any, total: int, seed: int, hostile_share: float = 0.0
 
     started = time.monotonic()
     for i in range(total):
-        case = pool[rnd.randrange(len(pool))] if rnd.random() < hostile_share else good_case(rnd, texts)
+        if rnd.random() < hostile_share:  # a pool case with a fresh key: a repeated id would be a
+            case = _fresh_id(pool[rnd.randrange(len(pool))])  # superseded change, not a new record
+        else:
+            case = good_case(rnd, texts)
         if case.fate == LOAD:
             expected_good[case.trade_id or ""] = case.reference or ""
         acks += case.fate == ACK
@@ -319,6 +323,16 @@ def hostile_run(settings: Any, total: int, seed: int, hostile_share: float = 0.0
         "deleted_trades": 0,
         "quotes": 0,
     }
+
+
+_ID = re.compile(rb'("(?:tradeId|id)": ")[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"')
+
+
+def _fresh_id(case: Case) -> Case:
+    if case.value is None:
+        return case
+    value = _ID.sub(lambda m: m.group(1) + str(uuid.uuid4()).encode() + b'"', case.value, count=1)
+    return Case(case.route, case.key, value, case.fate, why=case.why)
 
 
 def hostile_pool_texts(rnd: random.Random) -> list[str]:
