@@ -99,12 +99,12 @@ class JobRunRecord:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "id": str(self.id),
+            "run_id": str(self.id),
             "job_name": self.job_name,
             "job_type": self.job_type,
             "status": self.status,
-            "started_at": self.started_at.isoformat(),
-            "completed_at": self.completed_at.isoformat() if self.completed_at else None,
+            "started_at": self.started_at,
+            "completed_at": self.completed_at,
             "duration_s": self.duration_s,
             "records_processed": self.records_processed,
             "records_failed": self.records_failed,
@@ -124,21 +124,21 @@ _COLUMNS = (
 def list_job_runs(
     warehouse: PostgresSettings,
     *,
-    job_name: str | None = None,
-    job_type: str | None = None,
-    status: str | None = None,
+    job_name: str | list[str] | None = None,
+    job_type: str | list[str] | None = None,
+    status: str | list[str] | None = None,
     since: Any = None,
     limit: int = 50,
 ) -> list[JobRunRecord]:
-    """Most recent runs first, filtered by name, type, status and start time."""
+    """Most recent runs first, filtered by name, type, status (each one value or any of several)."""
     from psycopg import sql
 
     clauses: list[sql.Composable] = []
     params: list[Any] = []
     for column, value in (("job_name", job_name), ("job_type", job_type), ("status", status)):
         if value is not None:
-            clauses.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
-            params.append(value)
+            clauses.append(sql.SQL("{} = ANY(%s)").format(sql.Identifier(column)))
+            params.append([value] if isinstance(value, str) else list(value))
     if since is not None:
         clauses.append(sql.SQL("started_at >= %s"))
         params.append(since)

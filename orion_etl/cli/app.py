@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from orion_etl import __version__
 from orion_etl.cli import aggregate as aggregate_cmd
@@ -21,12 +21,31 @@ from orion_etl.cli import db as db_cmd
 from orion_etl.cli import demo as demo_cmd
 from orion_etl.cli import dims as dims_cmd
 from orion_etl.cli import dlq as dlq_cmd
+from orion_etl.cli import doctor as doctor_cmd
 from orion_etl.cli import dq as dq_cmd
 from orion_etl.cli import jobs as jobs_cmd
 from orion_etl.cli import stream as stream_cmd
 from orion_etl.cli.context import AppState
 from orion_etl.errors import ExitCode, OrionError
-from orion_etl.logs import redactor
+from orion_etl.logs import redactor, stderr_console
+
+
+def _no_flag_metavars() -> None:
+    """Help shows `--dry-run`, not `--dry-run <bool>`: a flag takes no value, so it has no type.
+
+    Typer 0.2x labels every option with its type; for flags that reads as if a value were needed.
+    """
+    from typer.core import TyperOption
+
+    original = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else original(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_no_flag_metavars()
 
 app = typer.Typer(
     name="orion-etl",
@@ -47,6 +66,16 @@ app.add_typer(dq_cmd.app, name="dq")
 app.add_typer(dlq_cmd.app, name="dlq")
 app.add_typer(jobs_cmd.app, name="jobs")
 app.add_typer(demo_cmd.app, name="demo")
+app.command("doctor")(doctor_cmd.doctor)
+
+
+class LogFormat(StrEnum):
+    """`--log-format` choices."""
+
+    AUTO = "auto"
+    RICH = "rich"
+    JSON = "json"
+    PLAIN = "plain"
 
 
 def _version(value: bool) -> None:
@@ -66,7 +95,13 @@ def root(
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Debug logs and full tracebacks.")] = False,
     log_format: Annotated[
-        str | None, typer.Option("--log-format", help="auto | rich | json | plain (default from config).")
+        LogFormat | None,
+        typer.Option(
+            "--log-format",
+            case_sensitive=False,
+            help="Log lines on stderr (default: logging.format).",
+            show_default=False,
+        ),
     ] = None,
     metrics_file: Annotated[
         Path | None,
@@ -86,7 +121,7 @@ def root(
     ] = False,
 ) -> None:
     """Global options shared by every command."""
-    ctx.obj = AppState(config_path=config, debug=debug, log_format=log_format)
+    ctx.obj = AppState(config_path=config, debug=debug, log_format=log_format.value if log_format else None)
     if metrics_file is not None:
         words = [ctx.invoked_subcommand] if ctx.invoked_subcommand else []
         if words and words[0] in sys.argv:  # add the sub-command of a group: `dims sync` -> dims-sync
@@ -113,7 +148,9 @@ def _write_batch_metrics(started: float, exit_code: int) -> None:
             records=0,
         )
     except OSError as exc:
-        Console(stderr=True).print(f"warning: could not write --metrics-file: {escape(str(exc))}")
+        stderr_console().print(
+            f"warning: could not write --metrics-file: {exc}", markup=False, highlight=False
+        )
 
 
 def main() -> None:
@@ -129,30 +166,90 @@ def main() -> None:
         _write_batch_metrics(started, code)
 
 
+# Options of the root command, accepted anywhere on the line: name -> takes a value.
+_GLOBAL_OPTIONS = {
+    "--config": True,
+    "-c": True,
+    "--log-format": True,
+    "--metrics-file": True,
+    "--metrics-job": True,
+    "--debug": False,
+}
+
+
+def hoist_global_options(argv: list[str]) -> list[str]:
+    """Move root options written after the sub-command in front of it (`dims sync --debug`).
+
+    Click only accepts a group's options before its sub-command; people and units write them
+    anywhere. Everything after `--` is left alone.
+    """
+    hoisted: list[str] = []
+    rest: list[str] = []
+    i = 0
+    seen_command = False
+    while i < len(argv):
+        word = argv[i]
+        if word == "--":
+            rest.extend(argv[i:])
+            break
+        name = word.split("=", 1)[0]
+        if name in _GLOBAL_OPTIONS and seen_command:
+            if _GLOBAL_OPTIONS[name] and "=" not in word and i + 1 < len(argv):
+                hoisted += [word, argv[i + 1]]
+                i += 2
+                continue
+            hoisted.append(word)
+        else:
+            if not word.startswith("-") and not (i > 0 and _GLOBAL_OPTIONS.get(argv[i - 1], False)):
+                seen_command = True
+            rest.append(word)
+        i += 1
+    return hoisted + rest
+
+
+def _json_requested(argv: list[str]) -> bool:
+    for i, word in enumerate(argv):
+        if word in ("--format", "-o") and i + 1 < len(argv) and argv[i + 1].lower() == "json":
+            return True
+        if word.lower() in ("--format=json", "-ojson"):
+            return True
+    return False
+
+
+def _report(message: str, hint: str | None, code: int, as_json: bool) -> None:
+    """The error on one stderr line (plus a hint); under --format json also a JSON document."""
+    err = stderr_console()
+    err.print(f"error: {message}", style="bold red", markup=False, highlight=False, soft_wrap=True)
+    if hint:
+        err.print(f"hint: {hint}", style="dim", markup=False, highlight=False, soft_wrap=True)
+    if as_json:
+        from orion_etl.cli.render import SCHEMA_VERSION, STATUS_WORDS
+
+        doc = {"schema_version": SCHEMA_VERSION, "status": STATUS_WORDS.get(code, "error"),
+               "exit_code": code, "error": message}  # fmt: skip
+        sys.stdout.write(json.dumps(doc, ensure_ascii=False) + "\n")
+
+
 def _run() -> None:
-    debug = "--debug" in sys.argv
-    err = Console(stderr=True)
+    argv = hoist_global_options(sys.argv[1:])
+    debug = "--debug" in argv
+    as_json = _json_requested(argv)
     try:
-        app()
+        app(args=argv, prog_name="orion-etl")
     except OrionError as exc:
-        text = escape(redactor.redact(exc.message))
-        err.print(f"[bold red]error:[/] {text}", highlight=False, soft_wrap=True)
-        if exc.hint:
-            err.print(f"[dim]hint: {escape(redactor.redact(exc.hint))}[/]", highlight=False, soft_wrap=True)
+        hint = redactor.redact(exc.hint) if exc.hint else None
+        _report(redactor.redact(exc.message), hint, int(exc.exit_code), as_json)
         if debug:
             logging.getLogger("orion_etl").exception("details")
         sys.exit(int(exc.exit_code))
     except KeyboardInterrupt:
-        err.print("interrupted")
+        stderr_console().print("interrupted")
         sys.exit(130)
     except Exception as exc:  # the last line of defence: never a bare traceback for users
         if debug:
             raise
         message = redactor.redact(f"{type(exc).__name__}: {exc}".splitlines()[0])
-        err.print(
-            f"[bold red]error:[/] unexpected {escape(message)} (run with --debug for details)",
-            highlight=False,
-        )
+        _report(f"unexpected {message} (run with --debug for details)", None, int(ExitCode.ERROR), as_json)
         sys.exit(int(ExitCode.ERROR))
 
 

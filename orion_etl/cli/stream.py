@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.live import Live
-from rich.table import Table
 
-from orion_etl.adapters import metrics
 from orion_etl.cli.context import state
-from orion_etl.cli.render import OutputFormat, print_json
-from orion_etl.jobs.stream import StreamStats, run_stream
+from orion_etl.cli.render import FormatOpt, OutputFormat, finish, print_record, resolve_format
 
-app = typer.Typer(help="Stream CDC and domain events into warehouse facts.", invoke_without_command=True)
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from orion_etl.jobs.stream import StreamStats
+
+app = typer.Typer(
+    help="Stream CDC and domain events into warehouse facts.",
+    invoke_without_command=True,
+    rich_markup_mode="rich",
+)
 
 _ROWS = [
     ("messages", "messages"),
-    ("rate_per_s", "msg/s"),
+    ("rate_per_s", "msg/s (last 10 s)"),
     ("lag", "lag"),
     ("latency_p50_ms", "latency p50 ms"),
     ("latency_p99_ms", "latency p99 ms"),
@@ -30,11 +35,21 @@ _ROWS = [
 
 
 def _view(stats: StreamStats) -> Table:
+    """The live view (stderr): counters, then the lag of each partition."""
+    from rich.table import Table
+    from rich.text import Text
+
     data = stats.as_dict()
-    table = Table(title="orion-etl stream", show_header=False)
+    table = Table(title="orion-etl stream", show_header=False, title_justify="left")
     for key, label in _ROWS:
-        table.add_row(label, "-" if data[key] is None else str(data[key]))
+        table.add_row(label, Text("-" if data[key] is None else str(data[key])))
+    for partition, lag in data["lag_by_partition"].items():
+        table.add_row(Text(f"  lag {partition}"), Text(str(lag)))
     return table
+
+
+def _summary(run_id: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {"run_id": run_id, **data}
 
 
 @app.callback()
@@ -47,11 +62,17 @@ def stream(
         int | None, typer.Option("--max-messages", min=1, help="Stop after about this many messages.")
     ] = None,
     group: Annotated[
-        str | None, typer.Option("--group", help="Consumer group (default: stream.group_id).")
+        str | None, typer.Option("--group", "-g", help="Consumer group (default: stream.group_id).")
     ] = None,
-    fmt: Annotated[
-        OutputFormat, typer.Option("--format", help="Summary as a table or JSON.")
-    ] = OutputFormat.TABLE,
+    live: Annotated[
+        bool | None,
+        typer.Option(
+            "--live/--no-live",
+            help="Live view on stderr (default: when stderr is a terminal).",
+            show_default=False,
+        ),
+    ] = None,
+    fmt: FormatOpt = None,
     metrics_port: Annotated[
         int | None,
         typer.Option("--metrics-port", min=1, max=65535, help="Serve Prometheus metrics on 127.0.0.1:PORT."),
@@ -59,29 +80,53 @@ def stream(
 ) -> None:
     """Consume the configured topics in micro-batches until stopped (SIGTERM/SIGINT finish the batch).
 
-    Exit 0: done, nothing dead-lettered; 1: some records went to the DLQ or raised DQ warnings;
-    3: could not run (database unreachable at start, a non-transient failure). Kafka unreachable at
-    start is retried with backoff; a signal then stops with exit 0 (nothing was read).
+    Log lines and the live view go to stderr, the final summary to stdout. A progress line is
+    logged every stream.progress_log_s seconds and a WARNING for each batch with dead letters.
+
+    Exit codes: 0 done, nothing dead-lettered; 1 some records went to the DLQ or raised DQ
+    warnings; 2 bad options or configuration; 3 could not run (database unreachable at start, a
+    non-transient failure). Kafka unreachable at start is retried with backoff; a signal then
+    stops with exit 0 (nothing was read).
     """
+    if ctx.invoked_subcommand is not None:
+        return
+    from orion_etl.adapters import metrics
+    from orion_etl.jobs.stream import StreamStats, run_stream
+
     app_state = state(ctx)
     settings = app_state.settings()
     console = app_state.err_console
     if metrics_port is not None:
         metrics.serve(metrics_port)
-    if console.is_terminal and fmt is OutputFormat.TABLE:
-        with Live(_view(StreamStats()), console=console, refresh_per_second=4, transient=True) as live:
+    show_live = console.is_terminal if live is None else live
+    if show_live:
+        from rich.live import Live
+
+        # The log handler prints through the same console: its lines appear above the live region.
+        with Live(_view(StreamStats()), console=console, refresh_per_second=4, transient=True) as view:
             result = run_stream(
                 settings,
                 group=group,
                 until_caught_up=until_caught_up,
                 max_messages=max_messages,
-                on_progress=lambda s: live.update(_view(s)),
+                on_progress=lambda s: view.update(_view(s)),
             )
     else:
         result = run_stream(settings, group=group, until_caught_up=until_caught_up, max_messages=max_messages)
-    summary = {"job_run_id": result.job_run_id, **result.stats.as_dict()}
-    if fmt is OutputFormat.JSON:
-        print_json(summary)
-    else:
-        app_state.console.print(_view(result.stats))
-    raise typer.Exit(result.exit_code)
+    data = _summary(result.job_run_id, result.stats.as_dict())
+
+    def human(out: OutputFormat) -> None:
+        flat = {k: v for k, v in data.items() if k != "lag_by_partition"}
+        flat.update({f"lag {k}": v for k, v in data["lag_by_partition"].items()})
+        print_record(
+            out if out is not OutputFormat.CSV else OutputFormat.PLAIN, flat, title="orion-etl stream"
+        )
+
+    finish(
+        fmt if fmt is None else resolve_format(fmt),
+        data,
+        exit_code=result.exit_code,
+        human=human,
+        summary_event="stream",
+        json_logs_only=app_state.json_logs,
+    )

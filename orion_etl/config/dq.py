@@ -276,7 +276,9 @@ def read_rules_file(path: Path) -> RulesFile:
     try:
         return RulesFile(**data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, str(path))) from None
+        from orion_etl.config.loader import describe_errors
+
+        raise ConfigError.of(describe_errors(exc, str(path), from_env=False)) from None
 
 
 def merge_rules(
