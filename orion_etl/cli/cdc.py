@@ -29,9 +29,11 @@ def prepare(
     data = report.as_dict()
 
     def human(out: OutputFormat) -> None:
-        print_rows(out, ["outcome", "item", "detail"], data["steps"], title="cdc prepare")
         if out is OutputFormat.CSV:
+            print_rows(out, ["outcome", "item", "detail"], data["steps"])
             return
+        for step in report.steps:  # already one aligned line per step
+            say(f"{step.outcome:<12} {step.item}: {step.detail}")
         counts = {
             o: sum(s.outcome == o for s in report.steps) for o in ("changed", "would-change", "could-not")
         }
@@ -76,8 +78,8 @@ def status(ctx: typer.Context, env: EnvOpt = None, fmt: FormatOpt = None) -> Non
         if out is OutputFormat.CSV:
             print_rows(out, columns, rows)
             return
-        print_rows(out, columns, rows, title=title, section=out is OutputFormat.PLAIN)
-        print_rows(out, ["level", "check", "message"], report["findings"], title="findings",
-                   section=out is OutputFormat.PLAIN)  # fmt: skip
+        print_rows(out, columns, rows, title=title)
+        for finding in report["findings"]:
+            say(f"{finding['level']:<8} {finding['check']}: {finding['message']}")
 
     finish(fmt, report, exit_code=int(report["exit_code"]), human=human)

@@ -72,7 +72,7 @@ def generate(
     produce_events(settings.kafka, settings.stream.topics.trade_events, events)
     produce_events(settings.kafka, settings.stream.topics.quote_events, quotes)
     DemoManifest(the_day, the_seed, [e["payload"]["tradeId"] for e in events], len(quotes)).save(manifest)
-    data = {
+    result = {
         "day": the_day,
         "seed": the_seed,
         "source": {
@@ -87,7 +87,7 @@ def generate(
     }
     finish(
         fmt,
-        data,
+        result,
         human=lambda out: say(
             f"source: {written.clients} clients, {written.instruments} instruments, "
             f"{written.liquidity_providers} LPs, {written.orders} orders, {written.trades} trades; "

@@ -11,7 +11,7 @@ from orion_etl.cli.options import LimitOpt, RuleOpt, SinceOpt, TopicOpt, UntilOp
 from orion_etl.cli.render import Column, FormatOpt, OutputFormat, finish, print_rows, resolve_format, say
 
 if TYPE_CHECKING:
-    from orion_etl.core.dead_letters import Selection
+    from orion_etl.core.dead_letters import DlqMessage, Selection
 
 app = typer.Typer(help="Dead-letter queues: list, show and replay (docs/dlq.md).", no_args_is_help=True)
 
@@ -72,6 +72,10 @@ def _selection(
     )
 
 
+def _origin(m: DlqMessage) -> str:
+    return f"{m.origin_topic}[{m.origin_partition}]@{m.origin_offset}"
+
+
 @app.command("list")
 def list_cmd(ctx: typer.Context, topic: TopicOpt = None, fmt: FormatOpt = None) -> None:
     """DLQ topics with message counts, and the letters grouped by class, fingerprint and rule."""
@@ -97,7 +101,8 @@ def list_cmd(ctx: typer.Context, topic: TopicOpt = None, fmt: FormatOpt = None) 
         print_rows(out, list(group_rows[0]) if group_rows else ["topic"], group_rows)
         return
     print_rows(out, ["topic", "messages", "read", "replayed"], topic_rows, title="DLQ topics", section=True)
-    columns = ["topic", "class", "fingerprint", "rule", "count", "last", Column("error", "error (sample)")]
+    columns: list[Column | str] = ["topic", "class", "fingerprint", "rule", "count", "last"]
+    columns.append(Column("error", "error (sample)"))
     print_rows(out, columns, group_rows, title="Dead letters by failure", section=True)
 
 
@@ -136,7 +141,7 @@ def show_cmd(
         rows.append(
             {"letter": f"{m.dlq_topic}[{m.dlq_partition}]@{m.dlq_offset}", "time": d["time"],
              "class": m.letter_class, "fingerprint": m.fingerprint, "rule": m.rule,
-             "origin": f"{m.origin_topic}[{m.origin_partition}]@{m.origin_offset}", "error": m.error,
+             "origin": _origin(m), "error": m.error,
              "payload": payload}
         )  # fmt: skip
     columns = ["letter", "time", "class", "fingerprint", "rule", "origin", "error", "payload"]
@@ -208,8 +213,7 @@ def replay_cmd(
                      "error": g.sample_error} for g in result.failures.values()]  # fmt: skip
             print_rows(out, list(rows[0]), rows, title="failed again (stay in the DLQ)", section=True)
         if dry_run and result.items:
-            rows = [{"letter": f"{i.message.dlq_topic}@{i.message.dlq_offset}",
-                     "origin": f"{i.message.origin_topic}[{i.message.origin_partition}]@{i.message.origin_offset}",
+            rows = [{"letter": f"{i.message.dlq_topic}@{i.message.dlq_offset}", "origin": _origin(i.message),
                      "would": i.outcome, "table": i.table, "why": i.error} for i in result.items]  # fmt: skip
             print_rows(out, list(rows[0]), rows, title="per letter", section=True)
         if positions:

@@ -54,7 +54,7 @@ def test_sync_json_summary_job_run_and_check(dims: OrionSettings, source, wareho
     second = json.loads(run_cli(dims, "dims", "sync", "-D", "client", "--format", "json").stdout)
     assert second["dimensions"][0]["scd2"] == 1
     status, metadata = warehouse.execute(
-        "SELECT status, metadata FROM etl_job_runs WHERE id = %s", (second["job_run_id"],)
+        "SELECT status, metadata FROM etl_job_runs WHERE id = %s", (second["run_id"],)
     ).fetchone()
     assert status == "COMPLETED" and metadata["client"]["scd2"] == 1
     assert warehouse.execute("SELECT job_type FROM etl_job_runs LIMIT 1").fetchone() == ("DIMENSION_SYNC",)

@@ -188,9 +188,9 @@ def test_environment_substitution_and_overrides() -> None:
 
 def test_unknown_environment_is_rejected_naming_the_known_ones() -> None:
     s = settings(environments={"prod": {}})
-    with pytest.raises(ConfigError, match="unknown environment 'prdo'.* dev, prod"):
+    with pytest.raises(ConfigError, match=r"unknown environment 'prdo'.* dev, prod"):
         resolve_target(s, "prdo")
-    with pytest.raises(ConfigError, match="unknown environment 'prdo'.* are dev "):
+    with pytest.raises(ConfigError, match=r"unknown environment 'prdo'.* are dev "):
         resolve_target(settings(), "prdo")  # no [cdc.environments]: only cdc.env is known
     assert resolve_target(settings(), "dev").env == "dev"
 
