@@ -23,10 +23,8 @@ if TYPE_CHECKING:  # core.periods imports polars: loaded when a command runs, no
     from orion_etl.core.periods import Bucket, Period
     from orion_etl.jobs.aggregate import AggregateReport
 
-app = typer.Typer(
-    help="Aggregates: daily/weekly/monthly/quarterly/yearly rollups, intraday running aggregates.",
-    invoke_without_command=True,
-)
+# No help= here: the callback's docstring (with the exit codes) is the help of `aggregate`.
+app = typer.Typer(invoke_without_command=True)
 
 PeriodOpt = Annotated[
     str, typer.Option("--period", "-p", help="daily | weekly | monthly | quarterly | yearly (any case)")
@@ -116,7 +114,9 @@ def aggregate(
     ] = None,
     fmt: FormatOpt = None,
 ) -> None:
-    """Recompute aggregates of a period (default: daily, the last complete trading day).
+    """Aggregates: daily/weekly/monthly/quarterly/yearly rollups, intraday running aggregates.
+
+    Without a sub-command: recompute a period (default: daily, the last complete trading day).
 
     Exit codes: 0 ok, 2 a consistency check failed or bad usage, 3 could not run (lock held,
     database down).

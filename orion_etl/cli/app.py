@@ -30,12 +30,20 @@ from orion_etl.errors import ExitCode, OrionError
 from orion_etl.logs import redactor, stderr_console
 
 
-def _no_flag_metavars() -> None:
-    """Help shows `--dry-run`, not `--dry-run <bool>`: a flag takes no value, so it has no type.
+def _help_fixes() -> None:
+    """Two corrections to Typer 0.2x help output.
 
-    Typer 0.2x labels every option with its type; for flags that reads as if a value were needed.
+    * `--dry-run`, not `--dry-run <bool>`: a flag takes no value, so it shows no type.
+    * Paragraphs after the first are re-flowed: Typer keeps the docstring's line breaks there,
+      so the exit codes of `stream --help` came out as ragged half-lines.
     """
+    from typer import rich_utils
     from typer.core import TyperOption
+
+    def fix_linebreaks(paragraphs: list[str], markup_mode: Any) -> str:
+        return "\n\n".join(p if p.startswith("\b") else " ".join(p.split()) for p in paragraphs)
+
+    rich_utils._fix_linebreaks = fix_linebreaks
 
     original = TyperOption.display_type_rich
 
@@ -45,7 +53,7 @@ def _no_flag_metavars() -> None:
     TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
 
 
-_no_flag_metavars()
+_help_fixes()
 
 app = typer.Typer(
     name="orion-etl",

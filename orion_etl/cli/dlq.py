@@ -20,6 +20,7 @@ ClassOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--class",
+        metavar="CLASS",
         help="undecodable | schema | rule | missing_dimension | transient | unknown (repeatable, any case).",
         show_default=False,
     ),
@@ -30,6 +31,7 @@ FingerprintOpt = Annotated[
     typer.Option(
         "--fingerprint",
         "-f",
+        metavar="ID",
         help="Failure fingerprint or letter id (prefix; repeatable).",
         show_default=False,
     ),

@@ -175,7 +175,8 @@ def issues_cmd(
     ctx: typer.Context,
     table: TableOpt = None,
     rule: Annotated[
-        list[str] | None, typer.Option("--rule", help="Only this rule name (repeatable).", show_default=False)
+        list[str] | None,
+        typer.Option("--rule", metavar="RULE", help="Only this rule name (repeatable).", show_default=False),
     ] = None,
     severity: Annotated[
         list[Severity] | None, typer.Option("--severity", case_sensitive=False, help="ERROR | WARNING.")

@@ -41,11 +41,12 @@ _COLUMNS = [
 def list_runs(
     ctx: typer.Context,
     job: Annotated[
-        list[str] | None, typer.Option("--job", "-j", help="Job name, e.g. dims-sync (repeatable).")
+        list[str] | None,
+        typer.Option("--job", "-j", metavar="NAME", help="Job name, e.g. dims-sync (repeatable)."),
     ] = None,
     job_type: Annotated[
         list[str] | None,
-        typer.Option("--type", help="STREAM, DIMENSION_SYNC, ... (repeatable, any case)."),
+        typer.Option("--type", metavar="TYPE", help="STREAM, DIMENSION_SYNC, ... (repeatable, any case)."),
     ] = None,
     status: Annotated[
         list[Status] | None, typer.Option("--status", "-s", case_sensitive=False, help="Repeatable.")

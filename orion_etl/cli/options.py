@@ -14,16 +14,25 @@ DEFAULT_LIMIT = 50
 
 SinceOpt = Annotated[
     str | None,
-    typer.Option("--since", help="At or after: ISO 8601 (UTC if no offset) or a duration ago (30m, 2h, 7d)."),
+    typer.Option(
+        "--since",
+        metavar="TIME",
+        help="At or after: ISO 8601 (UTC if no offset) or a duration ago (30m, 2h, 7d).",
+    ),
 ]
-UntilOpt = Annotated[str | None, typer.Option("--until", help="At or before (same forms as --since).")]
+UntilOpt = Annotated[
+    str | None, typer.Option("--until", metavar="TIME", help="At or before (same forms as --since).")
+]
 LimitOpt = Annotated[int, typer.Option("--limit", "-n", min=1, max=100_000, help="At most this many rows.")]
 TableOpt = Annotated[
-    list[str] | None, typer.Option("--table", help="Only this table (repeatable).", show_default=False)
+    list[str] | None,
+    typer.Option("--table", metavar="TABLE", help="Only this table (repeatable).", show_default=False),
 ]
 RuleOpt = Annotated[
     list[str] | None,
-    typer.Option("--rule", help="Only this rule: name or table.name (repeatable).", show_default=False),
+    typer.Option(
+        "--rule", metavar="RULE", help="Only this rule: name or table.name (repeatable).", show_default=False
+    ),
 ]
 EnvOpt = Annotated[
     str | None,
@@ -32,7 +41,8 @@ EnvOpt = Annotated[
 TopicOpt = Annotated[
     list[str] | None,
     typer.Option(
-        "--topic", "-t", help="Origin or DLQ topic (repeatable; default: the configured topics).",
+        "--topic", "-t", metavar="TOPIC",
+        help="Origin or DLQ topic or glob (repeatable; default: this deployment's configured topics).",
         show_default=False,
     ),
 ]  # fmt: skip

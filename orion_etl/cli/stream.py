@@ -14,11 +14,8 @@ if TYPE_CHECKING:
 
     from orion_etl.jobs.stream import StreamStats
 
-app = typer.Typer(
-    help="Stream CDC and domain events into warehouse facts.",
-    invoke_without_command=True,
-    rich_markup_mode="rich",
-)
+# No help= here: the callback's docstring (with the exit codes) is the help of `stream`.
+app = typer.Typer(invoke_without_command=True, rich_markup_mode="rich")
 
 _ROWS = [
     ("messages", "messages"),
@@ -78,7 +75,9 @@ def stream(
         typer.Option("--metrics-port", min=1, max=65535, help="Serve Prometheus metrics on 127.0.0.1:PORT."),
     ] = None,
 ) -> None:
-    """Consume the configured topics in micro-batches until stopped (SIGTERM/SIGINT finish the batch).
+    """Stream CDC and domain events into warehouse facts, in micro-batches, until stopped.
+
+    SIGTERM/SIGINT finish the batch in hand, then stop.
 
     Log lines and the live view go to stderr, the final summary to stdout. A progress line is
     logged every stream.progress_log_s seconds and a WARNING for each batch with dead letters.
