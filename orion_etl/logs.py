@@ -33,6 +33,15 @@ _LOGRECORD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) |
 _SECRET_KEY = re.compile(r"(^|[._-])(password|passwd|secret|token|api[._-]?key|sasl\.jaas\.config)$", re.I)
 
 
+# Values with a structure of their own (timestamps, dates, UUIDs, numbers): never token-masked, so a
+# secret of `2026` cannot turn `2026-12-02T09:31:03Z` into `********-12-02T09:31:03Z`.
+_STRUCTURED = re.compile(
+    r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)?)?"
+    r"|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    r"|[+-]?\d+(\.\d+)?([eE][+-]?\d+)?"
+)
+
+
 def is_secret_key(key: str) -> bool:
     """True for a setting name that always carries a secret (`database.password`, `sasl.password`)."""
     return bool(_SECRET_KEY.search(key))
@@ -68,6 +77,15 @@ class SecretRedactor:
             self._pattern = re.compile(rf"(?<![\w])(?:{alternatives})(?![\w])")
         return self._pattern.sub(REDACTED, text)
 
+    def mask_text(self, text: str, key: str = "") -> str:
+        """One string value: masked whole when it is a secret or under a secret key; a timestamp,
+        id or number stays as it is; other text loses the secrets that are whole tokens in it."""
+        if (key and is_secret_key(key) and text) or text in self._secrets:
+            return REDACTED
+        if _STRUCTURED.fullmatch(text):
+            return text
+        return self.redact(text)
+
     def mask(self, data: Any, key: str = "") -> Any:
         """Mask a structure field by field: secret keys, values equal to a secret, free-text tokens.
 
@@ -80,9 +98,7 @@ class SecretRedactor:
         if isinstance(data, list | tuple):
             return [self.mask(v, key) for v in data]
         if isinstance(data, str):
-            if (key and is_secret_key(key) and data) or data in self._secrets:
-                return REDACTED
-            return self.redact(data)
+            return self.mask_text(data, key)
         return data
 
 

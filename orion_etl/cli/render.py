@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from orion_etl.logs import REDACTED, is_secret_key, json_value, redactor, safe_extra, stderr_console
+from orion_etl.logs import json_value, redactor, safe_extra, stderr_console
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -150,10 +150,7 @@ def cell(value: Any, key: str = "", *, empty: str = "-") -> str:
     if isinstance(value, Mapping):
         text = json.dumps(redactor.mask(_normalise(value)), ensure_ascii=False, separators=(",", ":"))
     else:
-        text = str(value)
-        if key and is_secret_key(key):
-            return REDACTED
-        text = REDACTED if redactor.is_secret(text) else redactor.redact(text)
+        text = redactor.mask_text(str(value), key)
     return "".join(ch if ch.isprintable() else _CONTROL.get(ord(ch), f"\\x{ord(ch):02x}") for ch in text)
 
 
