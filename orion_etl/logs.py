@@ -42,6 +42,10 @@ _STRUCTURED = re.compile(
 )
 
 
+# A config-provider reference (`${file:/path:key}`, `${env:VAR}`) names where a secret is, not the secret.
+_PROVIDER_REF = re.compile(r"\$\{[A-Za-z0-9_.-]+:[^{}]+\}")
+
+
 def is_secret_key(key: str) -> bool:
     """True for a setting name that always carries a secret (`database.password`, `sasl.password`)."""
     return bool(_SECRET_KEY.search(key))
@@ -80,7 +84,9 @@ class SecretRedactor:
     def mask_text(self, text: str, key: str = "") -> str:
         """One string value: masked whole when it is a secret or under a secret key; a timestamp,
         id or number stays as it is; other text loses the secrets that are whole tokens in it."""
-        if (key and is_secret_key(key) and text) or text in self._secrets:
+        if text in self._secrets:
+            return REDACTED
+        if key and is_secret_key(key) and text and not _PROVIDER_REF.fullmatch(text):
             return REDACTED
         if _STRUCTURED.fullmatch(text):
             return text

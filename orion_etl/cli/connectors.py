@@ -80,7 +80,7 @@ def render(
     else:
         # Java .properties: a backslash escapes the next character, so double it.
         for key, value in data["config"].items():
-            sys.stdout.write(f"{key}={str(redactor.mask(value, key)).replace(chr(92), chr(92) * 2)}\n")
+            sys.stdout.write(f"{key}={redactor.mask_text(str(value), key).replace(chr(92), chr(92) * 2)}\n")
 
 
 @app.command("validate")

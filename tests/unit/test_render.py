@@ -152,3 +152,11 @@ def test_stream_rate_is_over_a_recent_window() -> None:
     # long after the burst: ten messages in the last window, not 1010 / 100 s
     assert stats.rate(now=100.0 + RATE_WINDOW_S / 2) < 10 / (RATE_WINDOW_S / 2) + 1e-9
     assert stats.rate(now=200.0) == 0.0
+
+
+def test_a_provider_reference_is_not_a_secret() -> None:
+    masker = SecretRedactor()
+    assert masker.mask({"database.password": "${file:/etc/s.properties:pw}"}) == {
+        "database.password": "${file:/etc/s.properties:pw}"
+    }
+    assert masker.mask({"database.password": "inline"}) == {"database.password": REDACTED}
