@@ -89,7 +89,7 @@ def _render(
         report.as_dict(),
         exit_code=int(ExitCode.FAILURE if report.issues else ExitCode.OK),
         human=human,
-        summary_event=f"aggregate-{report.mode}",
+        summary_event="aggregate",
         json_logs_only=app_state.json_logs,
     )
 
