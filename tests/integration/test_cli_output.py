@@ -130,7 +130,7 @@ def dep(stack_settings: OrionSettings, run_id: str, tmp_path_factory: pytest.Tem
     # The loader from another working directory, stderr on a terminal: live view and log lines.
     stream, tty = cli(
         partial, "stream", "--until-caught-up", "--live", "--format", "json", tty=True, cwd=elsewhere,
-        COLUMNS="160",
+        COLUMNS="160", ORION_ETL_STREAM__PROGRESS_LOG_S="0.5",
     )  # fmt: skip
     with pytest.raises(RuntimeError), record_job_run(settings.warehouse, "aggregate", "AGGREGATION") as run:
         raise RuntimeError(LONG_ERROR)
@@ -159,7 +159,7 @@ def test_live_view_and_log_lines_share_stderr_without_fragments(dep: Deployment)
     lines = screen.text()
     words = " ".join(" ".join(lines).split())  # rich wraps long log lines; compare the words
     for logged in ("INFO started: group", "INFO assigned", "WARNING batch dead-lettered 2 record(s)",
-                   "INFO stream finished: warnings"):  # fmt: skip
+                   "INFO progress: ", "INFO stream finished: warnings"):  # fmt: skip
         assert logged in words, "\n".join(lines)
     # the live view is gone at the end and nothing of it is left between the log lines
     fragments = [ln for ln in lines if set(ln) & BOX_CHARS]
@@ -267,3 +267,15 @@ def test_a_short_secret_cannot_corrupt_output(dep: Deployment, secret: str) -> N
     assert f"{datetime.now(UTC).year}-" in plain.stdout and "********-" not in plain.stdout
     rules, _ = cli(dep, "dq", "issues", "--format", "json", **env)
     assert json.loads(rules.stdout)["items"]
+
+
+def test_a_batch_job_under_json_logs_ends_with_one_summary_line(dep: Deployment) -> None:
+    result, _ = cli(dep, "dims", "check", "--log-format", "json")
+    assert result.returncode == 0, result.stderr
+    synced, _ = cli(dep, "dims", "sync", "--log-format", "json")
+    assert synced.stdout == ""  # no box table for the journal
+    summary = json.loads(synced.stderr.strip().splitlines()[-1])
+    assert summary["event"] == "dims-sync" and summary["outcome"] == "ok" and summary["exit_code"] == 0
+    uuid.UUID(summary["run_id"])
+    records = [json.loads(line) for line in synced.stderr.splitlines()]  # every line is JSON
+    assert all(isinstance(r["msg"], str) and "{'" not in r["msg"] for r in records)
