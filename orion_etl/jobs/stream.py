@@ -331,9 +331,10 @@ class StreamJob:
                     self._update_lag(consumer)
                     if self.on_progress:
                         self.on_progress(self.stats)
-                    if now - last_log >= self.st.progress_log_s:
-                        last_log = now
-                        self._log_progress()
+                if now - last_log >= self.st.progress_log_s:
+                    last_log = now
+                    self._update_lag(consumer)
+                    self._log_progress()
             self._settle(consumer)
         finally:
             while self.inflight:  # an error interrupted the loop: let the commits finish

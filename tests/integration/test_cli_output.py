@@ -10,6 +10,7 @@ terminal on stderr.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import uuid
@@ -130,7 +131,7 @@ def dep(stack_settings: OrionSettings, run_id: str, tmp_path_factory: pytest.Tem
     # The loader from another working directory, stderr on a terminal: live view and log lines.
     stream, tty = cli(
         partial, "stream", "--until-caught-up", "--live", "--format", "json", tty=True, cwd=elsewhere,
-        COLUMNS="160", ORION_ETL_STREAM__PROGRESS_LOG_S="0.5",
+        COLUMNS="160",
     )  # fmt: skip
     with pytest.raises(RuntimeError), record_job_run(settings.warehouse, "aggregate", "AGGREGATION") as run:
         raise RuntimeError(LONG_ERROR)
@@ -159,7 +160,7 @@ def test_live_view_and_log_lines_share_stderr_without_fragments(dep: Deployment)
     lines = screen.text()
     words = " ".join(" ".join(lines).split())  # rich wraps long log lines; compare the words
     for logged in ("INFO started: group", "INFO assigned", "WARNING batch dead-lettered 2 record(s)",
-                   "INFO progress: ", "INFO stream finished: warnings"):  # fmt: skip
+                   "INFO stream finished: warnings"):  # fmt: skip
         assert logged in words, "\n".join(lines)
     # the live view is gone at the end and nothing of it is left between the log lines
     fragments = [ln for ln in lines if set(ln) & BOX_CHARS]
@@ -279,3 +280,28 @@ def test_a_batch_job_under_json_logs_ends_with_one_summary_line(dep: Deployment)
     uuid.UUID(summary["run_id"])
     records = [json.loads(line) for line in synced.stderr.splitlines()]  # every line is JSON
     assert all(isinstance(r["msg"], str) and "{'" not in r["msg"] for r in records)
+
+
+def test_doctor_checks_the_live_system(dep: Deployment) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result, _ = cli(dep, "doctor", "--format", "json", "--metrics-port", port)
+    checks = {c["check"]: c for c in json.loads(result.stdout)["checks"]}
+    for name in (
+        "config",
+        "source",
+        "kafka",
+        "connect",
+        "connect plugin",
+        "warehouse",
+        "warehouse migrations",
+    ):
+        assert checks[name]["level"] == "ok", checks[name]
+    assert checks["source wal_level"]["level"] == "ok"
+    assert checks["connector"]["level"] == "warning"  # this deployment registered none
+    assert checks["metrics port"]["level"] == "warning"
+    assert result.returncode == 2  # the session's slot does not exist: a failure to fix
+    plain, _ = cli(dep, "doctor")
+    assert len(plain.stdout.splitlines()) == 1 + len(checks)  # a line per check

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import redirect_stdout
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
@@ -171,3 +172,24 @@ def test_a_narrow_terminal_folds_instead_of_cutting(monkeypatch: pytest.MonkeyPa
     body = [ln for ln in text.splitlines() if "│" in ln]
     first_column = "".join(ln.split("│")[1].strip() for ln in body)
     assert first_column == run_id  # folded over several lines, every character there
+
+
+def test_stream_progress_and_dead_letter_lines_carry_fields(caplog: pytest.LogCaptureFixture) -> None:
+    from orion_etl.jobs.stream import StreamJob, StreamStats
+    from orion_etl.jobs.stream_batch import PreparedBatch
+
+    job = object.__new__(StreamJob)  # the two log methods read only stats and the run id
+    job.stats = StreamStats(messages=120, lag=7, lag_by_partition={"t[0]": 5, "t[1]": 2})
+    job.job_run_id = "r-1"
+    letters = [
+        SimpleNamespace(error_class=cls, record=SimpleNamespace(topic="t", partition=0, offset=off))
+        for cls, off in (("DECODE", 4), ("RULE", 9), ("RULE", 6))
+    ]
+    with caplog.at_level(logging.INFO, logger="orion_etl"):
+        job._log_progress()
+        job._warn_dead_letters(PreparedBatch(write=None, letters=letters))  # type: ignore[arg-type]
+    progress, warning = caplog.records
+    assert progress.event == "progress" and progress.lag_by_partition == {"t[0]": 5, "t[1]": 2}  # type: ignore[attr-defined]
+    assert progress.messages == 120 and "lag 7 (t[0]=5, t[1]=2)" in progress.getMessage()  # type: ignore[attr-defined]
+    assert warning.levelno == logging.WARNING and warning.event == "dead_letters"  # type: ignore[attr-defined]
+    assert warning.classes == {"DECODE": 1, "RULE": 2} and warning.origin_offsets == {"t[0]": "4..9"}  # type: ignore[attr-defined]
