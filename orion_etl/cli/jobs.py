@@ -17,11 +17,16 @@ app = typer.Typer(help="The job ledger: what ran, when, how it ended.", no_args_
 
 
 class Status(StrEnum):
-    """Job run states."""
+    """Life states and outcomes of a run (see adapters/jobruns.py)."""
 
     RUNNING = "RUNNING"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
+    ABANDONED = "ABANDONED"
+    SUCCESS = "SUCCESS"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    INTERRUPTED = "INTERRUPTED"
 
 
 _COLUMNS = [
@@ -29,6 +34,8 @@ _COLUMNS = [
     Column("job_name", "job"),
     Column("job_type", "type"),
     Column("status"),
+    Column("outcome"),
+    Column("exit_code", "exit", justify="right"),
     Column("started_at", "started"),
     Column("duration_s", "duration s", justify="right"),
     Column("records_processed", "processed", justify="right"),
@@ -49,7 +56,14 @@ def list_runs(
         typer.Option("--type", metavar="TYPE", help="STREAM, DIMENSION_SYNC, ... (repeatable, any case)."),
     ] = None,
     status: Annotated[
-        list[Status] | None, typer.Option("--status", "-s", case_sensitive=False, help="Repeatable.")
+        list[Status] | None,
+        typer.Option(
+            "--status",
+            "-s",
+            case_sensitive=False,
+            help="RUNNING, COMPLETED, FAILED (exit >= 2 or interrupted), ABANDONED (process died), "
+            "or an outcome: SUCCESS, WARNING, ERROR, INTERRUPTED (repeatable, any case).",
+        ),
     ] = None,
     since: SinceOpt = None,
     limit: LimitOpt = 50,

@@ -1,4 +1,5 @@
-"""`orion-etl stream`: run the streaming loader (Kafka -> warehouse facts)."""
+"""`orion-etl stream`: run the streaming loader (Kafka -> warehouse facts); `stream status` and
+`stream offsets show|reset` look at and move its positions."""
 
 from __future__ import annotations
 
@@ -7,12 +8,24 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from orion_etl.cli.context import state
-from orion_etl.cli.render import FormatOpt, OutputFormat, finish, print_record, resolve_format
+from orion_etl.cli.options import TopicOpt
+from orion_etl.cli.render import (
+    Column,
+    FormatOpt,
+    OutputFormat,
+    finish,
+    print_record,
+    print_rows,
+    resolve_format,
+    say,
+)
+from orion_etl.errors import UsageError
 
 if TYPE_CHECKING:
     from rich.table import Table
 
     from orion_etl.jobs.stream import StreamStats
+    from orion_etl.jobs.stream_positions import PositionsReport
 
 # No help= here: the callback's docstring (with the exit codes) is the help of `stream`.
 app = typer.Typer(invoke_without_command=True, rich_markup_mode="rich")
@@ -70,9 +83,17 @@ def stream(
         ),
     ] = None,
     fmt: FormatOpt = None,
+    metrics_addr: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-addr",
+            metavar="HOST:PORT",
+            help="Serve Prometheus metrics on HOST:PORT (0.0.0.0:9464 for every address, [::]:9464).",
+        ),
+    ] = None,
     metrics_port: Annotated[
         int | None,
-        typer.Option("--metrics-port", min=1, max=65535, help="Serve Prometheus metrics on 127.0.0.1:PORT."),
+        typer.Option("--metrics-port", min=1, max=65535, help="Shorthand for --metrics-addr 127.0.0.1:PORT."),
     ] = None,
 ) -> None:
     """Stream CDC and domain events into warehouse facts, in micro-batches, until stopped.
@@ -93,10 +114,21 @@ def stream(
     from orion_etl.jobs.stream import StreamStats, run_stream
 
     app_state = state(ctx)
+    if metrics_addr is not None and metrics_port is not None:
+        raise UsageError("give --metrics-addr or --metrics-port, not both")
+    address: tuple[str, int] | None = ("127.0.0.1", metrics_port) if metrics_port is not None else None
+    if metrics_addr is not None:
+        try:
+            address = metrics.parse_addr(metrics_addr)
+        except ValueError as exc:
+            raise UsageError(f"--metrics-addr: {exc}") from None
     settings = app_state.settings()
     console = app_state.err_console
-    if metrics_port is not None:
-        metrics.serve(metrics_port)
+    if address is not None:
+        try:
+            metrics.serve(*address)
+        except OSError as exc:
+            raise UsageError(f"--metrics-addr: cannot listen on {address[0]}:{address[1]}: {exc}") from None
     show_live = console.is_terminal if live is None else live
     if show_live:
         from rich.live import Live
@@ -129,3 +161,119 @@ def stream(
         summary_event="stream",
         json_logs_only=app_state.json_logs,
     )
+
+
+GroupOpt = Annotated[
+    str | None, typer.Option("--group", "-g", help="Consumer group (default: stream.group_id).")
+]
+_PARTITIONS = [
+    Column("topic"),
+    Column("partition", justify="right"),
+    Column("stored", "stored position", justify="right"),
+    Column("low", justify="right"),
+    Column("high", justify="right"),
+    Column("lag", justify="right"),
+]
+
+
+def _partitions(out: OutputFormat, report: PositionsReport, title: str, *, section: bool = False) -> None:
+    print_rows(out, _PARTITIONS, report.as_dict()["partitions"], title=title, section=section)
+
+
+@app.command("status")
+def status(ctx: typer.Context, group: GroupOpt = None, topic: TopicOpt = None, fmt: FormatOpt = None) -> None:
+    """Lag per partition (stored position vs. Kafka's high watermark), loaders, CDC watermarks."""
+    from orion_etl.jobs.stream_positions import positions_report
+
+    report = positions_report(state(ctx).settings(), group=group, topics=topic)
+
+    def human(out: OutputFormat) -> None:
+        if out is OutputFormat.CSV:
+            _partitions(out, report, "")
+            return
+        _partitions(out, report, f"loader positions of group {report.group} (lag {report.lag})", section=True)
+        rows = [{**w, "age": None if w["age_s"] is None else f"{w['age_s']:.0f}s"} for w in report.watermarks]
+        columns = [Column("source_table", "source table"), Column("last_lsn", "last LSN"),
+                   Column("last_source_commit", "last source commit"), Column("age")]  # fmt: skip
+        print_rows(
+            out, columns, rows, title="CDC watermarks (newest change loaded per source table)", section=True
+        )
+        members = ", ".join(report.members) or "none"
+        say(f"group members in Kafka: {members}; running loader runs in the ledger: {len(report.running)}")
+
+    finish(fmt, report.as_dict(), human=human)
+
+
+offsets_app = typer.Typer(
+    help="The loader's positions (etl_consumer_offsets): show or reset.", no_args_is_help=True
+)
+app.add_typer(offsets_app, name="offsets")
+
+
+@offsets_app.command("show")
+def offsets_show(
+    ctx: typer.Context, group: GroupOpt = None, topic: TopicOpt = None, fmt: FormatOpt = None
+) -> None:
+    """The group's stored positions with each partition's low/high watermark and lag."""
+    from orion_etl.jobs.stream_positions import positions_report
+
+    report = positions_report(state(ctx).settings(), group=group, topics=topic)
+    print_rows(
+        fmt, _PARTITIONS, report.as_dict()["partitions"], title=f"loader positions of group {report.group}"
+    )
+
+
+@offsets_app.command("reset")
+def offsets_reset(
+    ctx: typer.Context,
+    to_earliest: Annotated[
+        bool, typer.Option("--to-earliest", help="Read everything Kafka retains again.")
+    ] = False,
+    to_latest: Annotated[
+        bool, typer.Option("--to-latest", help="Skip to the end (load only new records).")
+    ] = False,
+    to_datetime: Annotated[
+        str | None,
+        typer.Option(
+            "--to-datetime", metavar="TIME", help="First record at or after T (ISO time or 2h, 7d ago)."
+        ),
+    ] = None,
+    to_offset: Annotated[
+        int | None, typer.Option("--to-offset", min=0, help="This offset (with --topic).")
+    ] = None,
+    group: GroupOpt = None,
+    topic: TopicOpt = None,
+    partition: Annotated[int | None, typer.Option("--partition", min=0, help="Only this partition.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan, change nothing.")] = False,
+    fmt: FormatOpt = None,
+) -> None:
+    """Move the loader's positions (refused while a loader of the group runs; exit 3).
+
+    Positions are clamped to what Kafka retains. Replaying is safe: upserts are guarded by the
+    source position, so records loaded again change nothing.
+    """
+    from orion_etl.core.timeparse import parse_optional_time
+    from orion_etl.jobs.stream_positions import parse_target, reset_offsets
+
+    target = parse_target(
+        earliest=to_earliest,
+        latest=to_latest,
+        at=parse_optional_time(to_datetime, "--to-datetime"),
+        offset=to_offset,
+    )
+    report = reset_offsets(
+        state(ctx).settings(), target, group=group, topics=topic, partition=partition, dry_run=dry_run
+    )
+
+    def human(out: OutputFormat) -> None:
+        rows = [{"topic": r.topic, "partition": r.partition, "current": r.current, "new": r.new, "low": r.low,
+                 "high": r.high, "to_load": r.high - r.new} for r in report.plan]  # fmt: skip
+        columns: list[Column | str] = ["topic", "partition", "current", "new", "low", "high"]
+        columns.append(Column("to_load", "to load"))
+        title = f"{'plan: ' if dry_run else ''}reset group {report.group} to {target.describe()}"
+        print_rows(out, columns, rows, title=title)
+        if out is not OutputFormat.CSV:
+            verb = "would change" if dry_run else "changed"
+            say(f"{verb} {report.changed} of {len(report.plan)} partition positions")
+
+    finish(fmt, report.as_dict(), human=human)
