@@ -175,6 +175,7 @@ LISTINGS: list[tuple[str, ...]] = [
     ("db", "status"),
     ("dlq", "show"),
     ("connectors", "list"),
+    ("stream", "offsets", "show"),
 ]
 
 
@@ -192,8 +193,8 @@ def test_listing_piped_is_plain_one_row_per_line(dep: Deployment, args: tuple[st
 
 def test_long_values_are_whole_on_their_line(dep: Deployment) -> None:
     jobs, _ = cli(dep, "jobs", "list", "--status", "failed")
-    row = jobs.stdout.splitlines()[1]
-    assert dep.failed_run in row and LONG_ERROR.replace("\n", "\\n") in row
+    row = next(line for line in jobs.stdout.splitlines() if dep.failed_run in line)
+    assert LONG_ERROR.replace("\n", "\\n") in row
     letters, _ = cli(dep, "dlq", "show", "--class", "UNDECODABLE")
     assert MARKUP_PAYLOAD.decode() in letters.stdout.splitlines()[1]
     listed, _ = cli(dep, "dlq", "list")
@@ -227,6 +228,10 @@ JSON_COMMANDS: list[tuple[str, ...]] = [
     ("dlq", "show"),
     ("dlq", "replay", "--dry-run"),
     ("stream", "--until-caught-up"),
+    ("stream", "status"),
+    ("stream", "offsets", "show"),
+    ("stream", "offsets", "reset", "--to-latest", "--dry-run"),
+    ("jobs", "list", "--status", "warning", "--status", "FAILED"),
     ("doctor",),
 ]
 RUNS = {"dq audit", "dims sync", "aggregate --date 2026-03-02", "stream --until-caught-up"}
