@@ -597,6 +597,8 @@ class WarehouseLoader:
         3. insert the new changes with their deltas; update stored later changes whose delta the
            new ones changed (only when a change arrived out of order, e.g. a DLQ replay).
         In source order a CDC stream only appends, so step 2 reads one stored row per position.
+        Two writers of the same position (the loader and a DLQ replay) take a transaction lock per
+        position first, so one chains after the other's commit.
         """
         targets = [*POSITION_FACT_COLUMNS, "client_key", "instrument_key", *POSITION, *LINEAGE]
         self._copy(conn, "stg_fact_positions", rows, targets)
@@ -607,6 +609,12 @@ class WarehouseLoader:
         duplicates = max(cur.rowcount, 0)
         if duplicates == rows.height:
             return LoadCounts(duplicates=duplicates)
+        # Chains of one position are computed one transaction at a time (the loader and a DLQ
+        # replay may both add changes to it): transaction locks per position, in a fixed order.
+        conn.execute(
+            "SELECT count(pg_advisory_xact_lock(hashtextextended('fact_positions:' || p::text, 0))) "
+            "FROM (SELECT DISTINCT position_id AS p FROM stg_fact_positions ORDER BY 1) s"
+        )
         conn.execute(read_position_chain_sql())
         cols = sql.SQL(", ").join(sql.Identifier(c) for c in [*targets, "realized_pnl_delta"])
         cur = conn.execute(
