@@ -339,8 +339,8 @@ def _audit_rules() -> list[Rule]:
              column="client_id", to_table="dim_clients", to_column="client_id"),
         Rule("snapshot_date_key_exists", r, rel, "snapshot_date_key is not in dim_date", e,
              column="snapshot_date_key", to_table="dim_date", to_column="date_key"),
-        Rule("risk_snapshots_fresh", r, RuleKind.FRESHNESS, "no risk snapshot in the last hour", w,
-             column="snapshot_time", max_age_s=3_600),
+        Rule("risk_snapshots_fresh", r, RuleKind.FRESHNESS, "no risk snapshot in the last 24 hours", w,
+             column="snapshot_time", max_age_s=86_400),
     ]  # fmt: skip
 
 
