@@ -152,6 +152,9 @@ class CdcSettings(Section):
     heartbeat_interval_ms: int = Field(10_000, ge=0)
     # Table (in the source schema) the connector's heartbeat.action.query upserts; "" disables it.
     heartbeat_table: str = "orion_cdc_heartbeat"
+    # Debezium signal table (in the source schema, created and published by `cdc prepare`) through
+    # which `cdc snapshot` requests incremental snapshots; "" disables signalling.
+    signal_table: str = "orion_cdc_signal"
     snapshot_mode: str = "initial"
     # Tables that get REPLICA IDENTITY FULL from `cdc prepare` ("*": every captured table).
     replica_identity_full: list[str] = Field(default_factory=lambda: ["*"])
