@@ -10,6 +10,10 @@ one calendar month), each timed as the median of --repeat runs, interleaved:
   (d) now: `aggregate --period monthly` end to end (summary, client metrics, LPs, checks, ledger).
 Target: (b) <= 1.5 x (a).
 
+With `--loader-changes N` it also measures the loader in-process (no Kafka): N Debezium changes of
+positions (history + P&L chain) against N trade creates, prepared and committed in batches of 5,000
+by `BatchPreparer` + `WarehouseLoader` in a second database.
+
     PYTHONPATH=. .venv/bin/python scripts/bench_positions.py --trades 5000000 --changes 1000000
 
 Creates (and drops, unless --keep) its own database on the local stack (`--port`).
@@ -31,10 +35,14 @@ from psycopg import sql
 from orion_etl.adapters import aggregates as agg
 from orion_etl.adapters import migrations
 from orion_etl.adapters.postgres import connect
+from orion_etl.adapters.warehouse_loader import WarehouseLoader
 from orion_etl.config.models import OrionSettings, PostgresSettings
+from orion_etl.core.debezium import KafkaRecord
 from orion_etl.core.periods import Period, bucket_for
 from orion_etl.jobs.aggregate import run_periods
+from orion_etl.jobs.stream_batch import BatchPreparer
 from orion_etl.sqlfiles import read_sql
+from tests.stream_builders import cdc, position_row, trade_row
 
 MONTH = date(2026, 3, 1)
 DAYS = 31
@@ -123,6 +131,60 @@ def statement(clients_sql: str) -> sql.Composed:
     )
 
 
+def loader_run(settings: OrionSettings, topic: str, values: list[bytes], batch: int = 5000) -> float:
+    """Prepare + commit `values` (records of `topic`) in batches; seconds."""
+    loader = WarehouseLoader(settings.warehouse, f"bench-{uuid.uuid4().hex[:6]}")
+    preparer = BatchPreparer(settings, loader)
+    t0 = time.perf_counter()
+    expected: dict[tuple[str, int], int | None] = {}
+    for start in range(0, len(values), batch):
+        records = [
+            KafkaRecord(topic, 0, start + n, None, v) for n, v in enumerate(values[start : start + batch])
+        ]
+        prepared = preparer.prepare(records)
+        assert not prepared.letters, prepared.letters[:1]
+        loader.commit_batch(prepared.write, expected, None)
+        expected = dict(prepared.write.offsets)
+    elapsed = time.perf_counter() - t0
+    loader.close_all()
+    return elapsed
+
+
+def loader_bench(admin: PostgresSettings, port: int, changes: int) -> None:
+    """N position changes vs N trade creates through the loader (in-process, one database each)."""
+    positions = 2_000
+
+    def position(n: int) -> bytes:
+        p = n % positions  # position p belongs to client p % 500 and instrument p // 500
+        row = position_row(
+            id=str(uuid.UUID(int=10_000 + p)), client_id=str(uuid.UUID(int=20_000 + p % 500)),
+            instrument_id=str(uuid.UUID(int=30_000 + p // 500)), quantity=str(n % 97),
+            realized_pnl=str(n // positions * 10),
+            updated_at=f"2026-03-{1 + n * 28 // changes:02d}T12:00:00Z",
+        )  # fmt: skip
+        return cdc("positions", row, op="c" if n < positions else "u", lsn=1000 + n, commit_lsn=1000 + n)
+
+    pos_values = [position(n) for n in range(changes)]
+    trade_values = [cdc("trades", trade_row(), lsn=1000 + n, commit_lsn=1000 + n) for n in range(changes)]
+    print(f"loader, in-process, batches of 5,000: {changes:,} records each")
+    for name, topic, values in (
+        ("trade creates (fact_trades, append)", "cdc.public.trades", trade_values),
+        ("position changes (fact_positions history + P&L chain)", "cdc.public.positions", pos_values),
+    ):
+        db = f"orion_bench_load_{uuid.uuid4().hex[:6]}"
+        with connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
+        settings = OrionSettings(warehouse={"port": port, "dbname": db})
+        try:
+            with connect(settings.warehouse, autocommit=True) as conn:
+                migrations.migrate(conn, "warehouse")
+            secs = loader_run(settings, topic, values)
+            print(f"| {name} | {secs:.2f} s | {changes / secs:,.0f} records/s |")
+        finally:
+            with connect(admin, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trades", type=int, default=5_000_000)
@@ -131,10 +193,16 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--port", type=int, default=int(os.environ.get("ORION_STACK_PG_PORT", "55432")))
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
+    parser.add_argument("--loader-changes", type=int, default=0, help="also measure the loader (records)")
+    parser.add_argument("--loader-only", action="store_true", help="only the loader measurement")
     args = parser.parse_args()
+    admin = PostgresSettings(port=args.port, dbname="postgres")
+    if args.loader_changes:
+        loader_bench(admin, args.port, args.loader_changes)
+    if args.loader_only:
+        return
 
     db = f"orion_bench_pos_{uuid.uuid4().hex[:6]}"
-    admin = PostgresSettings(port=args.port, dbname="postgres")
     with connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
     settings = OrionSettings(warehouse={"port": args.port, "dbname": db})
