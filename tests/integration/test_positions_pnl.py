@@ -20,7 +20,7 @@ from psycopg import sql
 
 from orion_etl.config.models import OrionSettings
 from orion_etl.core.periods import Period, bucket_for
-from orion_etl.jobs.aggregate import run_intraday, run_periods
+from orion_etl.jobs.aggregate import run_intraday, run_periods, run_validate
 from tests.integration.stream_support import POSITION_TABLES, drain, produce, stream_settings
 from tests.stream_builders import cdc, dumps, position_row, risk_event
 
@@ -246,3 +246,43 @@ def test_position_deltas_survive_redelivery_and_toast_placeholders(
         "SELECT rule_name FROM etl_data_quality_issues WHERE source_table = 'fact_positions'"
     ).fetchall()
     assert ("avg_price_non_negative",) in issue
+
+
+def test_validate_reports_client_metrics_that_disagree_with_the_position_and_risk_facts(
+    stack_settings: OrionSettings, wh: psycopg.Connection
+) -> None:
+    day = date(2024, 6, 3)
+    wh.execute(
+        "INSERT INTO fact_positions (position_id, tenant_id, client_id, instrument_id, changed_at, "
+        "change_date_key, quantity, realized_pnl, realized_pnl_delta, src_op, src_commit_lsn, src_lsn) "
+        "VALUES (%s, %s, %s, %s, '2024-06-03T10:00:00Z', 20240603, 5, 7.5, 7.5, 'u', 1, 1)",
+        (P1, TENANT, C1, I1),
+    )
+    wh.execute(
+        "INSERT INTO fact_risk_snapshots (tenant_id, client_id, snapshot_time, snapshot_date, "
+        "snapshot_date_key, utilization_pct, soft_breach_count, hard_breach_count, risk_score) "
+        "VALUES (%s, %s, '2024-06-03T11:00:00Z', '2024-06-03', 20240603, 90, 1, 1, 70)",
+        (TENANT, C2),
+    )
+    bucket = bucket_for(Period.DAILY, day)
+    assert run_periods(stack_settings, [bucket]).issues == []
+    rows = wh.execute(
+        "SELECT client_id::text, total_trades, avg_trade_size, realized_pnl, breach_count "
+        "FROM agg_client_metrics"
+    ).fetchall()
+    assert sorted(rows) == sorted([(C1, 0, None, D("7.5"), 0), (C2, 0, None, D(0), 2)])  # no trades needed
+    wh.execute("UPDATE agg_client_metrics SET realized_pnl = realized_pnl + 1 WHERE client_id = %s", (C1,))
+    wh.execute(
+        "UPDATE agg_client_metrics SET breach_count = 5, avg_utilization = 95 WHERE client_id = %s", (C2,)
+    )
+    issues = run_validate(stack_settings, bucket).issues
+    assert {i["rule"] for i in issues} == {
+        "realized_pnl_equals_facts",
+        "breach_count_equals_facts",
+        "utilization_within_bounds",
+    }
+    stored = wh.execute(
+        "SELECT DISTINCT source_table FROM etl_data_quality_issues "
+        "WHERE rule_name = 'realized_pnl_equals_facts'"
+    ).fetchall()
+    assert stored == [("agg_client_metrics",)]
