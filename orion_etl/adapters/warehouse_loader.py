@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -286,6 +287,8 @@ class WarehouseLoader:
                 table=sql.Identifier(table),
             )
         rows = conn.execute(query, (keys,)).fetchall()
+        # UUID values (e.g. a position delete's client_id) as text, the frame's type for them
+        rows = [tuple(str(v) if isinstance(v, uuid.UUID) else v for v in row) for row in rows]
         return pl.DataFrame(rows, schema=[key, *columns], orient="row", infer_schema_length=None)
 
     # --- the batch transaction -----------------------------------------------------------

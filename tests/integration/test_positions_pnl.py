@@ -246,6 +246,21 @@ def test_position_deltas_survive_redelivery_and_toast_placeholders(
         "SELECT rule_name FROM etl_data_quality_issues WHERE source_table = 'fact_positions'"
     ).fetchall()
     assert ("avg_price_non_negative",) in issue
+    # a delete whose before image has only the key (no REPLICA IDENTITY FULL): the values come from
+    # the position's latest change; a key-only delete of a position never loaded changes nothing
+    key_only = cdc(
+        "positions", None, op="d", before={"id": P1}, lsn=40, commit_lsn=40, ts_ms=_ms("2024-03-16T09:00:00Z")
+    )
+    unknown = cdc("positions", None, op="d", before={"id": P3}, lsn=41, commit_lsn=41)
+    produce(settings, [(t.positions_cdc, P1.encode(), key_only), (t.positions_cdc, P3.encode(), unknown)])
+    stats = drain(settings).stats
+    assert stats.dlq == 0 and stats.tombstones == 1
+    deleted = wh.execute(
+        "SELECT client_id::text, quantity, realized_pnl, realized_pnl_delta, is_deleted, change_date_key "
+        "FROM fact_positions WHERE src_lsn = 40"
+    ).fetchone()
+    assert deleted == (C1, D(500), D("12.5"), D(0), True, 20240316)
+    assert wh.execute("SELECT count(*) FROM fact_positions WHERE position_id = %s", (P3,)).fetchone() == (0,)
 
 
 def test_validate_reports_client_metrics_that_disagree_with_the_position_and_risk_facts(
