@@ -312,7 +312,10 @@ class AlertSettings(Section):
     # Slack-compatible incoming webhook ({"text", "blocks"} JSON body); a secret, never printed.
     webhook_url: SecretStr | None = None
     log: bool = True
+    # Total time of one webhook POST (connect + send + the whole answer), not per read.
     timeout_s: float = Field(10.0, gt=0)
+    # Total time of the alert phase of one audit; alerts not sent by then are retried next audit.
+    phase_timeout_s: float = Field(30.0, gt=0)
     # Alert on failing rules of at least this severity (recoveries follow the same filter).
     min_severity: Literal["warning", "error"] = "warning"
     # Put sample rows in webhook messages (off: samples may hold client data).

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import psycopg
 
+from orion_etl.adapters import metrics
 from orion_etl.adapters import replication as repl
 from orion_etl.adapters.jobruns import record_job_run
 from orion_etl.adapters.postgres import advisory_lock, connect
@@ -91,6 +92,7 @@ def prepare(target: CdcTarget, warehouse: PostgresSettings, *, dry_run: bool = F
         run.processed = sum(s.outcome == "changed" for s in report.steps)
         run.failed = sum(s.outcome == "could-not" for s in report.steps)
         run.metadata["steps"] = [s.as_dict() for s in report.steps]
+        run.exit_code = int(report.exit_code)
     return report
 
 
@@ -324,6 +326,7 @@ def replication_status(target: CdcTarget) -> dict[str, Any]:
     drift = publication_drift(expected, set(pub.tables) if pub else set(), pub.all_tables if pub else False)
     findings += check_publication(cdc.publication_name, pub is not None, drift, pub.operations if pub else {})
     findings += check_heartbeat(heartbeat_enabled, age, limits)
+    _export_metrics(slots, age)
     return {
         "env": target.env,
         "database": target.source.describe(),
@@ -342,6 +345,27 @@ def replication_status(target: CdcTarget) -> dict[str, Any]:
         "findings": [f.as_dict() for f in findings],
         "exit_code": exit_code(findings),
     }
+
+
+def _export_metrics(slots: list[dict[str, Any]], heartbeat_age_s: float | None) -> None:
+    """Slot lag and retained WAL for `cdc status --metrics-file` (adapters.metrics)."""
+    samples = []
+    for slot in slots:
+        labels = {"slot": str(slot["slot_name"])}
+        samples.append(
+            metrics.Sample("orion_etl_replication_slot_active", labels, float(bool(slot["active"])))
+        )
+        for family, key in (
+            ("orion_etl_replication_slot_retained_wal_bytes", "retained_wal_bytes"),
+            ("orion_etl_replication_slot_flush_lag_bytes", "flush_lag_bytes"),
+        ):
+            if slot.get(key) is not None:
+                samples.append(metrics.Sample(family, labels, float(slot[key])))
+    if heartbeat_age_s is not None:
+        samples.append(
+            metrics.Sample("orion_etl_replication_heartbeat_age_seconds", {}, float(heartbeat_age_s))
+        )
+    metrics.add_job_samples(samples)
 
 
 # -------------------------------------------------------------------------------------- snapshot
