@@ -44,7 +44,8 @@ class DimensionReport:
     counts: Counter[str] = field(default_factory=Counter)
     rehashed: int = 0
     watermark: datetime | None = None
-    undecodable: int = 0
+    undecodable: int = 0  # dead-lettered: not a usable change event (DECODE)
+    rejected: int = 0  # dead-lettered: the warehouse refused the change (LOAD_REJECTED)
 
     def as_dict(self) -> dict[str, Any]:
         c = self.counts
@@ -62,6 +63,7 @@ class DimensionReport:
             "stale": c[Action.STALE],
             "ignored_deletes": c[Action.IGNORED_DELETE],
             "undecodable": self.undecodable,
+            "rejected": self.rejected,
             "rehashed": self.rehashed,
             "watermark": self.watermark.isoformat() if self.watermark else None,
         }
@@ -78,7 +80,7 @@ class SyncReport:
     @property
     def warnings(self) -> int:
         return sum(d.counts[a] for d in self.dimensions for a in WARNING_ACTIONS) + sum(
-            d.undecodable for d in self.dimensions
+            d.undecodable + d.rejected for d in self.dimensions
         )
 
     def as_dict(self) -> dict[str, Any]:
