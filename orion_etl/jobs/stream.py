@@ -9,8 +9,8 @@ A batch closes on size (`stream.batch_max_messages`), on the age of its oldest r
 (`stream.batch_max_ms`, the latency target) or when the consumer has nothing more to give while no
 earlier batch is committing (`orion_etl.core.batching`: small batches at low rates, large at high
 rates). Infrastructure failures (PostgreSQL or Kafka unavailable) retry the same batch with
-exponential backoff until they succeed or the process is asked to stop; nothing is ever skipped. SIGTERM/SIGINT finish the
-batch in hand (commit it), then close the consumer so the group rebalances at once.
+exponential backoff until they succeed or the process is asked to stop; nothing is ever skipped.
+SIGTERM/SIGINT finish the batch in hand (commit it), then close the consumer so the group rebalances at once.
 
 No advisory lock: several processes in one consumer group are the scaling model; the
 compare-and-set on `etl_consumer_offsets` fences a process that lost a partition.
