@@ -4,13 +4,14 @@ A batch closes on whichever comes first:
 
 * **size**: `batch_max_messages` records;
 * **age**: its oldest record has waited `batch_max_ms` (the latency target for batching);
-* **drained while the committer is free**: the consumer had nothing more to give within a short
-  linger (`batch_linger_ms`) and no earlier batch is still committing. This is group commit: at
-  low rates the commit thread is idle, so a batch closes as soon as the records in hand are read
-  (small batches, latency of one linger + one commit); at high rates the commit thread is busy
-  with the batch before, records pile up meanwhile, and the batch grows until that commit ends
-  (or size/age close it). At saturation the committer is always busy, so batches fill to size as
-  before, and the throughput does not change.
+* **drained while the committer has room**: the consumer had nothing more to give within a short
+  linger (`batch_linger_ms`) and the commit thread is not full (one batch in its commit and one
+  waiting). This is group commit: at low rates the commit thread is idle, so a batch closes as
+  soon as the records in hand are read (small batches, latency of one linger + one commit); at
+  high rates the commit thread is full, records pile up meanwhile, and the batch grows until a
+  commit ends (or size/age close it), so the cost per transaction is spread over more rows when
+  the load needs it. A batch that closes while one commits is prepared meanwhile, so the two
+  threads keep overlapping as before.
 
 The consumer's `consume(n, timeout)` blocks until it has `n` records or the timeout passes, so the
 policy also says how many records to ask for and how long to wait: with nothing in hand, one record
@@ -54,8 +55,8 @@ def next_poll(
     `count`: records in hand; `age_s`: how long the oldest of them has waited (0 when none);
     `waited_s`: how long this collection has run (bounds an empty wait, so the loop still does its
     housekeeping); `drained`: the last consume() returned fewer records than asked (it had
-    nothing more to give within its timeout); `committer_busy`: an earlier batch is still being
-    committed.
+    nothing more to give within its timeout); `committer_busy`: the commit thread is full (a batch
+    closed now would only wait).
     """
     if count >= policy.max_messages:
         return None

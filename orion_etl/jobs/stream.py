@@ -6,8 +6,8 @@ those stored positions (first deployment: `stream.start_from`). Offsets are also
 asynchronously after each warehouse commit, for lag monitoring only; they are never read back.
 
 A batch closes on size (`stream.batch_max_messages`), on the age of its oldest record
-(`stream.batch_max_ms`, the latency target) or when the consumer has nothing more to give while no
-earlier batch is committing (`orion_etl.core.batching`: small batches at low rates, large at high
+(`stream.batch_max_ms`, the latency target) or when the consumer has nothing more to give while the
+commit thread has room (`orion_etl.core.batching`: small batches at low rates, large at high
 rates). Infrastructure failures (PostgreSQL or Kafka unavailable) retry the same batch with
 exponential backoff until they succeed or the process is asked to stop; nothing is ever skipped.
 SIGTERM/SIGINT finish the batch in hand (commit it), then close the consumer so the group rebalances at once.
@@ -419,7 +419,10 @@ class StreamJob:
                 age_s=0.0 if first_at is None else now - first_at,
                 waited_s=now - started,
                 drained=drained,
-                committer_busy=any(not future.done() for future, _ in self.inflight),
+                # busy: the commit thread has one batch in its commit and one waiting (a batch
+                # closed now would wait anyway); with room, a drained batch goes and is prepared
+                # while the one before commits, so the two threads keep overlapping.
+                committer_busy=sum(not future.done() for future, _ in self.inflight) >= PIPELINE_DEPTH,
             )
             if poll is None:
                 break
