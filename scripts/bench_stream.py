@@ -505,13 +505,18 @@ def main() -> None:
         net = over_network(args, settings, topic, run) if args.db_rtt_ms > 0 else None
 
         before: tuple[float, int] | None = None
-        if args.compare_with is not None:  # the same drain with the code before, same topic, new group
-            with connect(settings.warehouse, autocommit=True) as conn:
-                conn.execute("TRUNCATE fact_trades")
-            env = loader_env(settings, topic, f"bench-before-{run}", args.batch, args.compare_with)
-            _, wall_before, rss_before = run_loader(env, ["--until-caught-up"])
-            before = (args.events / wall_before, rss_before)
-            log(f"(d) loader before: {before[0]:,.0f} msg/s, peak RSS {rss_before / 1024:.0f} MiB")
+        if args.compare_with is not None:  # the same drain with the code before, same topic, new groups,
+            walls, peaks = [], []  # once more after too, so neither side has the warm caches alone
+            for i, code in enumerate([args.compare_with, REPO]):
+                with connect(settings.warehouse, autocommit=True) as conn:
+                    conn.execute("TRUNCATE fact_trades")
+                env = loader_env(settings, topic, f"bench-again-{i}-{run}", args.batch, code)
+                _, wall_i, rss_i = run_loader(env, ["--until-caught-up"])
+                log(f"(d) loader {'before' if i == 0 else 'after, again'}: {args.events / wall_i:,.0f} msg/s")
+                walls.append(wall_i)
+                peaks.append(rss_i)
+            d = args.events / ((wall + walls[1]) / 2)  # after: mean of its two drains
+            before = (args.events / walls[0], peaks[0])
 
         # latency at steady rates, loader already running; each variant and rate on its own topic
         variants = {"after": REPO} | ({"before": args.compare_with} if args.compare_with else {})

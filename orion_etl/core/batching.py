@@ -54,8 +54,9 @@ def next_poll(
 
     `count`: records in hand; `age_s`: how long the oldest of them has waited (0 when none);
     `waited_s`: how long this collection has run (bounds an empty wait, so the loop still does its
-    housekeeping); `drained`: the last consume() returned fewer records than asked (it had
-    nothing more to give within its timeout); `committer_busy`: the commit thread is full (a batch
+    housekeeping); `drained`: the last consume() returned nothing within its timeout (not merely
+    fewer than asked: at saturation the consumer's prefetch queue is bounded and returns short
+    every time, yet more keeps coming); `committer_busy`: the commit thread is full (a batch
     closed now would only wait).
     """
     if count >= policy.max_messages:

@@ -427,7 +427,7 @@ class StreamJob:
             if poll is None:
                 break
             messages = consumer.consume(num_messages=poll.messages, timeout=poll.timeout_s)
-            drained = len(messages) < poll.messages
+            drained = not messages  # not merely short: the prefetch queue is bounded (saturation)
             # Bound only now: a rebalance callback run inside consume() replaces `self.pending`.
             assigned, append = self.assigned, self.pending.append  # (a hot loop: one pass per record)
             for msg in messages:

@@ -61,7 +61,7 @@ def collect(
             return batch, now, drained
         assert poll.messages >= 1 and poll.timeout_s > 0
         got = consumer.consume(poll.messages, poll.timeout_s)
-        drained = len(got) < poll.messages
+        drained = not got
         batch.extend(got)
 
 
