@@ -427,7 +427,10 @@ class StreamJob:
             if poll is None:
                 break
             messages = consumer.consume(num_messages=poll.messages, timeout=poll.timeout_s)
-            drained = not messages  # not merely short: the prefetch queue is bounded (saturation)
+            # Drained: nothing came within the linger, and the broker holds nothing more either (a
+            # fetch hiccup under load is not the end of the stream; a short return is normal at
+            # saturation too, the prefetch queue is bounded).
+            drained = not messages and not self.stopping and not self._broker_has_more(consumer)
             # Bound only now: a rebalance callback run inside consume() replaces `self.pending`.
             assigned, append = self.assigned, self.pending.append  # (a hot loop: one pass per record)
             for msg in messages:
@@ -454,6 +457,19 @@ class StreamJob:
                         else None,
                     )
                 )
+
+    def _broker_has_more(self, consumer: Consumer) -> bool:
+        """Whether an assigned partition's high watermark (librdkafka's cached one: no request) is past
+        the consumer's position, i.e. records exist that have not reached the prefetch queue yet."""
+        tps = [TopicPartition(t, p) for t, p in self.assigned]
+        try:
+            for tp in consumer.position(tps):
+                marks = consumer.get_watermark_offsets(tp, cached=True)
+                if marks and tp.offset >= 0 and marks[1] > tp.offset:
+                    return True
+        except KafkaException:
+            return False
+        return False
 
     def _submit(self, consumer: Consumer, publisher: DeadLetterPublisher, records: list[KafkaRecord]) -> None:
         """Prepare a batch while earlier ones commit, then queue it for the commit thread.
