@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
-from orion_etl.adapters import dim_store
+from orion_etl.adapters import dim_store, fact_rekey
 from orion_etl.adapters.jobruns import record_job_run
 from orion_etl.adapters.kafka import make_consumer
 from orion_etl.adapters.postgres import connect
@@ -112,6 +112,7 @@ class _Drain:
                 dim_store.write_stage_rows(wh, spec, rows)
                 report.read += len(rows)
                 report.counts.update(dim_store.apply_staged(wh, spec))
+                report.rekeyed.update(fact_rekey.rekey_after_sync(wh, spec))
                 dim_store.write_state(
                     wh, spec.name, watermark=None, fingerprint=spec.fingerprint(), full=False
                 )

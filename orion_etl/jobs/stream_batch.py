@@ -234,7 +234,7 @@ class BatchPreparer:
                 self._validate(pl.concat(frames, how="diagonal_relaxed"), table, key, out) if frames else None
             )
             if valid is not None:
-                valid = self._dimension_keys(self._gate_dimensions(valid, table, out), table)
+                valid = self._dimension_keys(self._gate_dimensions(valid, table, out), table, out)
             # Upserts and deletes are deduplicated separately and both applied (upsert first, then the
             # delete, each guarded by position): the warehouse then ends the same whether a create and
             # its delete arrive in one batch or in two, which keeps crash/restart runs identical.
@@ -330,13 +330,17 @@ class BatchPreparer:
         self._letters_from(missing, None, table, ErrorClass.MISSING_DIMENSION, out)
         return kept
 
-    def _dimension_keys(self, frame: pl.DataFrame, table: str) -> pl.DataFrame:
+    def _dimension_keys(self, frame: pl.DataFrame, table: str, out: PreparedBatch) -> pl.DataFrame:
         """Add the point-in-time dimension keys (inferred members first, unless a dry run)."""
         if frame.is_empty():
             return frame
         spec = FACT_SPECS[table]
         return self.loader.dimension_keys(
-            frame, spec.dims, spec.time_column, insert_inferred=self.insert_inferred
+            frame,
+            spec.dims,
+            spec.time_column,
+            insert_inferred=self.insert_inferred,
+            epochs=out.write.dim_epochs,
         )
 
     def _fill_unavailable(self, frame: pl.DataFrame, table: str) -> pl.DataFrame:
@@ -406,7 +410,7 @@ class BatchPreparer:
         counts["sampled_out"] += valid.height - kept.height
         out.write.sampler_state = updated
         if not kept.is_empty():
-            out.write.quotes = self._dimension_keys(kept, "fact_quotes").with_columns(
+            out.write.quotes = self._dimension_keys(kept, "fact_quotes", out).with_columns(
                 pl.col("_topic").alias("src_topic"),
                 pl.col("_partition").alias("src_partition"),
                 pl.col("_offset").alias("src_offset"),

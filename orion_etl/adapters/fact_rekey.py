@@ -1,0 +1,184 @@
+"""Re-keying facts after dimension versions changed, and counting facts keyed to the wrong version.
+
+The rule (the loader's, `orion_etl.core.dimension_keys`, and `sql/queries/dims_point_in_time.sql`):
+a fact at time t gets the key of its member's highest version with `valid_from <= t`; a fact older
+than every version gets the first version. In SQL that is two index-only probes of the dimension's
+`(natural id, valid_from) INCLUDE (key, version)` index per fact row (`point_in_time_key`).
+
+Everything here is set-based: ONE `UPDATE` per (fact table, dimension) for all changed members,
+driven by the changed intervals (member, changed from), touching only rows whose key differs (so a
+fact already right is not rewritten, and the aggregate dirty-bucket triggers see only real changes).
+Nothing commits: the caller owns the transaction (the dimension change and the re-key together).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+import psycopg
+from psycopg import sql
+
+from orion_etl.core.fact_keys import FactKeyRef, point_in_time_sql, refs_for_table, registered
+from orion_etl.core.scd import DimensionSpec
+
+CHANGED_MEMBERS = sql.Identifier("_dim_changed_members")
+
+
+def point_in_time_key(ref: FactKeyRef, alias: str = "f") -> sql.SQL:
+    """SQL expression: the key of the version of `alias`'s member valid at `alias`'s event time."""
+    return sql.SQL(point_in_time_sql(ref, alias))
+
+
+def rekey(
+    conn: psycopg.Connection,
+    ref: FactKeyRef,
+    changed: sql.Composable,
+    params: Sequence[Any] = (),
+    lower: datetime | None = None,
+) -> int:
+    """Re-key one fact column for the members of `changed` (columns natural_id, changed_from; one
+    row per member): every fact at or after its member's `changed_from` whose key is not the
+    point-in-time one. `lower` (the earliest changed_from) lets the planner use an event-time index.
+    Returns the number of fact rows re-keyed."""
+    pit = point_in_time_key(ref)
+    bound: sql.Composable = sql.SQL("")
+    args = list(params)
+    if lower is not None:
+        bound = sql.SQL(" AND f.{t} >= %s").format(t=sql.Identifier(ref.time_column))
+        args.append(lower)
+    cur = conn.execute(
+        sql.SQL(
+            "UPDATE {fact} f SET {key} = {pit} FROM {changed} c "
+            "WHERE f.{nat} = c.natural_id AND f.{t} >= c.changed_from{bound} "
+            "AND f.{key} IS DISTINCT FROM {pit}"
+        ).format(
+            fact=sql.Identifier(ref.fact_table),
+            key=sql.Identifier(ref.key_column),
+            pit=pit,
+            changed=changed,
+            nat=sql.Identifier(ref.natural_column),
+            t=sql.Identifier(ref.time_column),
+            bound=bound,
+        ),
+        args,
+    )
+    return max(cur.rowcount, 0)
+
+
+def bump_epoch(conn: psycopg.Connection, dimension: str) -> None:
+    """Tell loaders in flight that versions of `dimension` changed (row-locks the epoch row until commit)."""
+    conn.execute(
+        "INSERT INTO etl_dim_key_epoch AS e (dimension, epoch) VALUES (%s, 1) "
+        "ON CONFLICT (dimension) DO UPDATE SET epoch = e.epoch + 1, updated_at = now()",
+        (dimension,),
+    )
+
+
+def read_epochs(conn: psycopg.Connection, dimensions: Iterable[str], *, lock: bool = False) -> dict[str, int]:
+    """Current epoch per dimension (0 when never bumped); `lock` takes FOR SHARE row locks."""
+    names = sorted(set(dimensions))
+    if not names:
+        return {}
+    query = "SELECT dimension, epoch FROM etl_dim_key_epoch WHERE dimension = ANY(%s)"
+    rows = conn.execute(query + (" ORDER BY dimension FOR SHARE" if lock else ""), (names,)).fetchall()
+    found = {str(d): int(e) for d, e in rows}
+    return {n: found.get(n, 0) for n in names}
+
+
+def rekey_after_sync(conn: psycopg.Connection, spec: DimensionSpec) -> dict[str, int]:
+    """After `apply_staged`: re-key every registered fact of the members whose versions changed.
+
+    Bumps the dimension's epoch first (so a loader committing concurrently either waits for this
+    transaction and then sees the new epoch, or has committed before the re-key statements read
+    the facts). Returns re-keyed rows per fact column label; empty when no version changed.
+    """
+    row = conn.execute("SELECT count(*), min(changed_from) FROM _dim_changed").fetchone()
+    if row is None or not row[0]:
+        return {}
+    lower: datetime = row[1]
+    bump_epoch(conn, spec.name)
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(CHANGED_MEMBERS))
+    conn.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE {} ON COMMIT DROP AS "
+            "SELECT natural_id, min(changed_from) AS changed_from FROM _dim_changed GROUP BY natural_id"
+        ).format(CHANGED_MEMBERS)
+    )
+    conn.execute(sql.SQL("ANALYZE {}").format(CHANGED_MEMBERS))
+    conn.execute("SELECT set_config('jit', 'off', true)")
+    out: dict[str, int] = {}
+    for ref in registered(spec.name):
+        out[ref.label] = rekey(conn, ref, CHANGED_MEMBERS, lower=lower)
+    return out
+
+
+def rekey_frame(conn: psycopg.Connection, fact_table: str, dimensions: set[str], frame: pl.DataFrame) -> int:
+    """Loader: re-key the facts of this batch's members (from each member's earliest event time in
+    `frame`) for the given dimensions, after a sync changed versions while the batch was prepared."""
+    total = 0
+    for ref in refs_for_table(fact_table):
+        if ref.dimension not in dimensions or ref.natural_column not in frame.columns:
+            continue
+        members = (
+            frame.select(pl.col(ref.natural_column).cast(pl.String), pl.col(ref.time_column))
+            .drop_nulls()
+            .group_by(ref.natural_column)
+            .agg(pl.col(ref.time_column).min())
+        )
+        if members.is_empty():
+            continue
+        changed = sql.SQL("(SELECT * FROM unnest(%s::uuid[], %s::timestamptz[]) AS u (natural_id, changed_from)) c")
+        total += rekey(
+            conn,
+            ref,
+            changed,
+            [members.get_column(ref.natural_column).to_list(), members.get_column(ref.time_column).to_list()],
+        )
+    return total
+
+
+def table_exists(conn: psycopg.Connection, table: str) -> bool:
+    """Whether a (registered) fact table exists in this warehouse."""
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+    return bool(row and row[0])
+
+
+@dataclass(frozen=True)
+class KeyMismatch:
+    """Facts of one key column whose key is not the version valid at their event time."""
+
+    ref: FactKeyRef
+    count: int
+    samples: list[str]
+
+
+def key_mismatches(conn: psycopg.Connection, ref: FactKeyRef, sample: int = 5) -> KeyMismatch:
+    """Count the facts of `ref` keyed to another version than the one valid at their time."""
+    pit = point_in_time_key(ref)
+    row_id = sql.SQL(" || ' ' || ").join(
+        sql.SQL("{} || '=' || coalesce(f.{}::text, 'null')").format(sql.Literal(c), sql.Identifier(c))
+        for c in ref.row_id
+    )
+    query = sql.SQL(
+        "SELECT count(*), (array_agg({row_id} || ' at ' || f.{t}::text || ': ' || {key_text} || "
+        "' (valid: ' || coalesce(m.want::text, 'null') || ')' ORDER BY f.{t}))[1:%s] "
+        "FROM {fact} f CROSS JOIN LATERAL (SELECT {pit} AS want) m "
+        "WHERE f.{nat} IS NOT NULL AND f.{key} IS DISTINCT FROM m.want"
+    ).format(
+        row_id=row_id,
+        t=sql.Identifier(ref.time_column),
+        key_text=sql.SQL("{} || '=' || coalesce(f.{}::text, 'null')").format(
+            sql.Literal(ref.key_column), sql.Identifier(ref.key_column)
+        ),
+        fact=sql.Identifier(ref.fact_table),
+        pit=pit,
+        nat=sql.Identifier(ref.natural_column),
+        key=sql.Identifier(ref.key_column),
+    )
+    row = conn.execute(query, (sample,)).fetchone()
+    assert row is not None
+    return KeyMismatch(ref, int(row[0]), [str(s) for s in (row[1] or [])])
