@@ -54,7 +54,8 @@ def create_stage(conn: psycopg.Connection, spec: DimensionSpec) -> None:
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(CHANGED))
     conn.execute(
         sql.SQL(
-            "CREATE TEMP TABLE {} (natural_id uuid NOT NULL, changed_from timestamptz NOT NULL) ON COMMIT DROP"
+            "CREATE TEMP TABLE {} (natural_id uuid NOT NULL, changed_from timestamptz NOT NULL) "
+            "ON COMMIT DROP"
         ).format(CHANGED)
     )
 

@@ -131,7 +131,9 @@ def rekey_frame(conn: psycopg.Connection, fact_table: str, dimensions: set[str],
         )
         if members.is_empty():
             continue
-        changed = sql.SQL("(SELECT * FROM unnest(%s::uuid[], %s::timestamptz[]) AS u (natural_id, changed_from)) c")
+        changed = sql.SQL(
+            "(SELECT * FROM unnest(%s::uuid[], %s::timestamptz[]) AS u (natural_id, changed_from))"
+        )
         total += rekey(
             conn,
             ref,

@@ -85,7 +85,7 @@ def sync(
 def check(
     ctx: typer.Context, dimension: DimensionOpt = Dimension.ALL, fmt: FormatOpt = OutputFormat.TABLE
 ) -> None:
-    """Check SCD2 invariants and that facts carry the version valid at their event time; exit 2 on violation."""
+    """Check SCD2 invariants and that facts carry the version valid at their time; exit 2 on violation."""
     app_state = state(ctx)
     results = dims_job.check(app_state.settings(), dimension.value)
     failed = [r for r in results if r.violations]

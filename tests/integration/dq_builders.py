@@ -56,6 +56,17 @@ def add_trade(
     columns = ", ".join(row)
     marks = ", ".join(["%s"] * len(row))
     conn.execute(f"INSERT INTO fact_trades ({columns}) VALUES ({marks})", list(row.values()))
+    # keys of the members' (single) versions, as the loader resolves them, unless given
+    for key, dim, natural in (
+        ("client_key", "dim_clients", "client_id"),
+        ("instrument_key", "dim_instruments", "instrument_id"),
+    ):
+        if key not in row:
+            conn.execute(
+                f"UPDATE fact_trades f SET {key} = (SELECT min(d.{key}) FROM {dim} d "
+                f"WHERE d.{natural} = f.{natural}) WHERE trade_id = %s",
+                (row["trade_id"],),
+            )
     return row["trade_id"]
 
 
