@@ -32,11 +32,14 @@ class DirectLoader:
         self.offset = 0
         self.positions: dict[tuple[str, int], int | None] = {}
 
-    def prepare(self, trades: list[tuple[uuid.UUID, datetime]]) -> tuple[PreparedBatch, list[str]]:
-        """A prepared batch of one trade event per (client, execution time); returns the trade ids."""
+    def prepare(
+        self, trades: list[tuple[uuid.UUID, datetime]], **payload: Any
+    ) -> tuple[PreparedBatch, list[str]]:
+        """A prepared batch of one trade event per (client, execution time); returns the trade ids.
+        `payload` overrides event payload fields of every trade."""
         records, ids = [], []
         for client, at in trades:
-            event = trade_event(clientId=str(client), executionTime=iso(at), occurred_at=iso(at))
+            event = trade_event(clientId=str(client), executionTime=iso(at), occurred_at=iso(at), **payload)
             ids.append(event["payload"]["tradeId"])
             records.append(KafkaRecord(self.topic, 0, self.offset, None, json.dumps(event).encode()))
             self.offset += 1
@@ -50,8 +53,8 @@ class DirectLoader:
         self.positions.update(prepared.write.offsets)
         return counts
 
-    def load(self, trades: list[tuple[uuid.UUID, datetime]]) -> list[str]:
-        prepared, ids = self.prepare(trades)
+    def load(self, trades: list[tuple[uuid.UUID, datetime]], **payload: Any) -> list[str]:
+        prepared, ids = self.prepare(trades, **payload)
         self.commit(prepared)
         return ids
 
