@@ -20,6 +20,7 @@ from orion_etl.adapters.jobruns import JobRun, record_job_run
 from orion_etl.adapters.postgres import advisory_lock, connect
 from orion_etl.config.models import OrionSettings
 from orion_etl.core.periods import Bucket, Period, bucket_for, is_complete
+from orion_etl.core.tradingday import trading_date
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,8 @@ def _intraday(
     checked = {b for b in buckets if b.period is Period.DAILY} | {
         bucket_for(Period.DAILY, datetime.strptime(str(k), "%Y%m%d").date()) for k in merged_days
     }
+    # merged rows and rows of buckets that ended since: is_final as a full recompute writes it
+    agg.finalize_complete(conn, trading_date(now, tz, cutoff))
     for bucket in sorted(checked, key=lambda b: b.start):
         report.add_issues(agg.validate_bucket(conn, agg.bucket_params(bucket, tz, cutoff), run.id))
     agg.store_snapshot(conn, snapshot)

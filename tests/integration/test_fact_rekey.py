@@ -19,6 +19,7 @@ import pytest
 
 from orion_etl.adapters.kafka import ensure_topics, make_producer
 from orion_etl.config.models import DimsTopicSettings, OrionSettings
+from orion_etl.jobs.aggregate import run_intraday
 from orion_etl.jobs.dims import sync_batch
 from orion_etl.jobs.dims_cdc import sync_cdc
 from tests.integration.dims_helpers import add_client, ts, with_dims
@@ -68,6 +69,10 @@ def test_sync_lag_trade_after_the_change_before_the_sync_is_rekeyed(
     assert mismatches(stack_settings) == {}
     # the moved trade's day is dirty for `aggregate --intraday`; the untouched trade's day is not
     assert dirty_days(warehouse) == {ts(6).date()}
+    warehouse.execute("TRUNCATE agg_intraday_state")
+    repaired = run_intraday(stack_settings)
+    assert f"daily {ts(6).date().isoformat()}" in repaired.buckets and repaired.issues == []
+    assert dirty_days(warehouse) == set()  # claimed by the run
     epoch = warehouse.execute("SELECT epoch FROM etl_dim_key_epoch WHERE dimension = 'client'").fetchone()
     assert epoch is not None and epoch[0] >= 1
 
