@@ -53,9 +53,11 @@ class Issue:
     message: str
 
 
-def bucket_params(bucket: Bucket, timezone: str, cutoff: str, is_final: bool = False) -> dict[str, Any]:
+def bucket_params(
+    bucket: Bucket, timezone: str, cutoff: str, is_final: bool = False, *, weekend_roll: bool = False
+) -> dict[str, Any]:
     """Named parameters shared by the aggregation statements."""
-    start_ts, end_ts = bucket.instants(timezone, cutoff)
+    start_ts, end_ts = bucket.instants(timezone, cutoff, weekend_roll=weekend_roll)
     return {
         "period": bucket.period.value,
         "start": bucket.start,

@@ -46,7 +46,7 @@ FormatOpt = Annotated[OutputFormat, typer.Option("--format", help="table | json"
 
 def _default_day(settings: OrionSettings) -> date:
     td = settings.trading_day
-    return last_complete_trading_day(datetime.now(UTC), td.timezone, td.cutoff)
+    return last_complete_trading_day(datetime.now(UTC), td.timezone, td.cutoff, weekend_roll=td.weekend_roll)
 
 
 def _buckets(

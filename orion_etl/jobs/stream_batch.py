@@ -125,7 +125,7 @@ class BatchPreparer:
         # Called before reading fact rows from the warehouse: waits for the in-flight commit.
         self.before_read: Callable[[], None] = lambda: None
         td = settings.trading_day
-        self.tz, self.cutoff = td.timezone, td.cutoff
+        self.tz, self.cutoff, self.weekend_roll = td.timezone, td.cutoff, td.weekend_roll
         # One rule engine for stream and audit: the configured catalogue (defaults + rules file +
         # inline rules); only its row-level rules apply to a batch.
         self.rules = build_catalog(settings.dq).active
@@ -225,10 +225,10 @@ class BatchPreparer:
             if upserts or cdc_route in decoded:
                 frame = decoded[cdc_route] if cdc_route in decoded else to_frame(upserts, columns, required)
                 frame = self._fill_unavailable(frame, table)
-                frames.append(transform(frame, "cdc", self.tz, self.cutoff))
+                frames.append(transform(frame, "cdc", self.tz, self.cutoff, weekend_roll=self.weekend_roll))
             if event_route is not None and by_route[event_route]:
                 frame = to_frame(by_route[event_route], columns, required, rename=facts.TRADE_EVENT_RENAME)
-                frames.append(transform(frame, "event", self.tz, self.cutoff))
+                frames.append(transform(frame, "event", self.tz, self.cutoff, weekend_roll=self.weekend_roll))
             dels = self._delete_frame([c for c in cdc if c.op == "d"], table, key, out)
             valid = (
                 self._validate(pl.concat(frames, how="diagonal_relaxed"), table, key, out) if frames else None
@@ -393,7 +393,7 @@ class BatchPreparer:
         if not changes:
             return
         frame = to_frame(changes, facts.QUOTE_COLUMNS, facts.QUOTE_REQUIRED, rename=facts.QUOTE_EVENT_RENAME)
-        frame = facts.transform_quotes(frame, self.tz, self.cutoff)
+        frame = facts.transform_quotes(frame, self.tz, self.cutoff, weekend_roll=self.weekend_roll)
         self._letters_from(frame.filter(pl.col("_error").is_not_null()), None, "fact_quotes",
                            ErrorClass.INVALID_VALUE, out)  # fmt: skip
         valid = self._gate_dimensions(frame.filter(pl.col("_error").is_null()), "fact_quotes", out)
