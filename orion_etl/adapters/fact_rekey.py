@@ -6,8 +6,9 @@ than every version gets the first version. In SQL that is two index-only probes 
 `(natural id, valid_from) INCLUDE (key, version)` index per fact row (`point_in_time_key`).
 
 Everything here is set-based: ONE `UPDATE` per (fact table, dimension) for all changed members,
-driven by the changed intervals (member, changed from), touching only rows whose key differs (so a
-fact already right is not rewritten, and the aggregate dirty-bucket triggers see only real changes).
+driven by the changed intervals (member, changed from) joined to the members' version intervals,
+touching only rows whose key differs (so a fact already right is not rewritten, and the aggregate
+dirty-bucket triggers see only real changes).
 Nothing commits: the caller owns the transaction (the dimension change and the re-key together).
 """
 
@@ -42,9 +43,16 @@ def rekey(
 ) -> int:
     """Re-key one fact column for the members of `changed` (columns natural_id, changed_from; one
     row per member): every fact at or after its member's `changed_from` whose key is not the
-    point-in-time one. `lower` (the earliest changed_from) lets the planner use an event-time index.
-    Returns the number of fact rows re-keyed."""
-    pit = point_in_time_key(ref)
+    point-in-time one. Returns the number of fact rows re-keyed.
+
+    Set-based over validity intervals, not per fact row: the changed members' versions, sorted by
+    (valid_from, version), become half-open intervals [valid_from, next valid_from) (the first one
+    from -infinity: a fact older than every version gets the first), and facts are joined to the
+    interval containing their event time, one index range scan per (member, version) on the
+    fact's (natural id, event time) index where it has one. This is exactly `point_in_time_sql`
+    (the last version in that order with valid_from <= time, else the first). `lower` (the
+    earliest changed_from) bounds the event time for facts without such an index.
+    """
     bound: sql.Composable = sql.SQL("")
     args = list(params)
     if lower is not None:
@@ -52,14 +60,24 @@ def rekey(
         args.append(lower)
     cur = conn.execute(
         sql.SQL(
-            "UPDATE {fact} f SET {key} = {pit} FROM {changed} c "
-            "WHERE f.{nat} = c.natural_id AND f.{t} >= c.changed_from{bound} "
-            "AND f.{key} IS DISTINCT FROM {pit}"
+            "WITH v AS MATERIALIZED ("
+            "SELECT c.natural_id, c.changed_from, d.{dkey} AS key, "
+            "CASE WHEN row_number() OVER w = 1 THEN '-infinity'::timestamptz "
+            "ELSE d.valid_from END AS from_t, "
+            "coalesce(lead(d.valid_from) OVER w, 'infinity'::timestamptz) AS to_t "
+            "FROM {changed} c JOIN {dim} d ON d.{dnat} = c.natural_id "
+            "WINDOW w AS (PARTITION BY c.natural_id ORDER BY d.valid_from, d.version)) "
+            "UPDATE {fact} f SET {key} = v.key FROM v "
+            "WHERE v.to_t > v.changed_from AND v.to_t > v.from_t "
+            "AND f.{nat} = v.natural_id AND f.{t} >= v.from_t AND f.{t} < v.to_t "
+            "AND f.{t} >= v.changed_from{bound} AND f.{key} IS DISTINCT FROM v.key"
         ).format(
+            dkey=sql.Identifier(ref.dimension_key),
+            changed=changed,
+            dim=sql.Identifier(ref.dimension_table),
+            dnat=sql.Identifier(ref.dimension_natural_id),
             fact=sql.Identifier(ref.fact_table),
             key=sql.Identifier(ref.key_column),
-            pit=pit,
-            changed=changed,
             nat=sql.Identifier(ref.natural_column),
             t=sql.Identifier(ref.time_column),
             bound=bound,

@@ -70,7 +70,7 @@ def sync(
         print_json(data)
     else:
         columns = ["dimension", "read", "inserted", "scd1", "scd2", "closed", "completed_inferred"]
-        columns += ["unchanged", "stale", "undecodable"]
+        columns += ["unchanged", "stale", "undecodable", "rekeyed_facts"]
         print_table(
             app_state.console,
             f"dims sync ({data['mode']})",
