@@ -311,3 +311,38 @@ def test_dims_check_reports_a_wrong_key_with_samples_and_exit_2(
     )
     assert done.returncode == 2, done.stderr
     assert f"trade_id={late}" in done.stdout and '"fact_keys:fact_trades.client_key"' in done.stdout
+
+
+def test_cdc_delete_closes_and_a_recreation_rekeys_trades_executed_after_it(
+    stack_settings: OrionSettings,
+    warehouse: psycopg.Connection,
+    loader: DirectLoader,
+    topic_name: Callable[[str], str],
+    run_id: str,
+) -> None:
+    """`--from-cdc`: a delete (commit time ts(3)) closes v1; trades loaded meanwhile keep v1; the
+    member's re-creation at ts(5) opens v2 and moves the trades executed after it."""
+    cid = uuid.uuid4()
+    topic = topic_name("clients")
+    ensure_topics(stack_settings.kafka, [topic])
+    settings = with_dims(stack_settings, cdc_topics=DimsTopicSettings(client=topic), cdc_idle_timeout_s=1.0)
+    group = f"rekey-{run_id}-{uuid.uuid4().hex[:6]}"
+    producer = make_producer(stack_settings.kafka)
+
+    def send(op: str, before: object, after: object, ts_ms: int) -> None:
+        producer.produce(topic, key=str(cid), value=envelope(op, before, after, ts_ms, schema=False))
+        producer.flush(30)
+
+    send("c", None, client_row(cid, "TIER_2", "A", ts(1), ts(1)), 0)
+    send("d", {"id": str(cid)}, None, int(ts(3).timestamp() * 1000))
+    report = sync_cdc(settings, "client", group_id=group).dimensions[0].as_dict()
+    assert (report["inserted"], report["closed"]) == (1, 1)
+    before, between, after = loader.load([(cid, ts(2)), (cid, ts(4)), (cid, ts(6))])
+    assert trade_versions(warehouse) == {before: 1, between: 1, after: 1}  # after a closed history: v1
+
+    send("c", None, client_row(cid, "TIER_1", "A", ts(5), ts(5)), 0)
+    report = sync_cdc(settings, "client", group_id=group).dimensions[0].as_dict()
+
+    assert report["inserted"] == 1 and report["rekeyed_facts"] == 1
+    assert trade_versions(warehouse) == {before: 1, between: 1, after: 2}
+    assert mismatches(stack_settings) == {}
