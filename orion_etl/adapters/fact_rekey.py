@@ -118,6 +118,9 @@ def rekey_after_sync(conn: psycopg.Connection, spec: DimensionSpec) -> dict[str,
     if row is None or not row[0]:
         return {}
     lower: datetime = row[1]
+    # Syncs of different dimensions may re-key the same fact rows (a trade's client_key and its
+    # instrument_key): one re-key at a time, so their row locks cannot deadlock.
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext('orion-etl:fact-rekey'))")
     bump_epoch(conn, spec.name)
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(CHANGED_MEMBERS))
     conn.execute(
