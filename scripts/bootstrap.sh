@@ -15,3 +15,5 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
+# promtool checks the shipped Prometheus alert rules in the tests (tests/unit/test_monitoring.py).
+scripts/promtool.sh || echo "warning: no promtool; tests/unit/test_monitoring.py will fail" >&2

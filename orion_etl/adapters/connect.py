@@ -2,7 +2,9 @@
 
 Every call retries HTTP 409, which Connect answers while its workers rebalance, with exponential
 backoff (tenacity). Error messages pass through the shared redactor: Connect echoes config values
-(including an inline database password) in some errors.
+(including an inline database password) in some errors. Each call has a total deadline of
+`[connect] timeout_s` (adapters.deadline), not only httpx's per-read timeout: a worker that
+trickles its answer cannot hang a command.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from orion_etl.adapters.deadline import DeadlineExceededError, call_with_deadline
 from orion_etl.config.models import ConnectSettings
 from orion_etl.errors import ExitCode, OrionError, ServiceUnavailableError
 from orion_etl.logs import redactor
@@ -77,9 +80,19 @@ class ConnectClient:
             redactor.register(settings.password.get_secret_value())
             auth = httpx.BasicAuth(settings.username, settings.password.get_secret_value())
         self.base_url = settings.url.rstrip("/")
-        self._http = httpx.Client(
-            base_url=self.base_url, timeout=settings.timeout_s, auth=auth, transport=transport
-        )
+        self.timeout_s = settings.timeout_s
+        self._client_args: dict[str, Any] = {
+            "base_url": self.base_url,
+            "timeout": settings.timeout_s,
+            "auth": auth,
+            "transport": transport,
+        }
+        self._http = httpx.Client(**self._client_args)
+
+    def _cancel(self) -> None:
+        """Past the deadline: close the client (its sockets); the next call opens a new one."""
+        client, self._http = self._http, httpx.Client(**self._client_args)
+        client.close()
 
     def close(self) -> None:
         self._http.close()
@@ -95,8 +108,17 @@ class ConnectClient:
         return self._retrying(self._request_once, method, path, **kwargs)
 
     def _request_once(self, method: str, path: str, **kwargs: Any) -> Any:
+        http = self._http
         try:
-            response = self._http.request(method, path, **kwargs)
+            response = call_with_deadline(
+                lambda: http.request(method, path, **kwargs), self.timeout_s, cancel=self._cancel
+            )
+        except DeadlineExceededError as exc:
+            raise ServiceUnavailableError(
+                f"Kafka Connect at {self.base_url} gave no complete answer to {method} {path} "
+                f"within {exc.seconds:.1f} s",
+                hint="is the Connect worker overloaded? ([connect] timeout_s bounds each call)",
+            ) from None
         except httpx.TransportError as exc:
             raise ServiceUnavailableError(
                 f"cannot reach Kafka Connect at {self.base_url}: {type(exc).__name__}: {exc}",

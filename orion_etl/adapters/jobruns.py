@@ -4,14 +4,24 @@
         ... do the work, on any connection ...
         run.processed += n
         run.metadata["inserted"] = n
+        run.exit_code = 1   # when the job ends with warnings (2: it found failures)
 
-The row is inserted as RUNNING on its own autocommit connection (so it is visible while the job
-runs and survives the job's rollbacks), then closed as COMPLETED, or FAILED with the error.
+The row is inserted as RUNNING on the run's own autocommit connection (so it is visible while
+the job runs and survives the job's rollbacks), which holds a session-level advisory lock
+(`lock_key`) until the run is closed. The run ends with its exit code and an outcome:
+
+    exit 0 -> COMPLETED/SUCCESS, 1 -> COMPLETED/WARNING, 2 -> FAILED/FAILED, 3 -> FAILED/ERROR,
+    SIGTERM/SIGINT -> FAILED/INTERRUPTED (exit 143/130).
+
+A process killed outright (kill -9, OOM killer, host lost) cannot close its row, but its session
+ends and PostgreSQL releases the lock: whoever reads the ledger (`jobs list|show`,
+`mark_abandoned`) turns RUNNING rows whose lock is no longer held into ABANDONED.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import uuid
@@ -20,9 +30,30 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from orion_etl.adapters.postgres import connect
+import psycopg
+
+from orion_etl.adapters.postgres import advisory_key, connect
 from orion_etl.config.models import PostgresSettings
+from orion_etl.errors import OrionError
 from orion_etl.logs import redactor
+from orion_etl.signals import exit_code_of
+
+log = logging.getLogger(__name__)
+
+OUTCOMES = ("SUCCESS", "WARNING", "FAILED", "ERROR", "INTERRUPTED")
+STATUSES = ("RUNNING", "COMPLETED", "FAILED", "ABANDONED")
+
+
+def outcome_of(exit_code: int) -> str:
+    """The ledger outcome of an exit code (128 + n: stopped by signal n)."""
+    if exit_code > 128:
+        return "INTERRUPTED"
+    return {0: "SUCCESS", 1: "WARNING", 2: "FAILED"}.get(exit_code, "ERROR")
+
+
+def status_of(exit_code: int) -> str:
+    """COMPLETED for exit 0/1 (the job did its work), FAILED otherwise."""
+    return "COMPLETED" if exit_code in (0, 1) else "FAILED"
 
 
 @dataclass
@@ -35,6 +66,61 @@ class JobRun:
     processed: int = 0
     failed: int = 0
     metadata: dict[str, Any] = field(default_factory=dict)
+    exit_code: int = 0  # set by the job when it ends with warnings (1) or failures (2)
+    _session: _LedgerSession | None = field(default=None, repr=False, compare=False)
+
+    def keep_alive(self) -> None:
+        """Make sure the run's ledger session (and so its lock) still exists; long jobs call this.
+
+        After the warehouse restarted, or the session was terminated, the lock is gone and readers
+        mark the run ABANDONED although the process lives: a new session takes the lock again and
+        puts the row back to RUNNING. Failures are logged and tried again on the next call.
+        """
+        if self._session is not None:
+            self._session.keep_alive(self.id)
+
+
+class _LedgerSession:
+    """The autocommit connection that holds a run's advisory lock while it runs."""
+
+    def __init__(self, warehouse: PostgresSettings, key: int) -> None:
+        self.warehouse = warehouse
+        self.key = key
+        self.conn = self._open()
+
+    def _open(self) -> psycopg.Connection:
+        conn = connect(self.warehouse, autocommit=True)
+        try:
+            conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def keep_alive(self, run_id: uuid.UUID) -> None:
+        try:
+            self.conn.execute("SELECT 1")
+            return
+        except psycopg.Error:
+            self.conn.close()
+        try:
+            self.conn = self._open()
+            cur = self.conn.execute(
+                "UPDATE etl_job_runs SET status = 'RUNNING', completed_at = NULL, error_message = NULL "
+                "WHERE id = %s AND status = 'ABANDONED'",
+                (run_id,),
+            )
+            restored = " (it had been marked ABANDONED: back to RUNNING)" if cur.rowcount else ""
+            log.warning("job ledger session lost and re-established%s", restored)
+        except (psycopg.Error, OrionError) as exc:
+            log.warning("job ledger session lost, retrying later: %s", type(exc).__name__)
+
+    def close(self) -> None:
+        self.conn.close()  # ends the session: the run's lock goes with it
+
+
+# Runs this process closed, oldest first (the CLI puts their counts in --metrics-file).
+finished_runs: list[JobRun] = []
 
 
 @contextmanager
@@ -43,10 +129,12 @@ def record_job_run(
 ) -> Iterator[JobRun]:
     """Record a job run around the block; re-raises whatever the block raises."""
     run = JobRun(uuid.uuid4(), job_name, job_type, metadata=dict(metadata or {}))
-    with connect(warehouse, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO etl_job_runs (id, job_name, job_type, status, metadata, host, pid) "
-            "VALUES (%s, %s, %s, 'RUNNING', %s::jsonb, %s, %s)",
+    key = advisory_key(f"orion-etl:job-run:{run.id}")
+    session = run._session = _LedgerSession(warehouse, key)
+    try:
+        session.conn.execute(
+            "INSERT INTO etl_job_runs (id, job_name, job_type, status, metadata, host, pid, lock_key) "
+            "VALUES (%s, %s, %s, 'RUNNING', %s::jsonb, %s, %s, %s)",
             (
                 run.id,
                 job_name,
@@ -54,24 +142,74 @@ def record_job_run(
                 json.dumps(run.metadata, default=str),
                 socket.gethostname(),
                 os.getpid(),
+                key,
             ),
         )
-    try:
-        yield run
-    except BaseException as exc:
-        message = redactor.redact(getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}")
-        _finish(warehouse, run, "FAILED", message[:2000])
+    except BaseException:
+        session.close()
         raise
-    _finish(warehouse, run, "COMPLETED", None)
+    try:
+        try:
+            yield run
+        except KeyboardInterrupt as exc:
+            _finish(warehouse, session.conn, run, exit_code_of(exc), str(exc) or "interrupted")
+            raise
+        except BaseException as exc:
+            code = int(exc.exit_code) if isinstance(exc, OrionError) else 3
+            message = redactor.redact(getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}")
+            _finish(warehouse, session.conn, run, code, message[:2000])
+            raise
+        _finish(warehouse, session.conn, run, run.exit_code, None)
+    finally:
+        session.close()
+        run._session = None
 
 
-def _finish(warehouse: PostgresSettings, run: JobRun, status: str, error: str | None) -> None:
-    with connect(warehouse, autocommit=True) as conn:
-        conn.execute(
-            "UPDATE etl_job_runs SET status = %s, completed_at = now(), records_processed = %s, "
-            "records_failed = %s, error_message = %s, metadata = %s::jsonb WHERE id = %s",
-            (status, run.processed, run.failed, error, json.dumps(run.metadata, default=str), run.id),
-        )
+def _finish(
+    warehouse: PostgresSettings, conn: psycopg.Connection, run: JobRun, exit_code: int, error: str | None
+) -> None:
+    """Close the row on the run's connection (or a new one if that one broke meanwhile)."""
+    run.exit_code = exit_code
+    params = (
+        status_of(exit_code),
+        outcome_of(exit_code),
+        exit_code,
+        run.processed,
+        run.failed,
+        error,
+        json.dumps(run.metadata, default=str),
+        run.id,
+    )
+    query = (
+        "UPDATE etl_job_runs SET status = %s, outcome = %s, exit_code = %s, completed_at = now(), "
+        "records_processed = %s, records_failed = %s, error_message = %s, metadata = %s::jsonb "
+        "WHERE id = %s"
+    )
+    finished_runs.append(run)
+    try:
+        conn.execute(query, params)
+        return
+    except psycopg.Error as exc:
+        log.warning("job ledger connection lost (%s); closing the run on a new one", type(exc).__name__)
+    with connect(warehouse, autocommit=True) as fresh:
+        fresh.execute(query, params)
+
+
+def mark_abandoned(conn: psycopg.Connection) -> int:
+    """Turn RUNNING runs whose session is gone (lock no longer held) into ABANDONED; how many.
+
+    Runs recorded before the ledger had `lock_key` (older versions) are left alone.
+    """
+    cur = conn.execute(
+        "UPDATE etl_job_runs r SET status = 'ABANDONED', completed_at = now(), "
+        "error_message = COALESCE(error_message, 'the process ended without closing the run "
+        "(killed, out of memory or host lost)') "
+        "WHERE r.status = 'RUNNING' AND r.lock_key IS NOT NULL AND NOT EXISTS ("
+        "SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted "
+        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND ((l.classid::bigint << 32) | l.objid::bigint) = r.lock_key)"
+    )
+    return max(cur.rowcount, 0)
 
 
 @dataclass(frozen=True)
@@ -90,6 +228,8 @@ class JobRunRecord:
     metadata: dict[str, Any]
     host: str | None
     pid: int | None
+    exit_code: int | None
+    outcome: str | None
 
     @property
     def duration_s(self) -> float | None:
@@ -103,6 +243,8 @@ class JobRunRecord:
             "job_name": self.job_name,
             "job_type": self.job_type,
             "status": self.status,
+            "outcome": self.outcome,
+            "exit_code": self.exit_code,
             "started_at": self.started_at.isoformat(),
             "completed_at": self.completed_at.isoformat() if self.completed_at else None,
             "duration_s": self.duration_s,
@@ -117,7 +259,7 @@ class JobRunRecord:
 
 _COLUMNS = (
     "id, job_name, job_type, status, started_at, completed_at, records_processed, records_failed, "
-    "error_message, metadata, host, pid"
+    "error_message, metadata, host, pid, exit_code, outcome"
 )
 
 
@@ -130,12 +272,17 @@ def list_job_runs(
     since: Any = None,
     limit: int = 50,
 ) -> list[JobRunRecord]:
-    """Most recent runs first, filtered by name, type, status and start time."""
+    """Most recent runs first, filtered by name, type, status and start time.
+
+    `status` is a life state (RUNNING, COMPLETED, FAILED, ABANDONED; FAILED covers the outcomes
+    FAILED, ERROR and INTERRUPTED) or an outcome (SUCCESS, WARNING, ERROR, INTERRUPTED).
+    """
     from psycopg import sql
 
     clauses: list[sql.Composable] = []
     params: list[Any] = []
-    for column, value in (("job_name", job_name), ("job_type", job_type), ("status", status)):
+    status_column = "status" if status is None or status in STATUSES else "outcome"
+    for column, value in (("job_name", job_name), ("job_type", job_type), (status_column, status)):
         if value is not None:
             clauses.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
             params.append(value)
@@ -147,6 +294,7 @@ def list_job_runs(
         sql.SQL(_COLUMNS), where
     )
     with connect(warehouse, autocommit=True) as conn:
+        mark_abandoned(conn)
         rows = conn.execute(query, [*params, limit]).fetchall()
     return [JobRunRecord(*row) for row in rows]
 
@@ -156,6 +304,7 @@ def get_job_run(warehouse: PostgresSettings, run_id: str) -> JobRunRecord | None
     from psycopg import sql
 
     with connect(warehouse, autocommit=True) as conn:
+        mark_abandoned(conn)
         rows = conn.execute(
             sql.SQL(
                 "SELECT {} FROM etl_job_runs WHERE id::text LIKE %s ORDER BY started_at DESC LIMIT 2"

@@ -177,10 +177,16 @@ def create_heartbeat_table(conn: psycopg.Connection, schema: str, table: str) ->
     )
 
 
-def heartbeat_grants_missing(conn: psycopg.Connection, schema: str, table: str, user: str) -> list[str]:
-    """Which of SELECT/INSERT/UPDATE `user` lacks on the heartbeat table."""
+def heartbeat_grants_missing(
+    conn: psycopg.Connection,
+    schema: str,
+    table: str,
+    user: str,
+    privileges: tuple[str, ...] = ("SELECT", "INSERT", "UPDATE"),
+) -> list[str]:
+    """Which of `privileges` (default: what the heartbeat upsert needs) `user` lacks on `table`."""
     missing = []
-    for privilege in ("SELECT", "INSERT", "UPDATE"):
+    for privilege in privileges:
         row = conn.execute(
             "SELECT has_table_privilege(%s, %s, %s)", (user, f'"{schema}"."{table}"', privilege)
         ).fetchone()
@@ -189,12 +195,43 @@ def heartbeat_grants_missing(conn: psycopg.Connection, schema: str, table: str, 
     return missing
 
 
-def grant_heartbeat(conn: psycopg.Connection, schema: str, table: str, user: str) -> None:
-    """Let the connector's user upsert the heartbeat row."""
+def grant_heartbeat(
+    conn: psycopg.Connection,
+    schema: str,
+    table: str,
+    user: str,
+    privileges: tuple[str, ...] = ("SELECT", "INSERT", "UPDATE"),
+) -> None:
+    """Let the connector's user upsert the heartbeat row (or use `table` with `privileges`)."""
+    allowed = {"SELECT", "INSERT", "UPDATE", "DELETE"}
+    if not set(privileges) <= allowed:
+        raise ValueError(f"unexpected privileges {privileges}")
     conn.execute(
-        sql.SQL("GRANT SELECT, INSERT, UPDATE ON {} TO {}").format(
-            qualified(schema, table), sql.Identifier(user)
+        sql.SQL("GRANT {} ON {} TO {}").format(
+            sql.SQL(", ").join(sql.SQL(p) for p in privileges), qualified(schema, table), sql.Identifier(user)
         )
+    )
+
+
+SIGNAL_GRANTS = ("SELECT", "INSERT")
+
+
+def create_signal_table(conn: psycopg.Connection, schema: str, table: str) -> None:
+    """Debezium's signal table: (id, type, data) strings; the connector inserts its watermarks here."""
+    conn.execute(
+        sql.SQL("CREATE TABLE IF NOT EXISTS {} (id text PRIMARY KEY, type text NOT NULL, data text)").format(
+            qualified(schema, table)
+        )
+    )
+
+
+def insert_signal(
+    conn: psycopg.Connection, schema: str, table: str, signal_id: str, signal_type: str, data: str
+) -> None:
+    """Send one signal to the connector (it reads the insert from the WAL)."""
+    conn.execute(
+        sql.SQL("INSERT INTO {} (id, type, data) VALUES (%s, %s, %s)").format(qualified(schema, table)),
+        (signal_id, signal_type, data),
     )
 
 

@@ -12,7 +12,8 @@ point-in-time dimension keys of the batch's rows. Then, inside one transaction, 
    source position (an older change never overwrites a newer one; a versioned tombstone of a
    delete blocks older changes too);
 3. deletes: tombstones + soft delete; quotes: INSERT .. ON CONFLICT DO NOTHING on their Kafka
-   coordinates; quote sampler state; data-quality issues;
+   coordinates; quote sampler state; data-quality issues; the CDC watermarks per source table
+   (`etl_cdc_watermarks`: highest LSN and source commit time read, one statement, never moving back);
 4. COMMIT. The rows, the issues, the sampler state and the positions become visible together, so
    a crash at any instant neither loses nor double-counts.
 """
@@ -131,6 +132,8 @@ class BatchWrite:
     # dimension -> `etl_dim_key_epoch` read before the keys of this batch were resolved (the
     # smallest, when read more than once); a dimension missing here counts as changed
     dim_epochs: dict[str, int] = field(default_factory=dict)
+    # source table -> (highest LSN, highest source commit time in ms) of the batch's CDC changes
+    watermarks: dict[str, tuple[int | None, int | None]] = field(default_factory=dict)
 
 
 @dataclass
@@ -310,6 +313,8 @@ class WarehouseLoader:
                 # before this transaction locked the epochs: re-key the batch's facts (set-based)
                 for spec, frame in keyed:
                     counts.rekeyed += fact_rekey.rekey_frame(conn, spec.table, moved, frame)
+            if batch.watermarks:  # last: its rows are shared by every loader process, lock briefly
+                self._watermarks(conn, batch.watermarks)
         return counts
 
     @staticmethod
@@ -610,6 +615,24 @@ class WarehouseLoader:
             [self.group, *cols],
         )
 
+    @staticmethod
+    def _watermarks(conn: psycopg.Connection, marks: dict[str, tuple[int | None, int | None]]) -> None:
+        """Advance `etl_cdc_watermarks` (never backwards: a replay or a slower process keeps the max)."""
+        tables = sorted(marks)  # one lock order for every process
+        conn.execute(
+            "INSERT INTO etl_cdc_watermarks AS w "
+            "(source_table, last_processed_lsn, last_processed_timestamp) "
+            "SELECT t, l, to_timestamp(ms / 1000.0) FROM unnest(%s::text[], %s::text[], %s::bigint[]) "
+            "AS m(t, l, ms) ON CONFLICT (source_table) DO UPDATE SET "
+            "last_processed_lsn = CASE WHEN w.last_processed_lsn IS NULL OR "
+            "EXCLUDED.last_processed_lsn::pg_lsn > w.last_processed_lsn::pg_lsn "
+            "THEN EXCLUDED.last_processed_lsn ELSE w.last_processed_lsn END, "
+            "last_processed_timestamp = "
+            "GREATEST(w.last_processed_timestamp, EXCLUDED.last_processed_timestamp), "
+            "updated_at = now()",
+            (tables, [lsn_text(marks[t][0]) for t in tables], [marks[t][1] for t in tables]),
+        )
+
     def _issues(self, conn: psycopg.Connection, issues: list[dict[str, Any]], job_run_id: str | None) -> int:
         stmt = sql.SQL("COPY etl_data_quality_issues ({}) FROM STDIN").format(
             sql.SQL(", ").join(sql.Identifier(c) for c in DQ_COLUMNS)
@@ -629,6 +652,11 @@ class WarehouseLoader:
                     ]
                 )
         return len(issues)
+
+
+def lsn_text(lsn: int | None) -> str | None:
+    """A Debezium LSN (an integer) in PostgreSQL's `pg_lsn` text form, e.g. 22/B374D848."""
+    return None if lsn is None else f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
 
 
 def _json(value: Any) -> str | None:

@@ -27,6 +27,7 @@ from orion_etl.cli import stream as stream_cmd
 from orion_etl.cli.context import AppState
 from orion_etl.errors import ExitCode, OrionError
 from orion_etl.logs import redactor
+from orion_etl.signals import exit_code_of, last_signal, raise_on_signals
 
 app = typer.Typer(
     name="orion-etl",
@@ -78,7 +79,8 @@ def root(
     metrics_job: Annotated[
         str | None,
         typer.Option(
-            "--metrics-job", help="Job label for --metrics-file (default: the command, e.g. dims-sync)."
+            "--metrics-job",
+            help="The orion_job label of --metrics-file (default: the command, e.g. dims-sync).",
         ),
     ] = None,
     version: Annotated[
@@ -102,6 +104,7 @@ _batch_metrics: dict[str, object] = {}
 def _write_batch_metrics(started: float, exit_code: int) -> None:
     if not _batch_metrics:
         return
+    from orion_etl.adapters.jobruns import finished_runs
     from orion_etl.adapters.metrics import record_batch_job
 
     try:
@@ -110,7 +113,8 @@ def _write_batch_metrics(started: float, exit_code: int) -> None:
             str(_batch_metrics["job"]),
             started=started,
             exit_code=exit_code,
-            records=0,
+            records=sum(run.processed for run in finished_runs),
+            failed=sum(run.failed for run in finished_runs),
         )
     except OSError as exc:
         Console(stderr=True).print(f"warning: could not write --metrics-file: {escape(str(exc))}")
@@ -120,10 +124,14 @@ def main() -> None:
     """Console-script entry point: run the app; report errors on one line with a documented exit code."""
     started = time.time()
     code = 0
+    raise_on_signals()  # SIGTERM unwinds like Ctrl-C: the ledger records the run as INTERRUPTED
     try:
         _run()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if code == 130 and last_signal:  # typer turns any KeyboardInterrupt into exit 130
+            code = 128 + last_signal[0]
+            raise SystemExit(code) from exc
         raise
     finally:
         _write_batch_metrics(started, code)
@@ -142,9 +150,9 @@ def _run() -> None:
         if debug:
             logging.getLogger("orion_etl").exception("details")
         sys.exit(int(exc.exit_code))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         err.print("interrupted")
-        sys.exit(130)
+        sys.exit(exit_code_of(exc))
     except Exception as exc:  # the last line of defence: never a bare traceback for users
         if debug:
             raise

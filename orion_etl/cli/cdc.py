@@ -79,3 +79,41 @@ def status(ctx: typer.Context, env: EnvOption = None, fmt: FormatOption = Output
     for finding in report["findings"]:
         typer.echo(f"{finding['level']:<8} {finding['check']}: {finding['message']}")
     raise typer.Exit(report["exit_code"])
+
+
+@app.command("snapshot")
+def snapshot(
+    ctx: typer.Context,
+    table: Annotated[
+        list[str] | None,
+        typer.Option("--table", "-t", help="A captured table (repeat for several), e.g. --table trades."),
+    ] = None,
+    condition: Annotated[
+        str | None,
+        typer.Option(
+            "--filter",
+            help="SQL condition on that one table, e.g. \"trade_date >= '2026-01-01'\" (run by Debezium).",
+        ),
+    ] = None,
+    stop: Annotated[
+        bool,
+        typer.Option("--stop", help="Stop the running incremental snapshot of these tables (all if none)."),
+    ] = False,
+    env: EnvOption = None,
+    fmt: FormatOption = OutputFormat.TABLE,
+) -> None:
+    """Ask the Debezium connector for an incremental snapshot (a signal in cdc.signal_table).
+
+    The rows are re-read in chunks while streaming continues and arrive as `op = r` events; the
+    loader's upserts absorb them (refreshed, never doubled). Exit 0 when the signal was sent.
+    """
+    settings = state(ctx).settings()
+    result = job.request_snapshot(
+        resolve_target(settings, env), settings.warehouse, table or [], condition=condition, stop=stop
+    )
+    if fmt is OutputFormat.JSON:
+        print_json(result)
+    else:
+        what = "stop of the incremental snapshot" if stop else "incremental snapshot"
+        tables = ", ".join(result["tables"]) or "all tables"
+        typer.echo(f"{what} of {tables} requested (signal {result['id']} in {result['signal_table']})")

@@ -19,11 +19,16 @@ app = typer.Typer(help="The job ledger: what ran, when, how it ended.", no_args_
 
 
 class Status(StrEnum):
-    """Job run states."""
+    """Life states and outcomes of a run (see adapters/jobruns.py)."""
 
     RUNNING = "RUNNING"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
+    ABANDONED = "ABANDONED"
+    SUCCESS = "SUCCESS"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    INTERRUPTED = "INTERRUPTED"
 
 
 @app.command("list")
@@ -31,7 +36,14 @@ def list_runs(
     ctx: typer.Context,
     job: Annotated[str | None, typer.Option("--job", help="Job name, e.g. dims-sync.")] = None,
     job_type: Annotated[str | None, typer.Option("--type", help="STREAM, DIMENSION_SYNC, ...")] = None,
-    status: Annotated[Status | None, typer.Option("--status")] = None,
+    status: Annotated[
+        Status | None,
+        typer.Option(
+            "--status",
+            help="RUNNING, COMPLETED, FAILED (exit >= 2 or interrupted), ABANDONED (process died), "
+            "or an outcome: SUCCESS, WARNING, ERROR, INTERRUPTED.",
+        ),
+    ] = None,
     since: Annotated[str | None, typer.Option("--since", help="2h, 7d or an ISO time.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 20,
     fmt: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.TABLE,
@@ -52,13 +64,14 @@ def list_runs(
     print_table(
         app_state.console,
         "job runs",
-        ["id", "job", "type", "status", "started", "duration", "processed", "failed", "error"],
+        ["id", "job", "type", "status", "exit", "started", "duration", "processed", "failed", "error"],
         [
             [
                 str(r.id)[:8],
                 r.job_name,
                 r.job_type,
-                r.status,
+                r.outcome or r.status,
+                "-" if r.exit_code is None else r.exit_code,
                 r.started_at.strftime("%Y-%m-%d %H:%M:%S"),
                 f"{r.duration_s:.1f}s" if r.duration_s is not None else "-",
                 r.records_processed,

@@ -152,6 +152,9 @@ class CdcSettings(Section):
     heartbeat_interval_ms: int = Field(10_000, ge=0)
     # Table (in the source schema) the connector's heartbeat.action.query upserts; "" disables it.
     heartbeat_table: str = "orion_cdc_heartbeat"
+    # Debezium signal table (in the source schema, created and published by `cdc prepare`) through
+    # which `cdc snapshot` requests incremental snapshots; "" disables signalling.
+    signal_table: str = "orion_cdc_signal"
     snapshot_mode: str = "initial"
     # Tables that get REPLICA IDENTITY FULL from `cdc prepare` ("*": every captured table).
     replica_identity_full: list[str] = Field(default_factory=lambda: ["*"])
@@ -321,7 +324,10 @@ class AlertSettings(Section):
     # Slack-compatible incoming webhook ({"text", "blocks"} JSON body); a secret, never printed.
     webhook_url: SecretStr | None = None
     log: bool = True
+    # Total time of one webhook POST (connect + send + the whole answer), not per read.
     timeout_s: float = Field(10.0, gt=0)
+    # Total time of the alert phase of one audit; alerts not sent by then are retried next audit.
+    phase_timeout_s: float = Field(30.0, gt=0)
     # Alert on failing rules of at least this severity (recoveries follow the same filter).
     min_severity: Literal["warning", "error"] = "warning"
     # Put sample rows in webhook messages (off: samples may hold client data).

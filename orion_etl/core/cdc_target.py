@@ -31,6 +31,7 @@ TEMPLATED_KEYS = (
     "database_dbname",
     "database_password_ref",
     "heartbeat_table",
+    "signal_table",
 )
 _TOPIC_RE = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 _IDENT_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -117,8 +118,12 @@ def _check_names(cdc: CdcSettings, where: str) -> None:
     for table in [*cdc.tables, *(t for t in cdc.replica_identity_full if t != "*")]:
         if not _IDENT_RE.fullmatch(table):
             raise ConfigError(f"{where}.tables: {table!r} is not a plain lower-case table name")
-    if cdc.heartbeat_table and not _IDENT_RE.fullmatch(cdc.heartbeat_table):
-        raise ConfigError(f"{where}.heartbeat_table: {cdc.heartbeat_table!r} is not a plain table name")
+    for key in ("heartbeat_table", "signal_table"):
+        value = getattr(cdc, key)
+        if value and not _IDENT_RE.fullmatch(value):
+            raise ConfigError(f"{where}.{key}: {value!r} is not a plain table name")
+    if cdc.signal_table and cdc.signal_table in (cdc.heartbeat_table, *cdc.tables):
+        raise ConfigError(f"{where}.signal_table: {cdc.signal_table!r} is also a captured or heartbeat table")
     unknown = [t for t in cdc.replica_identity_full if t != "*" and t not in cdc.tables]
     if unknown:
         raise ConfigError(f"{where}.replica_identity_full: {unknown[0]!r} is not one of cdc.tables")

@@ -13,6 +13,8 @@ Fixes the story's `createDebeziumConfig` (see shared/spec/REVIEW.md):
 * a heartbeat (topic ``__debezium-heartbeat.<prefix>``) plus an action query that upserts one row
   of ``heartbeat_table`` per slot, so the slot advances even when the captured tables are idle and
   `cdc status` can measure the heartbeat age;
+* a signal table (``signal.data.collection``, source channel) so that `cdc snapshot` can request
+  incremental snapshots of captured tables (see core/snapshot_signal.py);
 * ``decimal.handling.mode=string`` by default: NUMERIC money stays exact and readable in JSON
   (``precise`` gives base64 bytes in JSON, ``double`` loses precision).
 """
@@ -127,6 +129,12 @@ def render_connector(target: CdcTarget) -> ConnectorSpec:
     }
     if cdc.heartbeat_table and cdc.heartbeat_interval_ms > 0:
         config["heartbeat.action.query"] = heartbeat_action_query(schema, cdc.heartbeat_table, cdc.slot_name)
+    if cdc.signal_table:
+        # The source channel: `cdc snapshot` inserts execute-snapshot / stop-snapshot rows into the
+        # signal table, Debezium reads them from the WAL (the table is in the publication, not in
+        # table.include.list) and writes its incremental-snapshot watermarks into the same table.
+        config["signal.enabled.channels"] = "source"
+        config["signal.data.collection"] = f"{schema}.{cdc.signal_table}"
     config.update(cdc.extra)
     config["name"] = cdc.connector_name
     return ConnectorSpec(name=cdc.connector_name, config=config, secrets=tuple(secrets))

@@ -64,6 +64,7 @@ def _finish(run: JobRun, report: AggregateReport) -> None:
     run.failed = len(report.issues)
     run.metadata.update({k: v for k, v in report.as_dict().items() if k != "issues"})
     run.metadata["issue_count"] = len(report.issues)
+    run.exit_code = 2 if report.issues else 0  # the CLI exits 2 on consistency issues
 
 
 def run_periods(

@@ -5,6 +5,12 @@ plus a query per `unique`/`freshness` rule, each in a read-only transaction; one
 `etl_data_quality_issues` row (with sample rows) per failing rule; the open-failure state in
 `etl_dq_alert_state` updated in the same transaction; then alerts for state changes only.
 Alert delivery problems are logged and retried by the next audit; they never change the result.
+
+The audit lock covers the evaluation and the state update only. Alerts go out after it is
+released, under a lock of their own (`orion-etl:dq-alerts`, not waited for: an audit that finds
+another one delivering leaves its due alerts to the next run), with a total budget for the whole
+phase (`[dq.alerts] phase_timeout_s`) and a total deadline per webhook call: a slow webhook
+neither keeps the next audit out nor holds this one past its budget.
 """
 
 from __future__ import annotations
@@ -16,8 +22,9 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from orion_etl.adapters import dq_store
+from orion_etl.adapters import dq_store, metrics
 from orion_etl.adapters.alerts import Delivery, Notifier
+from orion_etl.adapters.deadline import Budget
 from orion_etl.adapters.dq_sql import Target, Window, row_predicate_rule
 from orion_etl.adapters.jobruns import record_job_run
 from orion_etl.adapters.postgres import advisory_lock, connect
@@ -26,12 +33,13 @@ from orion_etl.config.models import OrionSettings
 from orion_etl.core.dq_results import Outcome, RuleResult, exit_code
 from orion_etl.core.quality import Rule, RuleKind
 from orion_etl.core.tradingday import closed_weekend_seconds
-from orion_etl.errors import ExitCode, UsageError
+from orion_etl.errors import ExitCode, LockHeldError, UsageError
 
 log = logging.getLogger(__name__)
 
 JOB_NAME = "dq-audit"
 LOCK_NAME = "orion-etl:dq-audit"
+ALERT_LOCK_NAME = "orion-etl:dq-alerts"
 
 
 @dataclass
@@ -43,6 +51,7 @@ class AuditReport:
     window: Window
     issues_recorded: int = 0
     deliveries: list[Delivery] = field(default_factory=list)
+    alerts_skipped: str | None = None  # why due alerts were left to the next audit
     unwindowed_tables: list[str] = field(default_factory=list)
     duration_s: float = 0.0
 
@@ -73,6 +82,7 @@ class AuditReport:
                 }
                 for d in self.deliveries
             ],
+            "alerts_skipped": self.alerts_skipped,
             "duration_s": round(self.duration_s, 3),
             "results": [r.as_dict() for r in self.results],
         }
@@ -174,14 +184,10 @@ def run_audit(
                     conn, run.id, report.results, key_columns, origin
                 )
                 dq_store.update_alert_state(conn, run.id, report.results)
-            if notifier is not None:
-                severities = {"ERROR"} if settings.dq.alerts.min_severity == "error" else {"ERROR", "WARNING"}
-                for alert in dq_store.due_alerts(conn, run.id, report.results, severities):
-                    delivery = notifier.send(alert)
-                    report.deliveries.append(delivery)
-                    if delivery.delivered:
-                        dq_store.mark_notified(conn, alert)
+        if notifier is not None:
+            _deliver_alerts(settings, notifier, run.id, report)
         report.duration_s = time.monotonic() - started
+        run.exit_code = int(report.exit_code)
         counts = report.counts()
         run.processed = len(report.results)
         run.failed = counts["fail"] + counts["error"]
@@ -191,6 +197,37 @@ def run_audit(
             issues=report.issues_recorded,
             alerts_sent=sum(d.delivered for d in report.deliveries),
             alerts_failed=sum(not d.delivered for d in report.deliveries),
+            alerts_skipped=report.alerts_skipped,
             errors={r.rule.key: r.error for r in report.results if r.error},
         )
+    metrics.add_job_samples(
+        metrics.Sample("orion_etl_dq_audit_rules", {"outcome": outcome}, float(n))
+        for outcome, n in counts.items()
+    )
     return report
+
+
+def _deliver_alerts(
+    settings: OrionSettings, notifier: Notifier, run_id: uuid.UUID, report: AuditReport
+) -> None:
+    """Send the alerts due after this run (outside the audit lock, within the phase budget)."""
+    alerts = settings.dq.alerts
+    severities = {"ERROR"} if alerts.min_severity == "error" else {"ERROR", "WARNING"}
+    budget = Budget(alerts.phase_timeout_s)
+    with connect(settings.warehouse, autocommit=True) as conn:
+        try:
+            with advisory_lock(conn, ALERT_LOCK_NAME):
+                # Due alerts are read under the alert lock: a concurrent audit that delivered first
+                # has marked its alerts notified, so none goes out twice.
+                for alert in dq_store.due_alerts(conn, run_id, report.results, severities):
+                    if budget.spent:
+                        report.alerts_skipped = (
+                            f"the alert phase used its {budget.seconds:g} s; the next audit sends the rest"
+                        )
+                    delivery = notifier.send(alert, budget)
+                    report.deliveries.append(delivery)
+                    if delivery.delivered:
+                        dq_store.mark_notified(conn, alert)
+        except LockHeldError:
+            report.alerts_skipped = "another audit is delivering alerts; the next audit sends these"
+            log.warning("alerts not sent: %s", report.alerts_skipped)

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import psycopg
 
+from orion_etl.adapters import metrics
 from orion_etl.adapters import replication as repl
 from orion_etl.adapters.jobruns import record_job_run
 from orion_etl.adapters.postgres import advisory_lock, connect
@@ -22,7 +23,8 @@ from orion_etl.core.replication_health import (
     exit_code,
     publication_drift,
 )
-from orion_etl.errors import ExitCode
+from orion_etl.core.snapshot_signal import snapshot_signal
+from orion_etl.errors import ConfigError, ExitCode
 from orion_etl.logs import redactor
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,7 @@ def prepare(target: CdcTarget, warehouse: PostgresSettings, *, dry_run: bool = F
         run.processed = sum(s.outcome == "changed" for s in report.steps)
         run.failed = sum(s.outcome == "could-not" for s in report.steps)
         run.metadata["steps"] = [s.as_dict() for s in report.steps]
+        run.exit_code = int(report.exit_code)
     return report
 
 
@@ -117,6 +120,8 @@ def _prepare(target: CdcTarget, report: PrepareReport) -> None:
         published = list(present)
         if cdc.heartbeat_table and _heartbeat_table(conn, target, report):
             published.append(cdc.heartbeat_table)
+        if cdc.signal_table and _signal_table(conn, target, report):
+            published.append(cdc.signal_table)
         _publication(conn, target, published, report)
         _replica_identity(conn, target, tables, report)
 
@@ -195,6 +200,29 @@ def _heartbeat_table(conn: psycopg.Connection, target: CdcTarget, report: Prepar
                 f"grant on {schema}.{table}",
                 f"granted {', '.join(missing)} to {user}",
                 lambda: repl.grant_heartbeat(conn, schema, table, user),
+            )
+    return True
+
+
+def _signal_table(conn: psycopg.Connection, target: CdcTarget, report: PrepareReport) -> bool:
+    """Debezium's signal table: `cdc snapshot` inserts into it, the connector writes watermarks."""
+    schema, table, user = target.source.schema_name, target.cdc.signal_table, target.database_user
+    item = f"signal table {schema}.{table}"
+    if repl.table_exists(conn, schema, table):
+        report.add(item, "unchanged", "exists")
+    elif not _run(conn, report, item, "created", lambda: repl.create_signal_table(conn, schema, table)):
+        return False
+    if report.dry_run and not repl.table_exists(conn, schema, table):
+        return True
+    if repl.role_info(conn, user).exists:
+        missing = repl.heartbeat_grants_missing(conn, schema, table, user, repl.SIGNAL_GRANTS)
+        if missing:
+            _run(
+                conn,
+                report,
+                f"grant on {schema}.{table}",
+                f"granted {', '.join(missing)} to {user}",
+                lambda: repl.grant_heartbeat(conn, schema, table, user, repl.SIGNAL_GRANTS),
             )
     return True
 
@@ -280,6 +308,8 @@ def replication_status(target: CdcTarget) -> dict[str, Any]:
     expected = {f"{schema}.{t}" for t in target.captured_tables}
     if heartbeat_enabled:
         expected.add(f"{schema}.{cdc.heartbeat_table}")
+    if cdc.signal_table:
+        expected.add(f"{schema}.{cdc.signal_table}")
     with connect(target.source, autocommit=True) as conn:
         server = repl.server_info(conn)
         slots = repl.replication_slots(conn, target.source.dbname)
@@ -296,6 +326,7 @@ def replication_status(target: CdcTarget) -> dict[str, Any]:
     drift = publication_drift(expected, set(pub.tables) if pub else set(), pub.all_tables if pub else False)
     findings += check_publication(cdc.publication_name, pub is not None, drift, pub.operations if pub else {})
     findings += check_heartbeat(heartbeat_enabled, age, limits)
+    _export_metrics(slots, age)
     return {
         "env": target.env,
         "database": target.source.describe(),
@@ -314,3 +345,63 @@ def replication_status(target: CdcTarget) -> dict[str, Any]:
         "findings": [f.as_dict() for f in findings],
         "exit_code": exit_code(findings),
     }
+
+
+def _export_metrics(slots: list[dict[str, Any]], heartbeat_age_s: float | None) -> None:
+    """Slot lag and retained WAL for `cdc status --metrics-file` (adapters.metrics)."""
+    samples = []
+    for slot in slots:
+        labels = {"slot": str(slot["slot_name"])}
+        samples.append(
+            metrics.Sample("orion_etl_replication_slot_active", labels, float(bool(slot["active"])))
+        )
+        for family, key in (
+            ("orion_etl_replication_slot_retained_wal_bytes", "retained_wal_bytes"),
+            ("orion_etl_replication_slot_flush_lag_bytes", "flush_lag_bytes"),
+        ):
+            if slot.get(key) is not None:
+                samples.append(metrics.Sample(family, labels, float(slot[key])))
+    if heartbeat_age_s is not None:
+        samples.append(
+            metrics.Sample("orion_etl_replication_heartbeat_age_seconds", {}, float(heartbeat_age_s))
+        )
+    metrics.add_job_samples(samples)
+
+
+# -------------------------------------------------------------------------------------- snapshot
+
+
+def request_snapshot(
+    target: CdcTarget,
+    warehouse: PostgresSettings,
+    tables: list[str],
+    *,
+    condition: str | None = None,
+    stop: bool = False,
+) -> dict[str, Any]:
+    """Insert an execute-snapshot (or stop-snapshot) signal; recorded in `etl_job_runs`.
+
+    The connector acts on it when it reads the insert from the WAL: at once when it is running,
+    otherwise when it next starts.
+    """
+    signal = snapshot_signal(target, tables, condition=condition, stop=stop)
+    schema, table = target.source.schema_name, target.cdc.signal_table
+    with record_job_run(
+        warehouse, f"cdc-snapshot:{target.env}", "CDC_SNAPSHOT", {"signal": signal.as_dict()}
+    ) as run:
+        with connect(target.source, autocommit=True) as conn:
+            if not repl.table_exists(conn, schema, table):
+                raise ConfigError(
+                    f"signal table {schema}.{table} does not exist", hint="run `orion-etl cdc prepare` first"
+                )
+            pub = repl.publication_info(conn, target.cdc.publication_name)
+            if pub is not None and not pub.all_tables and f"{schema}.{table}" not in pub.tables:
+                raise ConfigError(
+                    f"signal table {schema}.{table} is not in publication {target.cdc.publication_name}: "
+                    "the connector would never see the signal",
+                    hint="run `orion-etl cdc prepare` first",
+                )
+            repl.insert_signal(conn, schema, table, signal.id, signal.type, signal.data)
+        run.processed = 1
+    log.info("cdc snapshot: %s %s (signal %s)", signal.type, ", ".join(signal.tables) or "all", signal.id)
+    return {"env": target.env, "signal_table": f"{schema}.{table}", **signal.as_dict()}

@@ -187,6 +187,7 @@ def sync_batch(
             run.processed += dim_report.read
             run.metadata[spec.name] = dim_report.as_dict()
         run.metadata["warnings"] = report.warnings
+        run.exit_code = 1 if report.warnings else 0
     return report
 
 

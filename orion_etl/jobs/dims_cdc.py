@@ -154,6 +154,7 @@ def sync_cdc(
             run.metadata[dim_report.dimension] = dim_report.as_dict()
             step(dim_report.dimension, "done")
         run.metadata["warnings"] = report.warnings
+        run.exit_code = 1 if report.warnings else 0
     return report
 
 

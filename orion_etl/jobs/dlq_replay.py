@@ -356,6 +356,7 @@ def run_replay(
                     run.processed = result.loaded + result.failed + result.unreplayable
                     run.failed = result.failed + result.unreplayable
                     run.metadata.update(result.summary())
+                    run.exit_code = result.exit_code
                 return result
     except psycopg.OperationalError as exc:
         raise ServiceUnavailableError(

@@ -36,7 +36,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from orion_etl.adapters import metrics
 from orion_etl.adapters.dlq import DeadLetterPublisher
-from orion_etl.adapters.jobruns import record_job_run
+from orion_etl.adapters.jobruns import JobRun, record_job_run
 from orion_etl.adapters.kafka import ensure_topics, is_unreachable, make_consumer, make_producer
 from orion_etl.adapters.warehouse_loader import FencedError, LoadCounts, WarehouseLoader
 from orion_etl.config.models import OrionSettings
@@ -46,6 +46,7 @@ from orion_etl.jobs.stream_batch import BatchPreparer, PreparedBatch
 
 log = logging.getLogger(__name__)
 PIPELINE_DEPTH = 2  # batches handed to the commit thread at most (one committing, one waiting)
+KEEP_ALIVE_S = 15.0  # how often the loader checks its ledger session (jobruns.JobRun.keep_alive)
 
 
 # Consumer settings the loader fixes ([kafka.extra] overrides each of them).
@@ -177,6 +178,9 @@ class StreamJob:
         self.pending: list[KafkaRecord] = []
         self.stopping = False
         self.job_run_id = ""
+        self.source_commit_s: dict[str, float] = {}  # newest source commit loaded, per source table
+        self.ledger_run: JobRun | None = None
+        self._last_keep_alive = time.monotonic()
         self._last_lag = 0.0
         self.consumer: Consumer | None = None
 
@@ -231,6 +235,7 @@ class StreamJob:
                 self.settings.warehouse, "stream", "STREAM", {"group": self.group, "topics": self.topics}
             ) as run:
                 self.job_run_id = str(run.id)
+                self.ledger_run = run
                 log.info(
                     "started: group %s, topics %s, Kafka at %s",
                     self.group,
@@ -250,11 +255,14 @@ class StreamJob:
                     run.processed = self.stats.messages
                     run.failed = self.stats.dlq
                     run.metadata.update(self.stats.as_dict())
+                    run.exit_code = int(self._exit_code())
         finally:
             for sig, handler in previous:
                 signal.signal(sig, handler)
-        code = ExitCode.WARNINGS if (self.stats.dlq or self.stats.dq_warnings) else ExitCode.OK
-        return StreamResult(self.stats, int(code), self.job_run_id)
+        return StreamResult(self.stats, int(self._exit_code()), self.job_run_id)
+
+    def _exit_code(self) -> ExitCode:
+        return ExitCode.WARNINGS if (self.stats.dlq or self.stats.dq_warnings) else ExitCode.OK
 
     def _loop(self) -> None:
         kafka = self.settings.kafka
@@ -300,6 +308,9 @@ class StreamJob:
                     last_progress = now
                     producer.poll(0)  # delivers the DLQ producer's librdkafka log lines while idle
                     self._update_lag(consumer)
+                    if self.ledger_run is not None and now - self._last_keep_alive >= KEEP_ALIVE_S:
+                        self._last_keep_alive = now
+                        self.ledger_run.keep_alive()  # a restarted warehouse: the run is not abandoned
                     if self.on_progress:
                         self.on_progress(self.stats)
             self._settle(consumer)
@@ -440,20 +451,12 @@ class StreamJob:
             log.debug("async Kafka commit failed: %s", exc)
 
     def _metrics(self, prepared: PreparedBatch, counts: LoadCounts, committed_ms: float) -> None:
-        """Prometheus counters (served with `stream --metrics-port`; see orion_etl.adapters.metrics).
-
-        `orion_etl_stream_messages{topic=<topic>, outcome="consumed"|"dlq"}` per topic; the fact-level
-        outcomes (loaded, stale, duplicate, superseded, sampled_out, tombstone) with topic="all".
-        """
-        per_topic: dict[str, int] = {}
-        for topic, _ in prepared.write.offsets:
-            per_topic.setdefault(topic, 0)
-        for topic in per_topic:
-            per_topic[topic] = prepared.topic_counts.get(topic, 0)
-            metrics.STREAM_MESSAGES.labels(topic, "consumed").inc(per_topic[topic])
+        """Prometheus families of a committed batch (orion_etl.adapters.metrics, served with
+        `stream --metrics-addr`): records read per topic; what became of them per outcome."""
+        for topic, n in prepared.topic_counts.items():
+            metrics.STREAM_CONSUMED.labels(topic).inc(n)
         for letter in prepared.letters:
-            metrics.STREAM_MESSAGES.labels(letter.record.topic, "dlq").inc()
-            metrics.DLQ_MESSAGES.labels(letter.record.topic, str(letter.error_class)).inc()
+            metrics.STREAM_DEAD_LETTERS.labels(letter.record.topic, str(letter.error_class)).inc()
         c = prepared.counts
         for outcome, n in (
             ("loaded", counts.upserted + counts.deleted + counts.quotes),
@@ -462,12 +465,20 @@ class StreamJob:
             ("superseded", c["superseded"]),
             ("sampled_out", c["sampled_out"]),
             ("tombstone", c["tombstones"]),
+            ("dlq", len(prepared.letters)),
         ):
             if n:
-                metrics.STREAM_MESSAGES.labels("all", outcome).inc(n)
+                metrics.STREAM_RECORDS.labels(outcome).inc(n)
         for issue in prepared.write.issues:
-            metrics.DQ_VIOLATIONS.labels(issue["source_table"], issue["rule_name"], issue["severity"]).inc()
+            metrics.STREAM_DQ_VIOLATIONS.labels(
+                issue["source_table"], issue["rule_name"], issue["severity"]
+            ).inc()
+        for table, (_lsn, ts_ms) in prepared.write.watermarks.items():
+            if ts_ms is not None and ts_ms / 1000 > self.source_commit_s.get(table, 0.0):
+                self.source_commit_s[table] = ts_ms / 1000
+                metrics.STREAM_SOURCE_COMMIT.labels(table).set(ts_ms / 1000)
         metrics.STREAM_BATCHES.inc()
+        metrics.STREAM_LAST_COMMIT.set(committed_ms / 1000)
         metrics.STREAM_BATCH_SECONDS.observe(committed_ms / 1000 - prepared.started)
         step = max(1, len(prepared.latencies_ts_ms) // 500)  # a bounded sample per batch
         for ts in prepared.latencies_ts_ms[::step]:

@@ -110,6 +110,24 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if not k.startswith("_") and k != "_pos_sort"}
 
 
+def _watermarks(
+    by_route: dict[Route, list[Change]], decoded: dict[Route, pl.DataFrame]
+) -> dict[str, tuple[int | None, int | None]]:
+    """Per source table: the highest LSN and source commit time (ms) among the batch's CDC changes."""
+    out: dict[str, tuple[int | None, int | None]] = {}
+    for route, table in CDC_TABLE.items():
+        lsns = [c.lsn for c in by_route[route] if c.lsn is not None]
+        times = [c.ts_ms for c in by_route[route] if c.ts_ms is not None]
+        frame = decoded.get(route)
+        if frame is not None and not frame.is_empty():
+            lsn, ts = frame.select(pl.col("_lsn").max(), pl.col("_ts_ms").max()).row(0)
+            lsns += [lsn] if lsn is not None else []
+            times += [ts] if ts is not None else []
+        if lsns or times:
+            out[table] = (max(lsns) if lsns else None, max(times) if times else None)
+    return out
+
+
 class BatchPreparer:
     """Turns records into a `BatchWrite` (stateless apart from settings and the loader)."""
 
@@ -165,6 +183,7 @@ class BatchPreparer:
             for rec in route_records:
                 self._decode_into(rec, route, by_route, counts, out)
         out.write.offsets = offsets
+        out.write.watermarks = _watermarks(by_route, decoded)
         self._facts(out, by_route, decoded, counts)
         self._quotes(out, by_route[Route.QUOTE_EVENTS], counts)
         for letter in out.letters:

@@ -165,7 +165,7 @@ def test_sigterm_finishes_the_batch_and_records_the_run(
             break
         time.sleep(0.05)
     # metrics are updated when the commit thread's result is collected, a moment after the commit
-    want = f'orion_etl_stream_messages_total{{outcome="consumed",topic="{t.trades_cdc}"}} 300.0'
+    want = f'orion_etl_stream_consumed_messages_total{{topic="{t.trades_cdc}"}} 300.0'
     exposed = ""
     while want not in exposed and time.monotonic() < deadline:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:

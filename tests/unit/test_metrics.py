@@ -15,7 +15,7 @@ def test_textfile_has_job_outcome(tmp_path: Path) -> None:
     record_batch_job(target, "dims-sync", started=time.time() - 2.5, exit_code=0, records=42)
     families = {f.name: f for f in text_string_to_metric_families(target.read_text())}
     records = families["orion_etl_job_records_processed"].samples
-    assert [(s.labels["job"], s.value) for s in records] == [("dims-sync", 42.0)]
+    assert [(s.labels["orion_job"], s.value) for s in records] == [("dims-sync", 42.0)]
     assert families["orion_etl_job_duration_seconds"].samples[0].value >= 2.5
     assert families["orion_etl_job_exit_code"].samples[0].value == 0
 
@@ -41,7 +41,7 @@ def test_cli_writes_the_textfile_with_the_exit_code(tmp_path: Path) -> None:
             "orion_etl_job_exit_code"
         ]
         sample = family.samples[0]
-        return sample.labels["job"], sample.value
+        return sample.labels["orion_job"], sample.value
 
     assert exit_code(ok) == ("config-check", 0.0)
     assert exit_code(failed) == ("config-check", 2.0)
