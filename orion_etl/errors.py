@@ -31,9 +31,27 @@ class OrionError(Exception):
 
 
 class ConfigError(OrionError):
-    """Configuration file or environment is invalid (exit 2)."""
+    """Configuration file or environment is invalid (exit 2).
+
+    `problems` lists every problem found (the message names the first and counts the others);
+    `config check` prints them all.
+    """
 
     exit_code = ExitCode.FAILURE
+
+    def __init__(self, message: str, *, hint: str | None = None, problems: list[str] | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.problems = problems or [message]
+
+    @classmethod
+    def of(cls, problems: list[str], *, hint: str | None = None) -> ConfigError:
+        """One error for several problems: the first, and how many more."""
+        more = (
+            f" (and {len(problems) - 1} more; `orion-etl config check` lists them)"
+            if len(problems) > 1
+            else ""
+        )
+        return cls(problems[0] + more, hint=hint, problems=problems)
 
 
 class UsageError(OrionError):

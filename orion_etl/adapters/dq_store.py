@@ -9,11 +9,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
+from psycopg.types.json import set_json_loads
 
 from orion_etl.adapters import dq_sql
 from orion_etl.adapters.dq_sql import Query, Target, Window
@@ -21,6 +23,10 @@ from orion_etl.core.dq_results import Alert, AlertKind, Outcome, RuleResult
 from orion_etl.core.quality import Rule, RuleKind
 
 log = logging.getLogger(__name__)
+
+
+def _exact_json_loads(data: str | bytes) -> Any:
+    return json.loads(data, parse_float=Decimal)
 
 
 def _one_line(exc: Exception) -> str:
@@ -75,6 +81,11 @@ class Evaluator:
     timeout_s: int
     # seconds of [newest, now) the market is closed (the FX week's weekend): not counted as age
     closed_seconds: Callable[[datetime, datetime], float] | None = None
+
+    def __post_init__(self) -> None:
+        # Sample rows come back as jsonb: read numbers as Decimal so money stays exact (a float
+        # would turn 0.1 + 0.2 style values into approximations in reports and alerts).
+        set_json_loads(_exact_json_loads, self.conn)
 
     def _samples(self, rule: Rule) -> list[dict[str, Any]]:
         if self.sample_rows <= 0:
@@ -266,25 +277,23 @@ def mark_notified(conn: psycopg.Connection, alert: Alert) -> None:
 def list_issues(
     conn: psycopg.Connection,
     *,
-    table: str | None = None,
-    rule: str | None = None,
-    severity: str | None = None,
+    table: str | list[str] | None = None,
+    rule: str | list[str] | None = None,
+    severity: str | list[str] | None = None,
     since: datetime | None = None,
     run_id: uuid.UUID | None = None,
     limit: int = 50,
 ) -> list[dict[str, Any]]:
-    """Most recent issues first, filtered."""
+    """Most recent issues first, filtered (table, rule, severity: one value or any of several)."""
     conds: list[sql.Composable] = [sql.SQL("TRUE")]
     params: list[Any] = []
-    for column, value in (
-        ("source_table", table),
-        ("rule_name", rule),
-        ("severity", severity),
-        ("job_run_id", run_id),
-    ):
-        if value is not None:
-            conds.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
-            params.append(value)
+    for column, value in (("source_table", table), ("rule_name", rule), ("severity", severity)):
+        if value:
+            conds.append(sql.SQL("{} = ANY(%s)").format(sql.Identifier(column)))
+            params.append([value] if isinstance(value, str) else list(value))
+    if run_id is not None:
+        conds.append(sql.SQL("job_run_id = %s"))
+        params.append(run_id)
     if since is not None:
         conds.append(sql.SQL("created_at >= %s"))
         params.append(since)
@@ -294,4 +303,5 @@ def list_issues(
         "FROM etl_data_quality_issues WHERE {} ORDER BY created_at DESC, id LIMIT %s"
     ).format(sql.SQL(" AND ").join(conds))
     with conn.cursor(row_factory=dict_row) as cur:
+        set_json_loads(_exact_json_loads, cur)
         return cur.execute(query, [*params, limit]).fetchall()

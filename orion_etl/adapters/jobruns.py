@@ -239,14 +239,14 @@ class JobRunRecord:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "id": str(self.id),
+            "run_id": str(self.id),
             "job_name": self.job_name,
             "job_type": self.job_type,
             "status": self.status,
             "outcome": self.outcome,
             "exit_code": self.exit_code,
-            "started_at": self.started_at.isoformat(),
-            "completed_at": self.completed_at.isoformat() if self.completed_at else None,
+            "started_at": self.started_at,
+            "completed_at": self.completed_at,
             "duration_s": self.duration_s,
             "records_processed": self.records_processed,
             "records_failed": self.records_failed,
@@ -266,26 +266,33 @@ _COLUMNS = (
 def list_job_runs(
     warehouse: PostgresSettings,
     *,
-    job_name: str | None = None,
-    job_type: str | None = None,
-    status: str | None = None,
+    job_name: str | list[str] | None = None,
+    job_type: str | list[str] | None = None,
+    status: str | list[str] | None = None,
     since: Any = None,
     limit: int = 50,
 ) -> list[JobRunRecord]:
-    """Most recent runs first, filtered by name, type, status and start time.
+    """Most recent runs first, filtered by name, type, status (each one value or any of several)
+    and start time.
 
-    `status` is a life state (RUNNING, COMPLETED, FAILED, ABANDONED; FAILED covers the outcomes
-    FAILED, ERROR and INTERRUPTED) or an outcome (SUCCESS, WARNING, ERROR, INTERRUPTED).
+    A `status` is a life state (RUNNING, COMPLETED, FAILED, ABANDONED; FAILED covers the outcomes
+    FAILED, ERROR and INTERRUPTED) or an outcome (SUCCESS, WARNING, ERROR, INTERRUPTED); several
+    match any of them.
     """
     from psycopg import sql
 
     clauses: list[sql.Composable] = []
     params: list[Any] = []
-    status_column = "status" if status is None or status in STATUSES else "outcome"
-    for column, value in (("job_name", job_name), ("job_type", job_type), (status_column, status)):
+    for column, value in (("job_name", job_name), ("job_type", job_type)):
         if value is not None:
-            clauses.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
-            params.append(value)
+            clauses.append(sql.SQL("{} = ANY(%s)").format(sql.Identifier(column)))
+            params.append([value] if isinstance(value, str) else list(value))
+    if status is not None:
+        wanted = [status] if isinstance(status, str) else list(status)
+        states = [s for s in wanted if s in STATUSES]
+        outcomes = [s for s in wanted if s not in STATUSES]
+        clauses.append(sql.SQL("(status = ANY(%s) OR outcome = ANY(%s))"))
+        params += [states, outcomes]
     if since is not None:
         clauses.append(sql.SQL("started_at >= %s"))
         params.append(since)

@@ -10,41 +10,34 @@ Exit codes: 0 ok, 2 consistency check failed or bad usage, 3 could not run (lock
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from orion_etl.cli.context import AppState, state
-from orion_etl.cli.render import OutputFormat, print_json, print_table
-from orion_etl.config.models import OrionSettings
-from orion_etl.core.periods import (
-    Bucket,
-    Period,
-    bucket_for,
-    buckets_between,
-    last_complete_trading_day,
-    parse_date,
-)
+from orion_etl.cli.render import FormatOpt, OutputFormat, finish, print_rows, say
 from orion_etl.errors import ExitCode, UsageError
-from orion_etl.jobs import aggregate as job
 
-app = typer.Typer(
-    help="Aggregates: daily/weekly/monthly/quarterly/yearly rollups, intraday running aggregates.",
-    invoke_without_command=True,
-)
+if TYPE_CHECKING:  # core.periods imports polars: loaded when a command runs, not for --help
+    from orion_etl.config.models import OrionSettings
+    from orion_etl.core.periods import Bucket, Period
+    from orion_etl.jobs.aggregate import AggregateReport
+
+# No help= here: the callback's docstring (with the exit codes) is the help of `aggregate`.
+app = typer.Typer(invoke_without_command=True)
 
 PeriodOpt = Annotated[
-    str, typer.Option("--period", "-p", help="daily | weekly | monthly | quarterly | yearly")
+    str, typer.Option("--period", "-p", help="daily | weekly | monthly | quarterly | yearly (any case)")
 ]
 DateOpt = Annotated[
     str | None,
     typer.Option("--date", "-d", help="A trading day YYYY-MM-DD (default: the last complete one)."),
 ]
-FormatOpt = Annotated[OutputFormat, typer.Option("--format", help="table | json")]
 
 
 def _default_day(settings: OrionSettings) -> date:
+    from orion_etl.core.periods import last_complete_trading_day
+
     td = settings.trading_day
     return last_complete_trading_day(datetime.now(UTC), td.timezone, td.cutoff, weekend_roll=td.weekend_roll)
 
@@ -52,6 +45,8 @@ def _default_day(settings: OrionSettings) -> date:
 def _buckets(
     settings: OrionSettings, period: Period, day: str | None, first: str | None, last: str | None
 ) -> list[Bucket]:
+    from orion_etl.core.periods import bucket_for, buckets_between, parse_date
+
     if day is not None and (first is not None or last is not None):
         raise UsageError("--date cannot be combined with --from/--to")
     if first is None and last is not None:
@@ -63,6 +58,8 @@ def _buckets(
 
 
 def _parse_periods(text: str | None) -> list[Period] | None:
+    from orion_etl.core.periods import Period
+
     if text is None:
         return None
     if text.strip().lower() == "all":
@@ -70,26 +67,31 @@ def _parse_periods(text: str | None) -> list[Period] | None:
     return [Period.parse(p) for p in text.split(",") if p.strip()]
 
 
-def _render(app_state: AppState, report: job.AggregateReport, fmt: OutputFormat) -> None:
-    if fmt is OutputFormat.JSON:
-        print_json(report.as_dict())
-    else:
-        console = app_state.console
-        console.print(
-            f"aggregate {report.mode}: {len(report.buckets)} bucket(s)"
-            + (f", {report.merged_rows} summary rows merged" if report.mode == "intraday" else "")
-            + (f", rows {report.rows}" if report.rows else ""),
-            highlight=False,
-        )
-        if report.issues:
-            print_table(
-                console,
-                "consistency issues",
-                ["rule", "record", "message"],
-                [[i["rule"], i["record_id"], i["message"]] for i in report.issues],
+def _render(
+    app_state: AppState, report: AggregateReport, fmt: OutputFormat | None, ok_line: str | None = None
+) -> None:
+    def human(out: OutputFormat) -> None:
+        if out is not OutputFormat.CSV:
+            rows = ", ".join(f"{t} {n}" for t, n in sorted(report.rows.items()))
+            say(
+                f"aggregate {report.mode}: {len(report.buckets)} bucket(s)"
+                + (f", {report.merged_rows} summary rows merged" if report.mode == "intraday" else "")
+                + (f", rows: {rows}" if rows else "")
             )
-    if report.issues:
-        raise typer.Exit(int(ExitCode.FAILURE))
+        if report.issues or out is OutputFormat.CSV:
+            columns = ["rule", "record_id", "message"]
+            print_rows(out, columns, report.issues, title="consistency issues")
+        elif ok_line:
+            say(ok_line)
+
+    finish(
+        fmt,
+        report.as_dict(),
+        exit_code=int(ExitCode.FAILURE if report.issues else ExitCode.OK),
+        human=human,
+        summary_event="aggregate",
+        json_logs_only=app_state.json_logs,
+    )
 
 
 @app.callback()
@@ -110,11 +112,22 @@ def aggregate(
         str | None,
         typer.Option("--periods", help="With --intraday: dirty periods to recompute (list or 'all')."),
     ] = None,
-    fmt: FormatOpt = OutputFormat.TABLE,
+    fmt: FormatOpt = None,
 ) -> None:
-    """Recompute aggregates of a period (default: daily, the last complete trading day)."""
+    """Aggregates: daily/weekly/monthly/quarterly/yearly rollups, intraday running aggregates.
+
+    Without a sub-command: recompute a period (default: daily, the last complete trading day).
+
+    Exit codes: 0 ok, 2 a consistency check failed or bad usage, 3 could not run (lock held,
+    database down).
+    """
     if ctx.invoked_subcommand is not None:
         return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from orion_etl.core.periods import Period
+    from orion_etl.jobs import aggregate as job
+
     app_state = state(ctx)
     if intraday:
         if day is not None or first is not None or last is not None:
@@ -134,7 +147,7 @@ def aggregate(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=app_state.err_console,
-        disable=not app_state.err_console.is_terminal or fmt is OutputFormat.JSON,
+        disable=not app_state.err_console.is_terminal,
         transient=True,
     ) as progress:
         task = progress.add_task(parsed.value.lower(), total=len(buckets))
@@ -151,14 +164,15 @@ def validate(
     ctx: typer.Context,
     period: PeriodOpt = "daily",
     day: DateOpt = None,
-    fmt: FormatOpt = OutputFormat.TABLE,
+    fmt: FormatOpt = None,
 ) -> None:
     """Check a bucket's aggregates (levels sum to tenant, counts = facts, VWAP range, volumes)."""
+    from orion_etl.core.periods import Period, bucket_for, parse_date
+    from orion_etl.jobs import aggregate as job
+
     parsed = Period.parse(period)
     app_state = state(ctx)
     settings = app_state.settings()
     bucket = bucket_for(parsed, parse_date(day) if day is not None else _default_day(settings))
     report = job.run_validate(settings, bucket)
-    _render(app_state, report, fmt)
-    if fmt is OutputFormat.TABLE and not report.issues:
-        app_state.console.print(f"{bucket}: all consistency checks passed", highlight=False)
+    _render(app_state, report, fmt, ok_line=f"{bucket}: all consistency checks passed")

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from orion_etl import __version__
 from orion_etl.cli import aggregate as aggregate_cmd
@@ -21,13 +20,73 @@ from orion_etl.cli import db as db_cmd
 from orion_etl.cli import demo as demo_cmd
 from orion_etl.cli import dims as dims_cmd
 from orion_etl.cli import dlq as dlq_cmd
+from orion_etl.cli import doctor as doctor_cmd
 from orion_etl.cli import dq as dq_cmd
 from orion_etl.cli import jobs as jobs_cmd
 from orion_etl.cli import stream as stream_cmd
 from orion_etl.cli.context import AppState
 from orion_etl.errors import ExitCode, OrionError
-from orion_etl.logs import redactor
+from orion_etl.logs import redactor, stderr_console
 from orion_etl.signals import exit_code_of, last_signal, raise_on_signals
+
+
+def _help_fixes() -> None:
+    """Two corrections to Typer 0.2x help output.
+
+    * `--dry-run`, not `--dry-run <bool>`: a flag takes no value, so it shows no type.
+    * Paragraphs after the first are re-flowed: Typer keeps the docstring's line breaks there,
+      so the exit codes of `stream --help` came out as ragged half-lines.
+    """
+    from typer.core import TyperCommand, TyperGroup, TyperOption
+
+    def fix_linebreaks(paragraphs: list[str], markup_mode: Any) -> str:
+        return "\n\n".join(p if p.startswith("\b") else " ".join(p.split()) for p in paragraphs)
+
+    def with_reflow(format_help: Any) -> Any:
+        def patched(self: Any, ctx: Any, formatter: Any) -> None:
+            from typer import rich_utils  # only when help is shown: it costs ~0.06 s to import
+
+            rich_utils._fix_linebreaks = fix_linebreaks
+            format_help(self, ctx, formatter)
+
+        return patched
+
+    for cls in (TyperCommand, TyperGroup):
+        cls.format_help = with_reflow(cls.format_help)  # type: ignore[method-assign]
+
+    original = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else original(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_help_fixes()
+
+
+def _fast_plain_options() -> None:
+    """str and bool options without a pydantic TypeAdapter.
+
+    Typer 0.2x coerces every parameter through pydantic, so a TAB completion (which parses the
+    root's options) imported pydantic: ~0.15 s of a 0.4 s start. Click already hands str options a
+    str and flags a bool; for those the adapter only checks the type again.
+    """
+    from typer import _coercion, core
+
+    original = core.build_runtime_param
+
+    def build_runtime_param(descriptor: Any) -> Any:
+        if descriptor.file_annotation is None and descriptor.annotation in (str, bool):
+            return _coercion.PassThroughRuntimeParam(
+                annotation=descriptor.annotation, parameter_info=descriptor.parameter_info
+            )
+        return original(descriptor)
+
+    core.build_runtime_param = build_runtime_param
+
+
+_fast_plain_options()
 
 app = typer.Typer(
     name="orion-etl",
@@ -48,6 +107,7 @@ app.add_typer(dq_cmd.app, name="dq")
 app.add_typer(dlq_cmd.app, name="dlq")
 app.add_typer(jobs_cmd.app, name="jobs")
 app.add_typer(demo_cmd.app, name="demo")
+app.command("doctor")(doctor_cmd.doctor)
 
 
 def _version(value: bool) -> None:
@@ -59,20 +119,31 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     ctx: typer.Context,
+    # The root's options are plain str/bool (see _fast_plain_options): TAB completion parses them.
     config: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
-            "--config", "-c", help="TOML config file (default: $ORION_ETL_CONFIG, ./orion-etl.toml)."
+            "--config",
+            "-c",
+            metavar="PATH",
+            help="TOML config file (default: $ORION_ETL_CONFIG, ./orion-etl.toml).",
         ),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Debug logs and full tracebacks.")] = False,
     log_format: Annotated[
-        str | None, typer.Option("--log-format", help="auto | rich | json | plain (default from config).")
+        str | None,
+        typer.Option(
+            "--log-format",
+            metavar="auto|rich|json|plain",
+            help="Log lines on stderr, any case (default: logging.format).",
+            show_default=False,
+        ),
     ] = None,
     metrics_file: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--metrics-file",
+            metavar="PATH",
             help="Write this run's outcome as a Prometheus textfile (node-exporter collector) on exit.",
         ),
     ] = None,
@@ -88,13 +159,21 @@ def root(
     ] = False,
 ) -> None:
     """Global options shared by every command."""
-    ctx.obj = AppState(config_path=config, debug=debug, log_format=log_format)
+    from orion_etl.logs import resolve_log_format
+
+    if log_format is not None:
+        resolve_log_format(log_format)  # an unknown format is exit 2 before anything runs
+    ctx.obj = AppState(
+        config_path=Path(config) if config else None,
+        debug=debug,
+        log_format=log_format.lower() if log_format else None,
+    )
     if metrics_file is not None:
         words = [ctx.invoked_subcommand] if ctx.invoked_subcommand else []
         if words and words[0] in sys.argv:  # add the sub-command of a group: `dims sync` -> dims-sync
             following = sys.argv[sys.argv.index(words[0]) + 1 : sys.argv.index(words[0]) + 2]
             words += [w for w in following if not w.startswith("-")]
-        _batch_metrics.update(path=metrics_file, job=metrics_job or "-".join(words) or "orion-etl")
+        _batch_metrics.update(path=Path(metrics_file), job=metrics_job or "-".join(words) or "orion-etl")
 
 
 # Set by the root callback when --metrics-file is given; written by main() once the exit code is known.
@@ -117,7 +196,9 @@ def _write_batch_metrics(started: float, exit_code: int) -> None:
             failed=sum(run.failed for run in finished_runs),
         )
     except OSError as exc:
-        Console(stderr=True).print(f"warning: could not write --metrics-file: {escape(str(exc))}")
+        stderr_console().print(
+            f"warning: could not write --metrics-file: {exc}", markup=False, highlight=False
+        )
 
 
 def main() -> None:
@@ -137,30 +218,90 @@ def main() -> None:
         _write_batch_metrics(started, code)
 
 
+# Options of the root command, accepted anywhere on the line: name -> takes a value.
+_GLOBAL_OPTIONS = {
+    "--config": True,
+    "-c": True,
+    "--log-format": True,
+    "--metrics-file": True,
+    "--metrics-job": True,
+    "--debug": False,
+}
+
+
+def hoist_global_options(argv: list[str]) -> list[str]:
+    """Move root options written after the sub-command in front of it (`dims sync --debug`).
+
+    Click only accepts a group's options before its sub-command; people and units write them
+    anywhere. Everything after `--` is left alone.
+    """
+    hoisted: list[str] = []
+    rest: list[str] = []
+    i = 0
+    seen_command = False
+    while i < len(argv):
+        word = argv[i]
+        if word == "--":
+            rest.extend(argv[i:])
+            break
+        name = word.split("=", 1)[0]
+        if name in _GLOBAL_OPTIONS and seen_command:
+            if _GLOBAL_OPTIONS[name] and "=" not in word and i + 1 < len(argv):
+                hoisted += [word, argv[i + 1]]
+                i += 2
+                continue
+            hoisted.append(word)
+        else:
+            if not word.startswith("-") and not (i > 0 and _GLOBAL_OPTIONS.get(argv[i - 1], False)):
+                seen_command = True
+            rest.append(word)
+        i += 1
+    return hoisted + rest
+
+
+def _json_requested(argv: list[str]) -> bool:
+    for i, word in enumerate(argv):
+        if word in ("--format", "-o") and i + 1 < len(argv) and argv[i + 1].lower() == "json":
+            return True
+        if word.lower() in ("--format=json", "-ojson"):
+            return True
+    return False
+
+
+def _report(message: str, hint: str | None, code: int, as_json: bool) -> None:
+    """The error on one stderr line (plus a hint); under --format json also a JSON document."""
+    err = stderr_console()
+    err.print(f"error: {message}", style="bold red", markup=False, highlight=False, soft_wrap=True)
+    if hint:
+        err.print(f"hint: {hint}", style="dim", markup=False, highlight=False, soft_wrap=True)
+    if as_json:
+        from orion_etl.cli.render import SCHEMA_VERSION, STATUS_WORDS
+
+        doc = {"schema_version": SCHEMA_VERSION, "status": STATUS_WORDS.get(code, "error"),
+               "exit_code": code, "error": message}  # fmt: skip
+        sys.stdout.write(json.dumps(doc, ensure_ascii=False) + "\n")
+
+
 def _run() -> None:
-    debug = "--debug" in sys.argv
-    err = Console(stderr=True)
+    argv = hoist_global_options(sys.argv[1:])
+    debug = "--debug" in argv
+    as_json = _json_requested(argv)
     try:
-        app()
+        app(args=argv, prog_name="orion-etl")
     except OrionError as exc:
-        text = escape(redactor.redact(exc.message))
-        err.print(f"[bold red]error:[/] {text}", highlight=False, soft_wrap=True)
-        if exc.hint:
-            err.print(f"[dim]hint: {escape(redactor.redact(exc.hint))}[/]", highlight=False, soft_wrap=True)
+        hint = redactor.redact(exc.hint) if exc.hint else None
+        _report(redactor.redact(exc.message), hint, int(exc.exit_code), as_json)
         if debug:
             logging.getLogger("orion_etl").exception("details")
         sys.exit(int(exc.exit_code))
     except KeyboardInterrupt as exc:
-        err.print("interrupted")
+        stderr_console().print("interrupted")
         sys.exit(exit_code_of(exc))
     except Exception as exc:  # the last line of defence: never a bare traceback for users
         if debug:
             raise
         message = redactor.redact(f"{type(exc).__name__}: {exc}".splitlines()[0])
-        err.print(
-            f"[bold red]error:[/] unexpected {escape(message)} (run with --debug for details)",
-            highlight=False,
-        )
+        _report(f"unexpected {message} (run with --debug for details)", None, int(ExitCode.ERROR), as_json)
         sys.exit(int(ExitCode.ERROR))
 
 

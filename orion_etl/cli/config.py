@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from orion_etl.cli.context import state
-from orion_etl.cli.render import OutputFormat, print_json
-from orion_etl.config.loader import masked_dump
+from orion_etl.cli.render import FormatOpt, OutputFormat, finish, print_json, print_rows, resolve_format, say
+from orion_etl.errors import ConfigError, ExitCode
+
+if TYPE_CHECKING:
+    from orion_etl.config.models import OrionSettings
 
 app = typer.Typer(help="Inspect and validate the configuration.", no_args_is_help=True)
 
@@ -47,25 +51,74 @@ def _toml_value(value: object) -> str:
 
 
 @app.command("show")
-def show(
-    ctx: typer.Context,
-    fmt: Annotated[
-        OutputFormat, typer.Option("--format", help="toml-like table or json")
-    ] = OutputFormat.TABLE,
-) -> None:
+def show(ctx: typer.Context, fmt: FormatOpt = None) -> None:
     """Print the effective configuration (file + environment + defaults), secrets masked."""
+    from orion_etl.config.loader import masked_dump
+
     app_state = state(ctx)
     data = masked_dump(app_state.settings())
-    if fmt is OutputFormat.JSON:
-        print_json({"source": str(app_state.settings_source or "defaults"), "config": data})
+    source = str(app_state.settings_source or "defaults")
+    out = resolve_format(fmt)
+    if out is OutputFormat.JSON:
+        print_json({"source": source, "config": data})
         return
-    typer.echo(f"# effective configuration (file: {app_state.settings_source or 'none, defaults'})")
-    typer.echo("\n".join(_to_toml(data)).rstrip())
+    if out is OutputFormat.CSV:
+        print_rows(out, ["key", "value"], [[k, v] for k, v in _flatten(data)])
+        return
+    say(f"# effective configuration (file: {app_state.settings_source or 'none, defaults'})")
+    say("\n".join(_to_toml(data)).rstrip())
+
+
+def _flatten(data: dict, prefix: str = "") -> list[tuple[str, object]]:
+    out: list[tuple[str, object]] = []
+    for key, value in data.items():
+        name = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict) and value:
+            out += _flatten(value, name)
+        else:
+            out.append((name, value))
+    return out
+
+
+def config_problems(settings: OrionSettings, source: Path | None) -> list[str]:
+    """What commands would reject beyond the model: the rules file and every rule, CDC names
+    of every environment."""
+    from orion_etl.config.dq import build_catalog
+    from orion_etl.core.cdc_target import resolve_target
+
+    problems: list[str] = []
+    try:
+        build_catalog(settings.dq, base_dir=source.parent if source else Path.cwd())
+    except ConfigError as exc:
+        problems += exc.problems
+    for env in dict.fromkeys([settings.cdc.env, *settings.cdc.environments]):
+        try:
+            resolve_target(settings, env)
+        except ConfigError as exc:
+            problems += [p for p in exc.problems if p not in problems]
+    return problems
 
 
 @app.command("check")
-def check(ctx: typer.Context) -> None:
-    """Validate the configuration; exit 0 when valid, 2 with one line naming the bad key otherwise."""
+def check(ctx: typer.Context, fmt: FormatOpt = None) -> None:
+    """Validate everything a command would: keys and values (file and environment, including file
+    values an environment variable overrides), the DQ rules file and every rule, the CDC names of
+    every environment. Lists every problem; exit 0 when valid, 2 otherwise."""
+    from orion_etl.config.loader import collect_problems
+
     app_state = state(ctx)
-    app_state.settings()
-    typer.echo(f"configuration OK ({app_state.settings_source or 'defaults + environment'})")
+    settings, source, problems = collect_problems(app_state.config_path)
+    if settings is not None:
+        problems += config_problems(settings, source)
+    where = str(source) if source else "defaults + environment"
+    data = {"source": where, "valid": not problems, "problems": problems}
+
+    def human(out: OutputFormat) -> None:
+        if out is OutputFormat.CSV:
+            print_rows(out, ["problem"], [[p] for p in problems])
+            return
+        for problem in problems:
+            say(f"error: {problem}")
+        say(f"configuration OK ({where})" if not problems else f"{len(problems)} problem(s) in {where}")
+
+    finish(fmt, data, exit_code=int(ExitCode.FAILURE if problems else ExitCode.OK), human=human)

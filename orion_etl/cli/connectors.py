@@ -4,30 +4,38 @@ from __future__ import annotations
 
 import sys
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
-from orion_etl.adapters.connect import ConnectClient
 from orion_etl.cli.context import state
-from orion_etl.cli.render import OutputFormat, print_json, print_table
-from orion_etl.core.cdc_target import CdcTarget, resolve_target
-from orion_etl.core.connectors import ConnectorHealth
+from orion_etl.cli.options import DryRunOpt, EnvOpt, YesOpt
+from orion_etl.cli.render import (
+    FormatOpt,
+    OutputFormat,
+    finish,
+    note,
+    print_json,
+    print_rows,
+    resolve_format,
+    say,
+)
 from orion_etl.errors import ExitCode, UsageError
-from orion_etl.jobs import connectors as job
 from orion_etl.logs import redactor
+
+if TYPE_CHECKING:
+    from orion_etl.adapters.connect import ConnectClient
+    from orion_etl.core.cdc_target import CdcTarget
+    from orion_etl.core.connectors import ConnectorHealth
 
 app = typer.Typer(help="Manage the Debezium connector in Kafka Connect.", no_args_is_help=True)
 
-EnvOption = Annotated[
-    str | None,
-    typer.Option("--env", "-e", help="CDC environment (default: cdc.env); overrides in cdc.environments."),
-]
+EnvOption = EnvOpt  # kept for modules that imported it from here
+FormatOption = FormatOpt
 NameArg = Annotated[
     str | None,
     typer.Argument(help="Connector name (default: the one rendered for --env).", show_default=False),
 ]
-FormatOption = Annotated[OutputFormat, typer.Option("--format", help="table or json")]
 
 
 class RenderFormat(StrEnum):
@@ -38,128 +46,146 @@ class RenderFormat(StrEnum):
 
 
 def _target(ctx: typer.Context, env: str | None) -> CdcTarget:
+    from orion_etl.core.cdc_target import resolve_target
+
     return resolve_target(state(ctx).settings(), env)
 
 
 def _client(ctx: typer.Context) -> ConnectClient:
+    from orion_etl.adapters.connect import ConnectClient
+
     return ConnectClient(state(ctx).settings().connect)
 
 
 def _name(ctx: typer.Context, env: str | None, name: str | None) -> str:
+    from orion_etl.jobs import connectors as job
+
     return name or job.render(_target(ctx, env)).name
 
 
 @app.command("render")
 def render(
     ctx: typer.Context,
-    env: EnvOption = None,
-    fmt: Annotated[RenderFormat, typer.Option("--format", help="json or properties")] = RenderFormat.JSON,
+    env: EnvOpt = None,
+    fmt: Annotated[
+        RenderFormat, typer.Option("--format", "-o", case_sensitive=False, help="json or properties")
+    ] = RenderFormat.JSON,
 ) -> None:
     """Print the connector config generated from the settings (secrets masked)."""
+    from orion_etl.jobs import connectors as job
+
     data = job.masked(job.render(_target(ctx, env)))
     if fmt is RenderFormat.JSON:
         print_json(data)
     else:
         # Java .properties: a backslash escapes the next character, so double it.
         for key, value in data["config"].items():
-            sys.stdout.write(redactor.redact(f"{key}={value.replace(chr(92), chr(92) * 2)}") + "\n")
+            sys.stdout.write(f"{key}={redactor.mask_text(str(value), key).replace(chr(92), chr(92) * 2)}\n")
 
 
 @app.command("validate")
-def validate(ctx: typer.Context, env: EnvOption = None, fmt: FormatOption = OutputFormat.TABLE) -> None:
+def validate(ctx: typer.Context, env: EnvOpt = None, fmt: FormatOpt = None) -> None:
     """Ask Kafka Connect to validate the config (Debezium also tries the database); exit 2 if rejected."""
+    from orion_etl.jobs import connectors as job
+
     spec = job.render(_target(ctx, env))
     with _client(ctx) as client:
         errors = job.validate(client, spec)
-    if fmt is OutputFormat.JSON:
-        print_json({"connector": spec.name, "valid": not errors, "errors": errors})
-    elif errors:
+
+    def human(out: OutputFormat) -> None:
         for error in errors:
-            typer.echo(f"{spec.name}: invalid: {error}")
-    else:
-        typer.echo(f"{spec.name}: valid")
-    if errors:
-        raise typer.Exit(int(ExitCode.FAILURE))
+            say(f"{spec.name}: invalid: {error}")
+        if not errors:
+            say(f"{spec.name}: valid")
+
+    finish(
+        fmt,
+        {"connector": spec.name, "valid": not errors, "errors": errors},
+        exit_code=int(ExitCode.FAILURE if errors else ExitCode.OK),
+        human=human,
+    )
 
 
 @app.command("register")
 def register(
     ctx: typer.Context,
-    env: EnvOption = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Validate and show the plan; change nothing.")
-    ] = False,
-    fmt: FormatOption = OutputFormat.TABLE,
+    env: EnvOpt = None,
+    dry_run: DryRunOpt = False,
+    fmt: FormatOpt = None,
 ) -> None:
-    """Create or update the connector: validate, show the plan (diff), then apply with PUT (idempotent)."""
+    """Create or update the connector: validate, show the plan (diff), then apply with PUT (idempotent).
+
+    Refused (exit 2) when the plan would use a replication slot another connector already uses.
+    """
+    from orion_etl.jobs import connectors as job
+
     target = _target(ctx, env)
     with _client(ctx) as client:
         result = job.register(client, target, dry_run=dry_run)
-    if fmt is OutputFormat.JSON:
-        print_json(result.as_dict())
-        return
-    plan = result.plan
-    typer.echo(f"{plan.name}: config valid")
-    if plan.action == "none":
-        typer.echo(f"{plan.name}: unchanged (running config already matches; nothing to do)")
-    else:
-        typer.echo(f"{plan.name}: plan: {plan.action} ({len(plan.changes)} properties)")
-        for change in plan.changes:
-            typer.echo(f"  {redactor.redact(change.line())}")
-        if result.applied:
-            typer.echo(f"{plan.name}: {'created' if plan.action == 'create' else 'updated'}")
-        else:
-            typer.echo(f"{plan.name}: dry run, nothing applied")
     if result.password_inline:
-        typer.echo(
-            f"{plan.name}: note: the database password is inline; Kafka Connect stores it in its config "
-            "topic. Prefer cdc.database_password_ref (${file:...} / ${env:...}).",
-            err=True,
+        note(
+            f"{result.plan.name}: note: the database password is inline; Kafka Connect stores it in its "
+            "config topic. Prefer cdc.database_password_ref (${file:...} / ${env:...})."
         )
+
+    def human(out: OutputFormat) -> None:
+        plan = result.plan
+        say(f"{plan.name}: config valid")
+        if plan.action == "none":
+            say(f"{plan.name}: unchanged (running config already matches; nothing to do)")
+            return
+        say(f"{plan.name}: plan: {plan.action} ({len(plan.changes)} properties)")
+        for change in plan.changes:
+            say(f"  {change.line()}")
+        if result.applied:
+            say(f"{plan.name}: {'created' if plan.action == 'create' else 'updated'}")
+        else:
+            say(f"{plan.name}: dry run, nothing applied")
+
+    finish(fmt, result.as_dict(), human=human)
 
 
 @app.command("list")
-def list_connectors(ctx: typer.Context, fmt: FormatOption = OutputFormat.TABLE) -> None:
+def list_connectors(ctx: typer.Context, fmt: FormatOpt = None) -> None:
     """Every connector registered in Kafka Connect, with connector and task states."""
+    from orion_etl.jobs import connectors as job
+
     with _client(ctx) as client:
         rows = job.list_all(client)
-    if fmt is OutputFormat.JSON:
-        print_json(rows)
-        return
-    print_table(
-        state(ctx).console,
-        "connectors",
-        ["connector", "type", "state", "tasks"],
-        [[r["connector"], r["type"], r["state"], ", ".join(r["tasks"]) or "-"] for r in rows],
-    )
+    print_rows(fmt, ["connector", "type", "state", "tasks"], rows, title="connectors")
 
 
-def _show(ctx: typer.Context, health: ConnectorHealth, fmt: OutputFormat) -> None:
-    if fmt is OutputFormat.JSON:
-        print_json(health.as_dict())
+def _show(health: ConnectorHealth, fmt: OutputFormat | None) -> None:
+    out = resolve_format(fmt)
+    if out is OutputFormat.JSON:
+        print_json(health.as_dict(), health.exit_code)
         return
-    rows = [["connector", health.state, health.worker_id or "-"]]
-    rows += [[f"task {t.id}", t.state, t.worker_id or "-"] for t in health.tasks]
-    print_table(state(ctx).console, health.name, ["", "state", "worker"], rows)
+    rows: list[dict[str, Any]] = [
+        {"instance": "connector", "state": health.state, "worker": health.worker_id}
+    ]
+    rows += [{"instance": f"task {t.id}", "state": t.state, "worker": t.worker_id} for t in health.tasks]
+    print_rows(out, ["instance", "state", "worker"], rows, title=health.name)
+    if out is OutputFormat.CSV:
+        return
     for label, trace in [("connector", health.trace)] + [(f"task {t.id}", t.trace) for t in health.tasks]:
         if trace:
-            typer.echo(f"{label} trace:\n{redactor.redact(trace)}")
+            note(f"{label} trace:\n{trace}")
 
 
 @app.command("status")
-def status(
-    ctx: typer.Context, name: NameArg = None, env: EnvOption = None, fmt: FormatOption = OutputFormat.TABLE
-) -> None:
+def status(ctx: typer.Context, name: NameArg = None, env: EnvOpt = None, fmt: FormatOpt = None) -> None:
     """Connector and task states with the trace of failures; exit 2 on FAILED, 1 on PAUSED/UNASSIGNED."""
+    from orion_etl.jobs import connectors as job
+
     connector = _name(ctx, env, name)
     with _client(ctx) as client:
         health = job.health(client, connector)
-    _show(ctx, health, fmt)
+    _show(health, fmt)
     raise typer.Exit(health.exit_code)
 
 
 WaitOption = Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until the new state is reached.")]
-TimeoutOption = Annotated[float, typer.Option("--timeout", help="Seconds to wait.")]
+TimeoutOption = Annotated[float, typer.Option("--timeout", min=0, help="Seconds to wait.")]
 
 
 def _request_state(
@@ -170,71 +196,97 @@ def _request_state(
     wanted: str,
     wait: bool,
     timeout: float,
+    fmt: OutputFormat | None,
 ) -> None:
     """Ask Connect to pause or resume the connector; with `wait`, report the state it reaches."""
+    from orion_etl.jobs import connectors as job
+
     connector = _name(ctx, env, name)
+    reached: str | None = None
+    code = 0
     with _client(ctx) as client:
         getattr(client, action)(connector)
-        typer.echo(f"{connector}: {action} requested")
         if wait:
             health = job.wait_for_state(client, connector, wanted, timeout_s=timeout)
-            typer.echo(f"{connector}: {health.state}")
+            reached = health.state
             if wanted == "RUNNING":  # a resumed connector reports its health as the exit code
-                raise typer.Exit(health.exit_code)
+                code = health.exit_code
+
+    def human(out: OutputFormat) -> None:
+        say(f"{connector}: {action} requested")
+        if reached:
+            say(f"{connector}: {reached}")
+
+    finish(fmt, {"connector": connector, "action": action, "state": reached}, exit_code=code, human=human)
 
 
 @app.command("pause")
 def pause(
     ctx: typer.Context,
     name: NameArg = None,
-    env: EnvOption = None,
+    env: EnvOpt = None,
     wait: WaitOption = True,
     timeout: TimeoutOption = 30,
+    fmt: FormatOpt = None,
 ) -> None:
     """Pause the connector and its tasks (the slot keeps retaining WAL while paused)."""
-    _request_state(ctx, name, env, "pause", "PAUSED", wait, timeout)
+    _request_state(ctx, name, env, "pause", "PAUSED", wait, timeout, fmt)
 
 
 @app.command("resume")
 def resume(
     ctx: typer.Context,
     name: NameArg = None,
-    env: EnvOption = None,
+    env: EnvOpt = None,
     wait: WaitOption = True,
     timeout: TimeoutOption = 30,
+    fmt: FormatOpt = None,
 ) -> None:
     """Resume a paused connector."""
-    _request_state(ctx, name, env, "resume", "RUNNING", wait, timeout)
+    _request_state(ctx, name, env, "resume", "RUNNING", wait, timeout, fmt)
 
 
 @app.command("restart")
 def restart(
     ctx: typer.Context,
     name: NameArg = None,
-    env: EnvOption = None,
+    env: EnvOpt = None,
     include_tasks: Annotated[bool, typer.Option("--include-tasks", help="Restart the tasks too.")] = False,
     only_failed: Annotated[
         bool, typer.Option("--only-failed", help="Only restart FAILED instances.")
     ] = False,
+    fmt: FormatOpt = None,
 ) -> None:
     """Restart the connector (and with --include-tasks its tasks; --only-failed restarts only failed ones)."""
     connector = _name(ctx, env, name)
     with _client(ctx) as client:
         client.restart(connector, include_tasks=include_tasks, only_failed=only_failed)
-    typer.echo(f"{connector}: restart requested")
+    finish(
+        fmt,
+        {
+            "connector": connector,
+            "action": "restart",
+            "include_tasks": include_tasks,
+            "only_failed": only_failed,
+        },
+        human=lambda out: say(f"{connector}: restart requested"),
+    )
 
 
 @app.command("delete")
 def delete(
     ctx: typer.Context,
     name: NameArg = None,
-    env: EnvOption = None,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    env: EnvOpt = None,
+    yes: YesOpt = False,
     drop_slot: Annotated[
         bool, typer.Option("--drop-slot", help="Also drop the replication slot (its WAL is released).")
     ] = False,
+    fmt: FormatOpt = None,
 ) -> None:
     """Delete the connector. Its replication slot stays (and retains WAL) unless --drop-slot."""
+    from orion_etl.jobs import connectors as job
+
     target = _target(ctx, env)
     configured = job.render(target).name
     connector = name or configured
@@ -243,15 +295,19 @@ def delete(
     if not yes:
         if not sys.stdin.isatty():
             raise UsageError(f"refusing to delete {connector!r} without --yes (no terminal to confirm on)")
-        typer.confirm(f"delete connector {connector!r}?", abort=True)
+        typer.confirm(f"delete connector {connector!r}?", abort=True, err=True)
     with _client(ctx) as client:
         existed = job.delete(client, connector)
-    typer.echo(f"{connector}: {'deleted' if existed else 'not registered (nothing to delete)'}")
-    if drop_slot:
-        typer.echo(f"{connector}: {job.drop_slot(target)}")
-    elif existed and connector == configured:
-        typer.echo(
+    slot = job.drop_slot(target) if drop_slot else None
+    if not drop_slot and existed and connector == configured:
+        note(
             f"{connector}: replication slot {target.cdc.slot_name!r} still retains WAL; "
-            "drop it with --drop-slot if the connector is gone for good",
-            err=True,
+            "drop it with --drop-slot if the connector is gone for good"
         )
+
+    def human(out: OutputFormat) -> None:
+        say(f"{connector}: {'deleted' if existed else 'not registered (nothing to delete)'}")
+        if slot:
+            say(f"{connector}: {slot}")
+
+    finish(fmt, {"connector": connector, "deleted": existed, "slot": slot}, human=human)

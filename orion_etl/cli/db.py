@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from orion_etl.adapters import migrations
-from orion_etl.adapters.postgres import connect
 from orion_etl.cli.context import state
-from orion_etl.cli.render import OutputFormat, print_json, print_table
-from orion_etl.config.models import OrionSettings, PostgresSettings
+from orion_etl.cli.render import Column, FormatOpt, OutputFormat, finish, print_rows, say
 from orion_etl.errors import ExitCode
+
+if TYPE_CHECKING:
+    from orion_etl.config.models import OrionSettings, PostgresSettings
 
 app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
 
@@ -33,32 +33,43 @@ def _targets(target: Target, settings: OrionSettings) -> list[tuple[str, Postgre
     return [p for p in pairs if target is Target.ALL or p[0] == target.value]
 
 
+TargetOpt = Annotated[
+    Target,
+    typer.Option(
+        "--target", case_sensitive=False, help="warehouse (default), source (demo/test schema) or all"
+    ),
+]
+
+
 @app.command("migrate")
-def migrate(
-    ctx: typer.Context,
-    target: Annotated[
-        Target, typer.Option("--target", "-t", help="warehouse (default), source (demo/test schema) or all")
-    ] = Target.WAREHOUSE,
-) -> None:
+def migrate(ctx: typer.Context, target: TargetOpt = Target.WAREHOUSE, fmt: FormatOpt = None) -> None:
     """Apply pending migrations in one transaction under an advisory lock (no-op when none)."""
+    from orion_etl.adapters import migrations
+    from orion_etl.adapters.postgres import connect
+
     settings = state(ctx).settings()
+    results = []
     for name, pg in _targets(target, settings):
         with connect(pg, autocommit=True) as conn:
             applied = migrations.migrate(conn, name)
-        if applied:
-            for m in applied:
-                typer.echo(f"{name}: applied {m.path.name}")
-        else:
-            typer.echo(f"{name}: up to date ({pg.describe()})")
+        results.append({"target": name, "database": pg.describe(), "applied": [m.path.name for m in applied]})
+
+    def human(out: OutputFormat) -> None:
+        for r in results:
+            for m in r["applied"]:
+                say(f"{r['target']}: applied {m}")
+            if not r["applied"]:
+                say(f"{r['target']}: up to date ({r['database']})")
+
+    finish(fmt, {"targets": results}, human=human)
 
 
 @app.command("status")
-def status(
-    ctx: typer.Context,
-    target: Annotated[Target, typer.Option("--target", "-t")] = Target.WAREHOUSE,
-    fmt: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.TABLE,
-) -> None:
+def status(ctx: typer.Context, target: TargetOpt = Target.WAREHOUSE, fmt: FormatOpt = None) -> None:
     """List migrations with their state; exit 1 when some are pending, 2 on drift."""
+    from orion_etl.adapters import migrations
+    from orion_etl.adapters.postgres import connect
+
     app_state = state(ctx)
     settings = app_state.settings()
     report = []
@@ -72,22 +83,15 @@ def status(
                         "version": st.migration.version,
                         "name": st.migration.name,
                         "state": state_word,
-                        "applied_at": st.applied_at.isoformat() if st.applied_at else None,
+                        "applied_at": st.applied_at,
                     }
                 )
-    if fmt is OutputFormat.JSON:
-        print_json(report)
-    else:
-        print_table(
-            app_state.console,
-            "migrations",
-            ["target", "version", "name", "state", "applied at"],
-            [
-                [r["target"], f"V{r['version']:03d}", r["name"], r["state"], r["applied_at"] or "-"]
-                for r in report
-            ],
-        )
-    if any(r["state"] == "drifted" for r in report):
-        raise typer.Exit(int(ExitCode.FAILURE))
+    code = ExitCode.OK
     if any(r["state"] == "pending" for r in report):
-        raise typer.Exit(int(ExitCode.WARNINGS))
+        code = ExitCode.WARNINGS
+    if any(r["state"] == "drifted" for r in report):
+        code = ExitCode.FAILURE
+    columns = [Column("target"), Column("version"), Column("name"), Column("state"),
+               Column("applied_at", "applied at")]  # fmt: skip
+    print_rows(fmt, columns, report, title="migrations", exit_code=int(code))
+    raise typer.Exit(int(code))

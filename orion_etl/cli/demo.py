@@ -10,11 +10,8 @@ from typing import Annotated
 import typer
 
 from orion_etl.cli.context import state
-from orion_etl.cli.render import OutputFormat, print_json, print_table
-from orion_etl.core.demo_events import quote_events, trade_events
-from orion_etl.core.synthetic import generate as generate_activity
+from orion_etl.cli.render import FormatOpt, OutputFormat, finish, print_rows, say
 from orion_etl.errors import ExitCode, UsageError
-from orion_etl.jobs.demo import DemoManifest, align_reference_data, produce_events, reconcile, write_to_source
 
 app = typer.Typer(help="Demo: synthetic trading activity through the whole pipeline.", no_args_is_help=True)
 
@@ -49,11 +46,19 @@ def generate(
     ] = 100,
     quotes_per_pair: Annotated[int, typer.Option(min=0, help="Quotes per (tenant, instrument, LP).")] = 40,
     seed: Annotated[int | None, typer.Option(help="Random seed (default: from the clock).")] = None,
-    day: Annotated[str | None, typer.Option(help="Trading day YYYY-MM-DD (default: yesterday, UTC).")] = None,
+    day: Annotated[
+        str | None,
+        typer.Option("--date", "-d", "--day", help="Trading day YYYY-MM-DD (default: yesterday, UTC)."),
+    ] = None,
     manifest: Annotated[Path, typer.Option(help="Where to record what was produced.")] = DEFAULT_MANIFEST,
+    fmt: FormatOpt = None,
 ) -> None:
     """Write clients, instruments, LPs, orders and trades to the source database (Debezium captures
     them) and produce trade.executed / quote.received events to Kafka."""
+    from orion_etl.core.demo_events import quote_events, trade_events
+    from orion_etl.core.synthetic import generate as generate_activity
+    from orion_etl.jobs.demo import DemoManifest, align_reference_data, produce_events, write_to_source
+
     settings = state(ctx).settings()
     the_day = _day(day)
     the_seed = seed if seed is not None else int(datetime.now(UTC).timestamp())
@@ -67,10 +72,27 @@ def generate(
     produce_events(settings.kafka, settings.stream.topics.trade_events, events)
     produce_events(settings.kafka, settings.stream.topics.quote_events, quotes)
     DemoManifest(the_day, the_seed, [e["payload"]["tradeId"] for e in events], len(quotes)).save(manifest)
-    typer.echo(
-        f"source: {written.clients} clients, {written.instruments} instruments, "
-        f"{written.liquidity_providers} LPs, {written.orders} orders, {written.trades} trades; "
-        f"kafka: {len(events)} trade events, {len(quotes)} quotes; day {the_day}, seed {the_seed}"
+    result = {
+        "day": the_day,
+        "seed": the_seed,
+        "source": {
+            "clients": written.clients,
+            "instruments": written.instruments,
+            "liquidity_providers": written.liquidity_providers,
+            "orders": written.orders,
+            "trades": written.trades,
+        },
+        "kafka": {"trade_events": len(events), "quotes": len(quotes)},
+        "manifest": manifest,
+    }
+    finish(
+        fmt,
+        result,
+        human=lambda out: say(
+            f"source: {written.clients} clients, {written.instruments} instruments, "
+            f"{written.liquidity_providers} LPs, {written.orders} orders, {written.trades} trades; "
+            f"kafka: {len(events)} trade events, {len(quotes)} quotes; day {the_day}, seed {the_seed}"
+        ),
     )
 
 
@@ -78,26 +100,23 @@ def generate(
 def verify(
     ctx: typer.Context,
     manifest: Annotated[Path, typer.Option(help="Manifest written by `demo generate`.")] = DEFAULT_MANIFEST,
-    stage: Annotated[Stage, typer.Option(help="facts: only the loaded facts; all: the whole pipeline.")] = (
-        Stage.ALL
-    ),
-    fmt: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.TABLE,
+    stage: Annotated[
+        Stage,
+        typer.Option(case_sensitive=False, help="facts: only the loaded facts; all: the whole pipeline."),
+    ] = Stage.ALL,
+    fmt: FormatOpt = None,
 ) -> None:
     """Reconcile the warehouse with the source of truth; exit 2 when anything differs."""
+    from orion_etl.jobs.demo import DemoManifest, reconcile
+
     app_state = state(ctx)
     checks = reconcile(app_state.settings(), DemoManifest.load(manifest))
     if stage is Stage.FACTS:
         checks = [c for c in checks if c.name.startswith(("tenant ", "trade.executed", "orders "))]
-    if fmt is OutputFormat.JSON:
-        print_json(
-            [{"check": c.name, "expected": c.expected, "actual": c.actual, "ok": c.ok} for c in checks]
-        )
-    else:
-        print_table(
-            app_state.console,
-            "demo reconciliation",
-            ["check", "source / produced", "warehouse", "ok"],
-            [[c.name, c.expected, c.actual, "yes" if c.ok else "NO"] for c in checks],
-        )
-    if not all(c.ok for c in checks):
-        raise typer.Exit(int(ExitCode.FAILURE))
+    rows = [{"check": c.name, "expected": c.expected, "actual": c.actual, "ok": c.ok} for c in checks]
+    code = int(ExitCode.OK if all(c.ok for c in checks) else ExitCode.FAILURE)
+
+    def human(out: OutputFormat) -> None:
+        print_rows(out, ["check", "expected", "actual", "ok"], rows, title="demo reconciliation")
+
+    finish(fmt, {"checks": rows}, exit_code=code, human=human)

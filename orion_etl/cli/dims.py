@@ -6,13 +6,10 @@ from enum import StrEnum
 from typing import Annotated
 
 import typer
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from orion_etl.cli.context import state
-from orion_etl.cli.render import OutputFormat, print_json, print_table
+from orion_etl.cli.render import FormatOpt, OutputFormat, finish, print_rows
 from orion_etl.errors import ExitCode, UsageError
-from orion_etl.jobs import dims as dims_job
-from orion_etl.jobs import dims_cdc
 
 app = typer.Typer(help="Dimension sync (SCD2/SCD1 with surrogate keys) and checks.", no_args_is_help=True)
 
@@ -26,8 +23,9 @@ class Dimension(StrEnum):
     ALL = "all"
 
 
-DimensionOpt = Annotated[Dimension, typer.Option("--dimension", "-d", help="client | instrument | lp | all")]
-FormatOpt = Annotated[OutputFormat, typer.Option("--format", help="table | json")]
+DimensionOpt = Annotated[
+    Dimension, typer.Option("--dimension", "-D", case_sensitive=False, help="client | instrument | lp | all")
+]
 
 
 @app.command("sync")
@@ -40,9 +38,14 @@ def sync(
     from_cdc: Annotated[
         bool, typer.Option("--from-cdc", help="Apply changes from the Debezium topics until caught up.")
     ] = False,
-    fmt: FormatOpt = OutputFormat.TABLE,
+    fmt: FormatOpt = None,
 ) -> None:
     """Bring dimensions up to date; exit 1 when changes were skipped (stale or undecodable)."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from orion_etl.jobs import dims as dims_job
+    from orion_etl.jobs import dims_cdc
+
     if full and from_cdc:
         raise UsageError("--full and --from-cdc cannot be combined")
     app_state = state(ctx)
@@ -66,50 +69,38 @@ def sync(
         else:
             report = dims_job.sync_batch(settings, dimension.value, full=full, progress=step)
     data = report.as_dict()
-    if fmt is OutputFormat.JSON:
-        print_json(data)
-    else:
+
+    def human(out: OutputFormat) -> None:
         columns = ["dimension", "read", "inserted", "scd1", "scd2", "closed", "completed_inferred"]
         columns += ["unchanged", "stale", "undecodable", "rekeyed_facts"]
-        print_table(
-            app_state.console,
-            f"dims sync ({data['mode']})",
-            columns,
-            [[d[c] for c in columns] for d in data["dimensions"]],
-        )
-    if report.warnings:
-        raise typer.Exit(int(ExitCode.WARNINGS))
+        print_rows(out, columns, data["dimensions"], title=f"dims sync ({data['mode']})")
+
+    finish(
+        fmt,
+        data,
+        exit_code=int(ExitCode.WARNINGS if report.warnings else ExitCode.OK),
+        human=human,
+        summary_event="dims-sync",
+        json_logs_only=app_state.json_logs,
+    )
 
 
 @app.command("check")
-def check(
-    ctx: typer.Context, dimension: DimensionOpt = Dimension.ALL, fmt: FormatOpt = OutputFormat.TABLE
-) -> None:
+def check(ctx: typer.Context, dimension: DimensionOpt = Dimension.ALL, fmt: FormatOpt = None) -> None:
     """Check SCD2 invariants and that facts carry the version valid at their time; exit 2 on violation."""
+    from orion_etl.jobs import dims as dims_job
+
     app_state = state(ctx)
     results = dims_job.check(app_state.settings(), dimension.value)
     failed = [r for r in results if r.violations]
-    if fmt is OutputFormat.JSON:
-        print_json(
-            {
-                "ok": not failed,
-                "checks": [
-                    {
-                        "dimension": r.dimension,
-                        "check": r.check,
-                        "violations": r.violations,
-                        "samples": r.samples,
-                    }
-                    for r in results
-                ],
-            }
-        )
-    else:
-        print_table(
-            app_state.console,
-            "dimension checks",
-            ["dimension", "check", "violations", "samples"],
-            [[r.dimension, r.check, r.violations, ", ".join(r.samples)] for r in results],
-        )
-    if failed:
-        raise typer.Exit(int(ExitCode.FAILURE))
+    rows = [
+        {"dimension": r.dimension, "check": r.check, "violations": r.violations, "samples": r.samples}
+        for r in results
+    ]
+    finish(
+        fmt,
+        {"ok": not failed, "checks": rows},
+        exit_code=int(ExitCode.FAILURE if failed else ExitCode.OK),
+        human=lambda out: print_rows(out, ["dimension", "check", "violations", "samples"], rows,
+                                     title="dimension checks"),
+    )  # fmt: skip

@@ -3,25 +3,36 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.live import Live
-from rich.table import Table
 
-from orion_etl.adapters import metrics
 from orion_etl.cli.context import state
-from orion_etl.cli.render import OutputFormat, print_json, print_table
-from orion_etl.core.timeparse import parse_optional_time
+from orion_etl.cli.options import TopicOpt
+from orion_etl.cli.render import (
+    Column,
+    FormatOpt,
+    OutputFormat,
+    finish,
+    print_record,
+    print_rows,
+    resolve_format,
+    say,
+)
 from orion_etl.errors import UsageError
-from orion_etl.jobs.stream import StreamStats, run_stream
-from orion_etl.jobs.stream_positions import PositionsReport, parse_target, positions_report, reset_offsets
 
-app = typer.Typer(help="Stream CDC and domain events into warehouse facts.", invoke_without_command=True)
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from orion_etl.jobs.stream import StreamStats
+    from orion_etl.jobs.stream_positions import PositionsReport
+
+# No help= here: the callback's docstring (with the exit codes) is the help of `stream`.
+app = typer.Typer(invoke_without_command=True, rich_markup_mode="rich")
 
 _ROWS = [
     ("messages", "messages"),
-    ("rate_per_s", "msg/s"),
+    ("rate_per_s", "msg/s (last 10 s)"),
     ("lag", "lag"),
     ("latency_p50_ms", "latency p50 ms"),
     ("latency_p99_ms", "latency p99 ms"),
@@ -34,11 +45,21 @@ _ROWS = [
 
 
 def _view(stats: StreamStats) -> Table:
+    """The live view (stderr): counters, then the lag of each partition."""
+    from rich.table import Table
+    from rich.text import Text
+
     data = stats.as_dict()
-    table = Table(title="orion-etl stream", show_header=False)
+    table = Table(title="orion-etl stream", show_header=False, title_justify="left")
     for key, label in _ROWS:
-        table.add_row(label, "-" if data[key] is None else str(data[key]))
+        table.add_row(label, Text("-" if data[key] is None else str(data[key])))
+    for partition, lag in data["lag_by_partition"].items():
+        table.add_row(Text(f"  lag {partition}"), Text(str(lag)))
     return table
+
+
+def _summary(run_id: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {"run_id": run_id, **data}
 
 
 @app.callback()
@@ -51,15 +72,22 @@ def stream(
         int | None, typer.Option("--max-messages", min=1, help="Stop after about this many messages.")
     ] = None,
     group: Annotated[
-        str | None, typer.Option("--group", help="Consumer group (default: stream.group_id).")
+        str | None, typer.Option("--group", "-g", help="Consumer group (default: stream.group_id).")
     ] = None,
-    fmt: Annotated[
-        OutputFormat, typer.Option("--format", help="Summary as a table or JSON.")
-    ] = OutputFormat.TABLE,
+    live: Annotated[
+        bool | None,
+        typer.Option(
+            "--live/--no-live",
+            help="Live view on stderr (default: when stderr is a terminal).",
+            show_default=False,
+        ),
+    ] = None,
+    fmt: FormatOpt = None,
     metrics_addr: Annotated[
         str | None,
         typer.Option(
             "--metrics-addr",
+            metavar="HOST:PORT",
             help="Serve Prometheus metrics on HOST:PORT (0.0.0.0:9464 for every address, [::]:9464).",
         ),
     ] = None,
@@ -68,14 +96,23 @@ def stream(
         typer.Option("--metrics-port", min=1, max=65535, help="Shorthand for --metrics-addr 127.0.0.1:PORT."),
     ] = None,
 ) -> None:
-    """Consume the configured topics in micro-batches until stopped (SIGTERM/SIGINT finish the batch).
+    """Stream CDC and domain events into warehouse facts, in micro-batches, until stopped.
 
-    Exit 0: done, nothing dead-lettered; 1: some records went to the DLQ or raised DQ warnings;
-    3: could not run (database unreachable at start, a non-transient failure). Kafka unreachable at
-    start is retried with backoff; a signal then stops with exit 0 (nothing was read).
+    SIGTERM/SIGINT finish the batch in hand, then stop.
+
+    Log lines and the live view go to stderr, the final summary to stdout. A progress line is
+    logged every stream.progress_log_s seconds and a WARNING for each batch with dead letters.
+
+    Exit codes: 0 done, nothing dead-lettered; 1 some records went to the DLQ or raised DQ
+    warnings; 2 bad options or configuration; 3 could not run (database unreachable at start, a
+    non-transient failure). Kafka unreachable at start is retried with backoff; a signal then
+    stops with exit 0 (nothing was read).
     """
     if ctx.invoked_subcommand is not None:
         return
+    from orion_etl.adapters import metrics
+    from orion_etl.jobs.stream import StreamStats, run_stream
+
     app_state = state(ctx)
     if metrics_addr is not None and metrics_port is not None:
         raise UsageError("give --metrics-addr or --metrics-port, not both")
@@ -92,66 +129,79 @@ def stream(
             metrics.serve(*address)
         except OSError as exc:
             raise UsageError(f"--metrics-addr: cannot listen on {address[0]}:{address[1]}: {exc}") from None
-    if console.is_terminal and fmt is OutputFormat.TABLE:
-        with Live(_view(StreamStats()), console=console, refresh_per_second=4, transient=True) as live:
+    show_live = console.is_terminal if live is None else live
+    if show_live:
+        from rich.live import Live
+
+        # The log handler prints through the same console: its lines appear above the live region.
+        with Live(_view(StreamStats()), console=console, refresh_per_second=4, transient=True) as view:
             result = run_stream(
                 settings,
                 group=group,
                 until_caught_up=until_caught_up,
                 max_messages=max_messages,
-                on_progress=lambda s: live.update(_view(s)),
+                on_progress=lambda s: view.update(_view(s)),
             )
     else:
         result = run_stream(settings, group=group, until_caught_up=until_caught_up, max_messages=max_messages)
-    summary = {"job_run_id": result.job_run_id, **result.stats.as_dict()}
-    if fmt is OutputFormat.JSON:
-        print_json(summary)
-    else:
-        app_state.console.print(_view(result.stats))
-    raise typer.Exit(result.exit_code)
+    data = _summary(result.job_run_id, result.stats.as_dict())
+
+    def human(out: OutputFormat) -> None:
+        flat = {k: v for k, v in data.items() if k != "lag_by_partition"}
+        flat.update({f"lag {k}": v for k, v in data["lag_by_partition"].items()})
+        print_record(
+            out if out is not OutputFormat.CSV else OutputFormat.PLAIN, flat, title="orion-etl stream"
+        )
+
+    finish(
+        fmt if fmt is None else resolve_format(fmt),
+        data,
+        exit_code=result.exit_code,
+        human=human,
+        summary_event="stream",
+        json_logs_only=app_state.json_logs,
+    )
 
 
-TopicOption = Annotated[
-    list[str] | None, typer.Option("--topic", help="A topic (repeatable; default: the configured ones).")
+GroupOpt = Annotated[
+    str | None, typer.Option("--group", "-g", help="Consumer group (default: stream.group_id).")
 ]
-GroupOption = Annotated[
-    str | None, typer.Option("--group", help="Consumer group (default: stream.group_id).")
+_PARTITIONS = [
+    Column("topic"),
+    Column("partition", justify="right"),
+    Column("stored", "stored position", justify="right"),
+    Column("low", justify="right"),
+    Column("high", justify="right"),
+    Column("lag", justify="right"),
 ]
-FormatOption = Annotated[OutputFormat, typer.Option("--format")]
 
 
-def _partitions_table(ctx: typer.Context, report: PositionsReport, title: str) -> None:
-    print_table(
-        state(ctx).console,
-        title,
-        ["topic", "partition", "stored position", "low", "high", "lag"],
-        [[p.topic, p.partition, "-" if p.stored is None else p.stored, p.low, p.high, p.lag]
-         for p in report.partitions],
-    )  # fmt: skip
+def _partitions(out: OutputFormat, report: PositionsReport, title: str, *, section: bool = False) -> None:
+    print_rows(out, _PARTITIONS, report.as_dict()["partitions"], title=title, section=section)
 
 
 @app.command("status")
-def status(
-    ctx: typer.Context,
-    group: GroupOption = None,
-    topic: TopicOption = None,
-    fmt: FormatOption = OutputFormat.TABLE,
-) -> None:
+def status(ctx: typer.Context, group: GroupOpt = None, topic: TopicOpt = None, fmt: FormatOpt = None) -> None:
     """Lag per partition (stored position vs. Kafka's high watermark), loaders, CDC watermarks."""
+    from orion_etl.jobs.stream_positions import positions_report
+
     report = positions_report(state(ctx).settings(), group=group, topics=topic)
-    if fmt is OutputFormat.JSON:
-        print_json(report.as_dict())
-        return
-    _partitions_table(ctx, report, f"loader positions of group {report.group} (lag {report.lag})")
-    print_table(
-        state(ctx).console,
-        "CDC watermarks (newest change loaded per source table)",
-        ["source table", "last LSN", "last source commit", "age"],
-        [[w["source_table"], w["last_lsn"], w["last_source_commit"],
-          "-" if w["age_s"] is None else f"{w['age_s']:.0f}s"] for w in report.watermarks],
-    )  # fmt: skip
-    members = ", ".join(report.members) or "none"
-    typer.echo(f"group members in Kafka: {members}; running loader runs in the ledger: {len(report.running)}")
+
+    def human(out: OutputFormat) -> None:
+        if out is OutputFormat.CSV:
+            _partitions(out, report, "")
+            return
+        _partitions(out, report, f"loader positions of group {report.group} (lag {report.lag})", section=True)
+        rows = [{**w, "age": None if w["age_s"] is None else f"{w['age_s']:.0f}s"} for w in report.watermarks]
+        columns = [Column("source_table", "source table"), Column("last_lsn", "last LSN"),
+                   Column("last_source_commit", "last source commit"), Column("age")]  # fmt: skip
+        print_rows(
+            out, columns, rows, title="CDC watermarks (newest change loaded per source table)", section=True
+        )
+        members = ", ".join(report.members) or "none"
+        say(f"group members in Kafka: {members}; running loader runs in the ledger: {len(report.running)}")
+
+    finish(fmt, report.as_dict(), human=human)
 
 
 offsets_app = typer.Typer(
@@ -162,17 +212,15 @@ app.add_typer(offsets_app, name="offsets")
 
 @offsets_app.command("show")
 def offsets_show(
-    ctx: typer.Context,
-    group: GroupOption = None,
-    topic: TopicOption = None,
-    fmt: FormatOption = OutputFormat.TABLE,
+    ctx: typer.Context, group: GroupOpt = None, topic: TopicOpt = None, fmt: FormatOpt = None
 ) -> None:
     """The group's stored positions with each partition's low/high watermark and lag."""
+    from orion_etl.jobs.stream_positions import positions_report
+
     report = positions_report(state(ctx).settings(), group=group, topics=topic)
-    if fmt is OutputFormat.JSON:
-        print_json(report.as_dict()["partitions"])
-        return
-    _partitions_table(ctx, report, f"loader positions of group {report.group}")
+    print_rows(
+        fmt, _PARTITIONS, report.as_dict()["partitions"], title=f"loader positions of group {report.group}"
+    )
 
 
 @offsets_app.command("reset")
@@ -185,22 +233,28 @@ def offsets_reset(
         bool, typer.Option("--to-latest", help="Skip to the end (load only new records).")
     ] = False,
     to_datetime: Annotated[
-        str | None, typer.Option("--to-datetime", help="First record at or after T (ISO time or 2h, 7d ago).")
+        str | None,
+        typer.Option(
+            "--to-datetime", metavar="TIME", help="First record at or after T (ISO time or 2h, 7d ago)."
+        ),
     ] = None,
     to_offset: Annotated[
         int | None, typer.Option("--to-offset", min=0, help="This offset (with --topic).")
     ] = None,
-    group: GroupOption = None,
-    topic: TopicOption = None,
+    group: GroupOpt = None,
+    topic: TopicOpt = None,
     partition: Annotated[int | None, typer.Option("--partition", min=0, help="Only this partition.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan, change nothing.")] = False,
-    fmt: FormatOption = OutputFormat.TABLE,
+    fmt: FormatOpt = None,
 ) -> None:
     """Move the loader's positions (refused while a loader of the group runs; exit 3).
 
     Positions are clamped to what Kafka retains. Replaying is safe: upserts are guarded by the
     source position, so records loaded again change nothing.
     """
+    from orion_etl.core.timeparse import parse_optional_time
+    from orion_etl.jobs.stream_positions import parse_target, reset_offsets
+
     target = parse_target(
         earliest=to_earliest,
         latest=to_latest,
@@ -210,15 +264,16 @@ def offsets_reset(
     report = reset_offsets(
         state(ctx).settings(), target, group=group, topics=topic, partition=partition, dry_run=dry_run
     )
-    if fmt is OutputFormat.JSON:
-        print_json(report.as_dict())
-        return
-    print_table(
-        state(ctx).console,
-        f"{'plan: ' if dry_run else ''}reset group {report.group} to {target.describe()}",
-        ["topic", "partition", "current", "new", "low", "high", "to load"],
-        [[r.topic, r.partition, "-" if r.current is None else r.current, r.new, r.low, r.high, r.high - r.new]
-         for r in report.plan],
-    )  # fmt: skip
-    verb = "would change" if dry_run else "changed"
-    typer.echo(f"{verb} {report.changed} of {len(report.plan)} partition positions")
+
+    def human(out: OutputFormat) -> None:
+        rows = [{"topic": r.topic, "partition": r.partition, "current": r.current, "new": r.new, "low": r.low,
+                 "high": r.high, "to_load": r.high - r.new} for r in report.plan]  # fmt: skip
+        columns: list[Column | str] = ["topic", "partition", "current", "new", "low", "high"]
+        columns.append(Column("to_load", "to load"))
+        title = f"{'plan: ' if dry_run else ''}reset group {report.group} to {target.describe()}"
+        print_rows(out, columns, rows, title=title)
+        if out is not OutputFormat.CSV:
+            verb = "would change" if dry_run else "changed"
+            say(f"{verb} {report.changed} of {len(report.plan)} partition positions")
+
+    finish(fmt, report.as_dict(), human=human)

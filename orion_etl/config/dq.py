@@ -14,6 +14,7 @@ unknown keys rejected) and errors name the rule and the key.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, replace
 from decimal import Decimal
@@ -140,7 +141,10 @@ class RuleSpec(BaseModel):
             if msg.startswith("rule "):
                 raise ValueError(msg) from None
             key = ".".join(str(p) for p in err["loc"])
-            problem = "unknown key" if err["type"] == "extra_forbidden" else msg
+            problem = msg
+            if err["type"] == "extra_forbidden":
+                close = difflib.get_close_matches(str(err["loc"][-1]), list(cls.model_fields), n=1)
+                problem = f"unknown key (did you mean {close[0]!r}?)" if close else "unknown key"
             raise ValueError(f"rule {who}: {key + ': ' if key else ''}{problem}") from None
 
     @model_validator(mode="after")
@@ -276,7 +280,9 @@ def read_rules_file(path: Path) -> RulesFile:
     try:
         return RulesFile(**data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, str(path))) from None
+        from orion_etl.config.loader import describe_errors
+
+        raise ConfigError.of(describe_errors(exc, str(path), from_env=False)) from None
 
 
 def merge_rules(

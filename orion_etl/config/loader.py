@@ -1,13 +1,20 @@
-"""Find, read and validate the configuration; turn every problem into one `ConfigError` line."""
+"""Find, read and validate the configuration; turn every problem into `ConfigError` lines.
+
+Relative paths in the file (``dq.rules_file``) are resolved against the file's folder here, once,
+so every command finds the same file whatever its working directory (a systemd unit has none).
+"""
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
+import typing
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from orion_etl.config.models import ENV_NESTED_DELIMITER, ENV_PREFIX, OrionSettings
 from orion_etl.errors import ConfigError
@@ -16,6 +23,21 @@ CONFIG_ENV_VAR = "ORION_ETL_CONFIG"
 DEFAULT_CONFIG_FILE = "orion-etl.toml"
 # Variables with the prefix that are not settings.
 _NON_SETTING_VARS = {CONFIG_ENV_VAR}
+
+
+class _FileOnlySettings(OrionSettings):
+    """The settings model without the environment: what the file alone says."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
 
 
 def resolve_config_path(explicit: str | Path | None = None) -> Path | None:
@@ -36,65 +58,149 @@ def resolve_config_path(explicit: str | Path | None = None) -> Path | None:
 
 
 def read_toml(path: Path) -> dict[str, Any]:
-    """Parse a TOML file, reporting syntax errors with file and position."""
+    """Parse a TOML file, reporting syntax, encoding and read errors with file and position."""
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            "TOML files must be UTF-8"
+        ) from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+        raise ConfigError(f"{path}: cannot read file: {exc.strerror}") from None
 
 
 def _unknown_env_vars(environ: dict[str, str]) -> list[str]:
-    """ORION_ETL_* variables whose section does not exist (typos would otherwise be ignored)."""
-    sections = set(OrionSettings.model_fields)
-    unknown = []
-    for name in environ:
+    """Problems for ORION_ETL_* variables whose section does not exist (typos would be ignored)."""
+    sections = list(OrionSettings.model_fields)
+    problems = []
+    for name in sorted(environ):
         upper = name.upper()
         if not upper.startswith(ENV_PREFIX) or upper in _NON_SETTING_VARS:
             continue
         section = upper[len(ENV_PREFIX) :].split(ENV_NESTED_DELIMITER, 1)[0].lower()
         if section not in sections:
-            unknown.append(name)
-    return unknown
+            hint = _did_you_mean(section, sections)
+            problems.append(f"unknown environment setting {name}: no section {section!r}{hint}")
+    return problems
 
 
-def _describe_location(loc: tuple[int | str, ...], from_file: dict[str, Any]) -> str:
-    key = ".".join(str(p) for p in loc)
-    env_name = ENV_PREFIX + ENV_NESTED_DELIMITER.join(str(p).upper() for p in loc)
-    if env_name in {k.upper() for k in os.environ}:
-        return f"{key} (from environment {env_name})"
-    return key
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model that holds the last key of `loc` (for "did you mean" on unknown keys)."""
+    model: Any = OrionSettings
+    for part in loc[:-1]:
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            field = model.model_fields.get(str(part))
+            if field is None:
+                return None
+            model = field.annotation
+            continue
+        args = [a for a in typing.get_args(model) if a is not type(None)]
+        model = args[-1] if args else None  # dict[str, M] / list[M] / M | None: the item model
+        if model is None:
+            return None
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            field = model.model_fields.get(str(part))
+            model = field.annotation if field else model
+    while not (isinstance(model, type) and issubclass(model, BaseModel)):
+        args = [a for a in typing.get_args(model) if a is not type(None)]
+        if not args:
+            return None
+        model = args[-1]
+    return model
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    return ENV_PREFIX + ENV_NESTED_DELIMITER.join(str(p).upper() for p in loc)
+
+
+def describe_errors(exc: ValidationError, where: str, *, from_env: bool = True) -> list[str]:
+    """One line per validation error: file, key (or the variable that set it), what is wrong."""
+    environ = {k.upper() for k in os.environ}
+    problems = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc)
+        if from_env and loc and _env_name(loc) in environ:
+            key += f" (from environment {_env_name(loc)})"
+        if err["type"] == "extra_forbidden":
+            model = _model_at(loc)
+            known = list(model.model_fields) if model else []
+            message = f"unknown key{_did_you_mean(str(loc[-1]), known)}"
+        else:
+            message = str(err["msg"]).removeprefix("Value error, ")
+        problems.append(f"{where}: {key}: {message}")
+    return problems
+
+
+def _resolve_paths(settings: OrionSettings, data: dict[str, Any], path: Path | None) -> OrionSettings:
+    """Relative `dq.rules_file`: against the config file's folder when the file set it, else cwd."""
+    rules_file = settings.dq.rules_file
+    if not rules_file:
+        return settings
+    expanded = Path(rules_file).expanduser()
+    if expanded.is_absolute():
+        resolved = expanded
+    else:
+        in_file = (data.get("dq") or {}).get("rules_file") == rules_file
+        base = path.parent if (path is not None and in_file) else Path.cwd()
+        resolved = (base / expanded).resolve()
+    if str(resolved) == rules_file:
+        return settings
+    dq = settings.dq.model_copy(update={"rules_file": str(resolved)})
+    return settings.model_copy(update={"dq": dq})
+
+
+def collect_problems(
+    config_path: str | Path | None = None,
+) -> tuple[OrionSettings | None, Path | None, list[str]]:
+    """Every problem of the configuration at once: file, environment, and the file's own values
+    that an environment variable overrides (so a bad value cannot hide behind an override)."""
+    path = resolve_config_path(config_path)
+    data = read_toml(path) if path else {}
+    where = str(path) if path else "configuration"
+    problems = _unknown_env_vars(dict(os.environ))
+    settings: OrionSettings | None = None
+    try:
+        settings = OrionSettings(**data)
+    except ValidationError as exc:
+        problems += describe_errors(exc, where)
+    if path is not None:
+        try:
+            _FileOnlySettings(**data)
+        except ValidationError as exc:
+            for problem in describe_errors(exc, where, from_env=False):
+                if problem not in problems:
+                    hidden = any(problem.startswith(f"{where}: {k}:") for k in _overridden(exc))
+                    problems.append(problem + (" (overridden by the environment)" if hidden else ""))
+    if settings is not None:
+        settings = _resolve_paths(settings, data, path)
+    return (settings if not problems else None), path, problems
+
+
+def _overridden(exc: ValidationError) -> list[str]:
+    environ = {k.upper() for k in os.environ}
+    return [".".join(str(p) for p in e["loc"]) for e in exc.errors() if _env_name(tuple(e["loc"])) in environ]
 
 
 def load_settings(config_path: str | Path | None = None) -> tuple[OrionSettings, Path | None]:
     """Load the effective settings and the file they came from (None: defaults + environment)."""
-    path = resolve_config_path(config_path)
-    data = read_toml(path) if path else {}
-    where = str(path) if path else "configuration"
-    unknown = _unknown_env_vars(dict(os.environ))
-    if unknown:
-        raise ConfigError(
-            f"unknown environment setting {unknown[0]}: no section "
-            f"'{unknown[0][len(ENV_PREFIX) :].split(ENV_NESTED_DELIMITER)[0].lower()}' "
-            f"(sections: {', '.join(OrionSettings.model_fields)})"
-        )
-    try:
-        settings = OrionSettings(**data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        location = _describe_location(tuple(err["loc"]), data)
-        message = err["msg"]
-        if err["type"] == "extra_forbidden":
-            message = "unknown key"
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"{where}: {location}: {message}{more}") from None
+    settings, path, problems = collect_problems(config_path)
+    if problems or settings is None:
+        raise ConfigError.of(problems or ["configuration: invalid"])
     return settings, path
 
 
 def secret_values(settings: OrionSettings) -> list[str]:
-    """Every secret value in the settings, for redaction of logs and error messages."""
+    """Every secret value in the settings, for masking in logs, errors and output."""
     found: list[str] = []
 
     def walk(obj: Any) -> None:

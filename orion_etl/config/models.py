@@ -208,6 +208,8 @@ class StreamSettings(Section):
     # A natural id with no dimension row: "infer" creates an inferred member and loads the fact;
     # "dlq" dead-letters the record (class MISSING_DIMENSION) so `dlq replay` loads it later.
     missing_dimension: Literal["infer", "dlq"] = "infer"
+    # A progress log line (messages, recent rate, lag per partition, latency) this often.
+    progress_log_s: float = Field(30.0, gt=0)
 
 
 class DlqSettings(Section):

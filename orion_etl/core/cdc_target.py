@@ -3,8 +3,8 @@
 Pure: takes the loaded settings and an environment name, returns the effective settings. Rules:
 
 * the environment is ``--env``, else ``cdc.env``;
-* when ``cdc.environments`` is not empty, the environment must be one of its names (or ``cdc.env``),
-  so a typo such as ``--env prdo`` cannot register a brand-new connector;
+* the environment must be ``cdc.env`` or one of the names in ``cdc.environments``, so a typo
+  such as ``--env prdo`` cannot register a brand-new connector;
 * the overrides of that environment replace keys of ``[cdc]``; a ``source`` table in them replaces
   keys of ``[source]`` (the connection `cdc prepare|status` use);
 * ``{env}`` in name-like keys is replaced by the environment name.
@@ -71,9 +71,14 @@ def resolve_target(settings: OrionSettings, env: str | None = None) -> CdcTarget
     name = env or base.env
     if not _ENV_RE.fullmatch(name):
         raise ConfigError(f"invalid environment name {name!r} (letters, digits, '_' and '-', at most 40)")
-    if base.environments and name not in base.environments and name != base.env:
-        known = ", ".join(sorted(base.environments))
-        raise ConfigError(f"unknown environment {name!r}: cdc.environments defines {known}")
+    if name not in base.environments and name != base.env:
+        # Even with no [cdc.environments]: a typo such as `--env prdo` would otherwise plan a
+        # second connector on the same replication slot, writing to the same topics.
+        known = ", ".join(sorted({base.env, *base.environments}))
+        raise ConfigError(
+            f"unknown environment {name!r}: the configured environments are {known} "
+            "(cdc.env and the tables of cdc.environments)"
+        )
     overrides: dict[str, Any] = dict(base.environments.get(name, {}))
     source_overrides = overrides.pop("source", {}) or {}
 
@@ -92,44 +97,47 @@ def resolve_target(settings: OrionSettings, env: str | None = None) -> CdcTarget
         cdc = CdcSettings.model_validate(data)
         source = SourceSettings.model_validate({**settings.source.model_dump(), **source_overrides})
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"{where}: {loc}: {err['msg']}") from None
+        problems = [f"{where}: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError.of(problems) from None
     _check_names(cdc, where)
     return CdcTarget(env=name, cdc=cdc, source=source)
 
 
 def _check_names(cdc: CdcSettings, where: str) -> None:
+    """Every name `connectors register` would reject, all at once (ConfigError with `problems`)."""
+    problems: list[str] = []
     for key in ("topic_prefix", "routed_topic_prefix"):
         value = getattr(cdc, key)
         if not _TOPIC_RE.fullmatch(value):
-            raise ConfigError(
+            problems.append(
                 f"{where}.{key}: {value!r} is not a valid topic prefix "
                 "(letters, digits, '_', '-', dot-separated)"
             )
     for key in ("slot_name", "publication_name"):
         value = getattr(cdc, key)
         if not _IDENT_RE.fullmatch(value):
-            raise ConfigError(
+            problems.append(
                 f"{where}.{key}: {value!r} must be a lower-case PostgreSQL name ([a-z_][a-z0-9_]*, <= 63)"
             )
     if not cdc.tables:
-        raise ConfigError(f"{where}.tables: at least one table is required")
+        problems.append(f"{where}.tables: at least one table is required")
     for table in [*cdc.tables, *(t for t in cdc.replica_identity_full if t != "*")]:
         if not _IDENT_RE.fullmatch(table):
-            raise ConfigError(f"{where}.tables: {table!r} is not a plain lower-case table name")
+            problems.append(f"{where}.tables: {table!r} is not a plain lower-case table name")
     for key in ("heartbeat_table", "signal_table"):
         value = getattr(cdc, key)
         if value and not _IDENT_RE.fullmatch(value):
-            raise ConfigError(f"{where}.{key}: {value!r} is not a plain table name")
+            problems.append(f"{where}.{key}: {value!r} is not a plain table name")
     if cdc.signal_table and cdc.signal_table in (cdc.heartbeat_table, *cdc.tables):
-        raise ConfigError(f"{where}.signal_table: {cdc.signal_table!r} is also a captured or heartbeat table")
+        problems.append(f"{where}.signal_table: {cdc.signal_table!r} is also a captured or heartbeat table")
     unknown = [t for t in cdc.replica_identity_full if t != "*" and t not in cdc.tables]
     if unknown:
-        raise ConfigError(f"{where}.replica_identity_full: {unknown[0]!r} is not one of cdc.tables")
+        problems.append(f"{where}.replica_identity_full: {unknown[0]!r} is not one of cdc.tables")
     ref = cdc.database_password_ref
     if ref is not None and not re.fullmatch(r"\$\{[A-Za-z0-9_.-]+:[^{}]+\}", ref):
-        raise ConfigError(
+        problems.append(
             f"{where}.database_password_ref: expected a config-provider reference such as "
             "'${env:VAR}' or '${file:/path/secrets.properties:key}'"
         )
+    if problems:
+        raise ConfigError.of(problems)

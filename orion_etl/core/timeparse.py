@@ -15,7 +15,12 @@ def parse_time(text: str, option: str, now: datetime | None = None) -> datetime:
     """ISO 8601 (naive = UTC) or a duration ago (`30m`, `2h`, `7d`) -> aware datetime."""
     value = text.strip()
     if m := _DURATION.fullmatch(value):
-        return (now or datetime.now(UTC)) - timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+        try:
+            return (now or datetime.now(UTC)) - timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+        except (OverflowError, ValueError):  # beyond year 1 (timedelta or datetime range)
+            raise UsageError(
+                f"{option}: {text!r} reaches back before year 1; use a shorter duration"
+            ) from None
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:

@@ -192,7 +192,9 @@ def _intraday(
         len(report.buckets),
         report.merged_rows,
         len(report.issues),
-    )
+        extra={"event": "intraday", "buckets": len(report.buckets), "merged_rows": report.merged_rows,
+               "issues": len(report.issues)},
+    )  # fmt: skip
 
 
 def _summary_needs_recompute(mark: agg.DirtyMark) -> bool:

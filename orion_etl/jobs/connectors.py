@@ -19,7 +19,7 @@ from orion_etl.core.connectors import (
     plan_config,
     validation_errors,
 )
-from orion_etl.errors import ExitCode, OrionError
+from orion_etl.errors import ConfigError, ExitCode, OrionError
 from orion_etl.logs import redactor
 
 log = logging.getLogger(__name__)
@@ -97,14 +97,42 @@ def register(client: ConnectClient, target: CdcTarget, *, dry_run: bool = False)
     """Validate, diff against the running config, then PUT it unless nothing changed or `dry_run`."""
     spec = render(target)
     ensure_valid(client, spec)
+    refuse_shared_slot(client, spec.name, spec.config)
     running = client.get_config(spec.name)
     plan = plan_config(spec.name, spec.config, running)
     applied = False
     if plan.action != "none" and not dry_run:
         client.put_config(spec.name, spec.config)
         applied = True
-        log.info("connector %s: %s applied (%d changes)", spec.name, plan.action, len(plan.changes))
+        log.info(
+            "connector %s: %s applied (%d changes)", spec.name, plan.action, len(plan.changes),
+            extra={"event": "connector_applied", "connector": spec.name, "action": plan.action,
+                   "changes": len(plan.changes)},
+        )  # fmt: skip
     return RegisterResult(plan, applied, dry_run, spec.password_inline)
+
+
+def refuse_shared_slot(client: ConnectClient, name: str, config: dict[str, str]) -> None:
+    """ConfigError when another connector already uses this replication slot on this database.
+
+    Two connectors on one slot steal each other's WAL positions; with the same topic prefix they
+    also write the same topics. Compared on what Connect stores (hostname, port, dbname, slot).
+    """
+
+    def place(cfg: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(
+            cfg.get(k) for k in ("database.hostname", "database.port", "database.dbname", "slot.name")
+        )
+
+    mine = place(config)
+    for other, item in sorted(client.list_connectors().items()):
+        other_config = (item.get("info") or {}).get("config") or {}
+        if other != name and place(other_config) == mine:
+            raise ConfigError(
+                f"replication slot {config.get('slot.name')!r} on {config.get('database.dbname')!r} is "
+                f"already used by connector {other!r}; refusing to plan {name!r} on it",
+                hint="check --env and cdc.slot_name (one slot per connector)",
+            )
 
 
 def health(client: ConnectClient, name: str) -> ConnectorHealth:

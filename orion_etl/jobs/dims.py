@@ -165,7 +165,14 @@ def sync_dimension_batch(
         )
         wh.commit()
     step(spec.name, "done")
-    log.info("dims %s: %s", spec.name, report.as_dict())
+    counts = report.as_dict()
+    log.info(
+        "dims %s: %s",
+        spec.name,
+        ", ".join(f"{k} {v}" for k, v in counts.items() if isinstance(v, int) and v and k != "dimension"),
+        extra={"event": "dimension_synced", **{k: v for k, v in counts.items() if k != "dimension"},
+               "dimension": spec.name},
+    )  # fmt: skip
     return report
 
 

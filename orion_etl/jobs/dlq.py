@@ -6,6 +6,7 @@ Reads only (Kafka by `assign`, the replay log from the warehouse); `dlq replay` 
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,13 +24,28 @@ from orion_etl.errors import OrionError, UsageError
 log = logging.getLogger(__name__)
 
 
-def resolve_topics(reader: DlqReader, wanted: tuple[str, ...]) -> list[str]:
-    """DLQ topics to work on: all `*<suffix>` topics, or the given ones (origin or DLQ names)."""
+def configured_dlq_topics(settings: OrionSettings) -> tuple[str, ...]:
+    """The DLQ topics of this deployment: each configured stream topic plus `stream.dlq_suffix`."""
+    topics = dict.fromkeys(vars(settings.stream.topics).values())
+    return tuple(t + settings.stream.dlq_suffix for t in topics)
+
+
+def resolve_topics(reader: DlqReader, wanted: tuple[str, ...], configured: tuple[str, ...] = ()) -> list[str]:
+    """DLQ topics to work on: the given ones (origin or DLQ names, or glob patterns such as
+    `'*'`), else this deployment's configured DLQ topics that exist.
+
+    Never every `*.dlq` topic of the cluster by default: a shared cluster holds other deployments'
+    dead letters, which a replay would otherwise record as failed here.
+    """
     existing = reader.topics()
     if not wanted:
-        return sorted(existing)
+        return [t for t in dict.fromkeys(configured) if t in existing]
     out = []
     for name in wanted:
+        if any(ch in name for ch in "*?["):
+            pattern = name if name.endswith(("*", reader.suffix)) else name + reader.suffix
+            out.extend(sorted(t for t in existing if fnmatch.fnmatchcase(t, pattern)))
+            continue
         dlq = name if name.endswith(reader.suffix) else name + reader.suffix
         if dlq not in existing:
             known = ", ".join(sorted(existing)[:10]) or "none"
@@ -107,7 +123,7 @@ def list_dead_letters(settings: OrionSettings, topics: tuple[str, ...] = ()) -> 
     cap = settings.dlq.list_max_messages
     with DlqReader(settings.kafka, settings.stream.dlq_suffix) as reader:
         ranges: dict[Partition, tuple[int, int]] = {}
-        for topic in resolve_topics(reader, topics):
+        for topic in resolve_topics(reader, topics, configured_dlq_topics(settings)):
             marks = reader.watermarks(topic)
             summaries[topic] = TopicSummary(topic, sum(hi - lo for lo, hi in marks.values()), 0, marks)
             per_partition = max(1, cap // max(1, len(marks)))  # the newest letters are the interesting ones
@@ -136,7 +152,7 @@ def show_dead_letters(settings: OrionSettings, selection: Selection, limit: int)
         raise UsageError("--limit must be at least 1")
     out: list[DlqMessage] = []
     with DlqReader(settings.kafka, settings.stream.dlq_suffix) as reader:
-        topics = resolve_topics(reader, selection.topics)
+        topics = resolve_topics(reader, selection.topics, configured_dlq_topics(settings))
         ranges = scan_ranges(reader, topics, selection)
         for chunk in iter_selected(reader, ranges, selection):
             out.extend(chunk[: limit - len(out)])

@@ -40,7 +40,7 @@ from orion_etl.config.models import OrionSettings
 from orion_etl.core.dead_letters import DlqMessage, FailureGroup, Selection, group_failures, parse_letter
 from orion_etl.core.debezium import KafkaRecord
 from orion_etl.errors import ConfigError, ExitCode, OrionError, ServiceUnavailableError
-from orion_etl.jobs.dlq import resolve_topics, scan_ranges
+from orion_etl.jobs.dlq import configured_dlq_topics, resolve_topics, scan_ranges
 from orion_etl.jobs.stream_batch import FACT_TABLE, BatchPreparer, routes
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ class _Replay:
         return self.result
 
     def _run(self, job_run_id: str | None) -> None:
-        topics = resolve_topics(self.reader, self.selection.topics)
+        topics = resolve_topics(self.reader, self.selection.topics, configured_dlq_topics(self.settings))
         lows = {(t, p): lo for t in topics for p, (lo, _) in self.reader.watermarks(t).items()}
         current: dict[Partition, int | None] = dict.fromkeys(lows)
         current.update(self.loader.stored_offsets(list(lows)))

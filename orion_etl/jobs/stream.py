@@ -22,7 +22,7 @@ import signal
 import statistics
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -45,6 +45,7 @@ from orion_etl.errors import ExitCode, OrionError, TransientError
 from orion_etl.jobs.stream_batch import BatchPreparer, PreparedBatch
 
 log = logging.getLogger(__name__)
+RATE_WINDOW_S = 10.0  # the live view's and the progress line's msg/s cover this recent window
 PIPELINE_DEPTH = 2  # batches handed to the commit thread at most (one committing, one waiting)
 KEEP_ALIVE_S = 15.0  # how often the loader checks its ledger session (jobruns.JobRun.keep_alive)
 
@@ -90,10 +91,35 @@ class StreamStats:
     retries: int = 0
     fenced: int = 0
     lag: int | None = None
+    lag_by_partition: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
+    # (monotonic time, messages) after each batch, the last RATE_WINDOW_S seconds (and one before).
+    marks: deque[tuple[float, int]] = field(default_factory=deque)
 
-    def rate(self) -> float:
+    def mark(self, now: float | None = None) -> None:
+        """Note the message count now (after a batch) for the recent rate."""
+        now = time.monotonic() if now is None else now
+        self.marks.append((now, self.messages))
+        while len(self.marks) > 2 and self.marks[1][0] <= now - RATE_WINDOW_S:
+            self.marks.popleft()
+
+    def rate(self, now: float | None = None) -> float:
+        """Messages per second over about the last RATE_WINDOW_S seconds (not since start).
+
+        Counted from the last mark at or before the window's start (or the start of the run), so
+        an idle loader reads 0 msg/s within one window instead of a slowly decaying average.
+        """
+        now = time.monotonic() if now is None else now
+        base_t, base_m = self.started, 0
+        for t, m in self.marks:
+            if t > now - RATE_WINDOW_S:
+                break
+            base_t, base_m = t, m
+        elapsed = now - base_t
+        return (self.messages - base_m) / elapsed if elapsed > 0 else 0.0
+
+    def average_rate(self) -> float:
         elapsed = time.monotonic() - self.started
         return self.messages / elapsed if elapsed > 0 else 0.0
 
@@ -119,7 +145,9 @@ class StreamStats:
             "retries": self.retries,
             "fenced": self.fenced,
             "lag": self.lag,
+            "lag_by_partition": dict(sorted(self.lag_by_partition.items())),
             "rate_per_s": round(self.rate(), 1),
+            "average_rate_per_s": round(self.average_rate(), 1),
             "latency_p50_ms": _round(self.percentile(50)),
             "latency_p99_ms": _round(self.percentile(99)),
         }
@@ -290,6 +318,7 @@ class StreamJob:
         )
         started = time.monotonic()
         last_progress = 0.0
+        last_log = started
         try:
             self.preparer.before_read = lambda: self._settle_or_discard(consumer)
             while not self.stopping:
@@ -313,6 +342,10 @@ class StreamJob:
                         self.ledger_run.keep_alive()  # a restarted warehouse: the run is not abandoned
                     if self.on_progress:
                         self.on_progress(self.stats)
+                if now - last_log >= self.st.progress_log_s:
+                    last_log = now
+                    self._update_lag(consumer)
+                    self._log_progress()
             self._settle(consumer)
         finally:
             while self.inflight:  # an error interrupted the loop: let the commits finish
@@ -324,6 +357,18 @@ class StreamJob:
             consumer.close()
             producer.flush(10)
             self.loader.close_all()
+
+    def _log_progress(self) -> None:
+        """One line at a steady interval: messages, recent rate, lag per partition, latency."""
+        d = self.stats.as_dict()
+        lag = ", ".join(f"{k}={v}" for k, v in d["lag_by_partition"].items()) or "-"
+        log.info(
+            "progress: %s messages, %s msg/s, lag %s (%s), latency p50 %s ms, p99 %s ms",
+            d["messages"], d["rate_per_s"], d["lag"], lag, d["latency_p50_ms"], d["latency_p99_ms"],
+            extra={"event": "progress", "run_id": self.job_run_id,
+                   **{k: d[k] for k in ("messages", "rate_per_s", "lag", "lag_by_partition", "latency_p50_ms",
+                                        "latency_p99_ms", "loaded", "dlq", "dq_warnings", "retries")}},
+        )  # fmt: skip
 
     def _collect(self, consumer: Consumer) -> None:
         """Fill `pending` up to the batch bounds (count and time)."""
@@ -441,6 +486,8 @@ class StreamJob:
         """Account a committed batch: stats, metrics, and its positions for lag monitoring."""
         self.committed.update(prepared.write.offsets)
         self._account(prepared.counts, counts, prepared.latencies_ts_ms, committed_ms)
+        if prepared.letters:
+            self._warn_dead_letters(prepared)
         self._metrics(prepared, counts, committed_ms)
         try:  # for lag monitoring only; never read back
             consumer.commit(
@@ -449,6 +496,24 @@ class StreamJob:
             )
         except KafkaException as exc:
             log.debug("async Kafka commit failed: %s", exc)
+
+    def _warn_dead_letters(self, prepared: PreparedBatch) -> None:
+        """A WARNING per batch that dead-lettered records: classes, count, origin offsets."""
+        classes = Counter(str(letter.error_class) for letter in prepared.letters)
+        spans: dict[str, list[int]] = {}
+        for letter in prepared.letters:
+            rec = letter.record
+            span = spans.setdefault(f"{rec.topic}[{rec.partition}]", [rec.offset, rec.offset])
+            span[0], span[1] = min(span[0], rec.offset), max(span[1], rec.offset)
+        origins = {k: f"{lo}..{hi}" if lo != hi else str(lo) for k, (lo, hi) in sorted(spans.items())}
+        log.warning(
+            "batch dead-lettered %s record(s): %s; origin offsets %s",
+            len(prepared.letters),
+            ", ".join(f"{n} {c}" for c, n in sorted(classes.items())),
+            ", ".join(f"{k}@{v}" for k, v in origins.items()),
+            extra={"event": "dead_letters", "run_id": self.job_run_id, "count": len(prepared.letters),
+                   "classes": dict(sorted(classes.items())), "origin_offsets": origins},
+        )  # fmt: skip
 
     def _metrics(self, prepared: PreparedBatch, counts: LoadCounts, committed_ms: float) -> None:
         """Prometheus families of a committed batch (orion_etl.adapters.metrics, served with
@@ -499,6 +564,7 @@ class StreamJob:
         s.stale += counts.stale
         s.duplicates += counts.duplicates
         s.latencies_ms.extend(committed_ms - t for t in ts_ms)
+        s.mark()
 
     def _reseek(self, consumer: Consumer) -> None:
         stored = self._retry(lambda: self.loader.stored_offsets(sorted(self.assigned)))
@@ -538,16 +604,19 @@ class StreamJob:
             return
         self._last_lag = time.monotonic()
         lag = 0
+        per_partition: dict[str, int] = {}
         try:
-            for topic, partition in self.assigned:
+            for topic, partition in sorted(self.assigned):
                 low, high = self._watermarks(consumer, topic, partition)
                 done = self.committed.get((topic, partition))
                 behind = max(0, high - (low if done is None else done))
                 metrics.STREAM_LAG.labels(topic, str(partition)).set(behind)
+                per_partition[f"{topic}[{partition}]"] = behind
                 lag += behind
         except KafkaException:
             return
         self.stats.lag = lag
+        self.stats.lag_by_partition = per_partition
 
     def _retry(
         self, fn: Callable[[], Any], reset: Callable[[], None] | None = None, *, finish_on_stop: bool = True

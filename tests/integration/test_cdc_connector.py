@@ -299,6 +299,9 @@ def test_prepare_and_register_again_change_nothing(cdc: Cdc, connect_client: Con
     plan = cdc.run("connectors", "register", "--format", "json")
     assert plan.returncode == 0
     assert json.loads(plan.stdout) | {"password_inline": False} == {
+        "schema_version": 1,
+        "status": "ok",
+        "exit_code": 0,
         "connector": cdc.name,
         "action": "none",
         "changes": [],
@@ -344,7 +347,7 @@ def test_status_pause_resume(cdc: Cdc) -> None:
 
     listed = cdc.run("connectors", "list", "--format", "json")
     assert {"connector": cdc.name, "state": "RUNNING"}.items() <= next(
-        r for r in json.loads(listed.stdout) if r["connector"] == cdc.name
+        r for r in json.loads(listed.stdout)["items"] if r["connector"] == cdc.name
     ).items()
     restarted = cdc.run("connectors", "restart", "--include-tasks", "--only-failed")
     assert restarted.returncode == 0

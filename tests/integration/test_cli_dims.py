@@ -51,10 +51,10 @@ def test_sync_json_summary_job_run_and_check(dims: OrionSettings, source, wareho
     client = next(d for d in summary["dimensions"] if d["dimension"] == "client")
     assert client["inserted"] == 1 and summary["mode"] == "incremental"
     update_client(source, cid, ts(2), segment="TIER_1")
-    second = json.loads(run_cli(dims, "dims", "sync", "-d", "client", "--format", "json").stdout)
+    second = json.loads(run_cli(dims, "dims", "sync", "-D", "client", "--format", "json").stdout)
     assert second["dimensions"][0]["scd2"] == 1
     status, metadata = warehouse.execute(
-        "SELECT status, metadata FROM etl_job_runs WHERE id = %s", (second["job_run_id"],)
+        "SELECT status, metadata FROM etl_job_runs WHERE id = %s", (second["run_id"],)
     ).fetchone()
     assert status == "COMPLETED" and metadata["client"]["scd2"] == 1
     assert warehouse.execute("SELECT job_type FROM etl_job_runs LIMIT 1").fetchone() == ("DIMENSION_SYNC",)

@@ -77,7 +77,7 @@ def test_audit_exit_codes(stack_settings: OrionSettings, warehouse: psycopg.Conn
 
     issues = run_cli(stack_settings, "dq", "issues", "--table", "fact_trades", "--format", "json")
     assert issues.returncode == 0, issues.stderr
-    recorded = json.loads(issues.stdout)
+    recorded = json.loads(issues.stdout)["items"]
     assert {"fees_non_negative", "positive_quantity"} <= {i["rule_name"] for i in recorded}
     assert all(i["sample_rows"] for i in recorded)
     table_view = run_cli(stack_settings, "dq", "issues", "--severity", "error")
@@ -118,7 +118,7 @@ def test_webhook_failure_keeps_exit_code_and_secret(
 def test_rules_lists_defaults_as_json(stack_settings: OrionSettings) -> None:
     result = run_cli(stack_settings, "dq", "rules", "--format", "json")
     assert result.returncode == 0, result.stderr
-    rules = json.loads(result.stdout)
+    rules = json.loads(result.stdout)["items"]
     tenant = next(r for r in rules if r["table"] == "fact_trades" and r["name"] == "tenant_required")
     assert tenant["message"] == "tenant_id is required" and tenant["severity"] == "ERROR"
     assert tenant["mode"] == "stream+audit"

@@ -37,15 +37,16 @@ def test_list_filter_and_show(stack_settings: OrionSettings, warehouse: psycopg.
 
     listed = cli(stack_settings, "jobs", "list", "--format", "json")
     assert listed.returncode == 0, listed.stderr
-    runs = json.loads(listed.stdout)
+    runs = json.loads(listed.stdout)["items"]
     assert [r["job_name"] for r in runs] == ["aggregate", "dims-sync"]
 
-    failed = json.loads(cli(stack_settings, "jobs", "list", "--status", "FAILED", "--format", "json").stdout)
+    failed_runs = cli(stack_settings, "jobs", "list", "--status", "failed", "--format", "json")
+    failed = json.loads(failed_runs.stdout)["items"]
     assert [(r["job_name"], r["error_message"]) for r in failed] == [("aggregate", "RuntimeError: disk full")]
 
     shown = cli(stack_settings, "jobs", "show", str(ok.id)[:8], "--format", "json")
     assert shown.returncode == 0, shown.stderr
-    assert json.loads(shown.stdout)["records_processed"] == 10
+    assert json.loads(shown.stdout)["run"]["records_processed"] == 10
 
     missing = cli(stack_settings, "jobs", "show", "'; DROP TABLE etl_job_runs; --")
     assert missing.returncode == 2

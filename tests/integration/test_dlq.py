@@ -229,20 +229,20 @@ def test_cli_list_show_replay_and_bad_filters(
 
     shown = _cli(settings, "show", "-t", t.trades_cdc, "--fingerprint", md["fingerprint"], "--format", "json")
     assert shown.returncode == 0, shown.stderr
-    letters = json.loads(shown.stdout)
+    letters = json.loads(shown.stdout)["items"]
     assert len(letters) == 2 and {m["rule"] for m in letters} == {"instrument_exists"}
     assert all(m["origin"]["topic"] == t.trades_cdc and m["value"].startswith("{") for m in letters)
 
     bad = _cli(
         settings, "show", "-t", t.trades_cdc, "--class", "undecodable", "--limit", "1", "--format", "json"
     )
-    assert [m["value"] for m in json.loads(bad.stdout)] == ["{not json"]
+    assert [m["value"] for m in json.loads(bad.stdout)["items"]] == ["{not json"]
     by_rule = _cli(settings, "show", "-t", t.trades_cdc, "--rule", "positive_quantity", "--format", "json")
-    assert len(json.loads(by_rule.stdout)) == 1
+    assert len(json.loads(by_rule.stdout)["items"]) == 1
     window = _cli(
         settings, "show", "-t", t.trades_cdc, "--offsets", "1..2", "--since", "1h", "--format", "json"
     )
-    assert [m["dlq_offset"] for m in json.loads(window.stdout)] == [1, 2]
+    assert [m["dlq_offset"] for m in json.loads(window.stdout)["items"]] == [1, 2]
     table = _cli(settings, "show", "-t", t.trades_cdc, "--error", "NOT VALID json")
     assert table.returncode == 0 and "undecodable" in table.stdout
 

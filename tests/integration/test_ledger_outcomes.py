@@ -51,7 +51,7 @@ def _audit(settings: OrionSettings, **extra: str) -> subprocess.Popen[str]:
 def _runs(settings: OrionSettings, *args: str) -> list[dict[str, object]]:
     result = run_cli(settings, "jobs", "list", "--format", "json", *args)
     assert result.returncode == 0, result.stderr
-    return list(json.loads(result.stdout))
+    return list(json.loads(result.stdout)["items"])
 
 
 def test_slow_webhook_cannot_hang_the_audit(

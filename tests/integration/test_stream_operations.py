@@ -204,7 +204,7 @@ def test_loader_metrics_watermarks_status_and_offsets(
     assert one.returncode == 0 and stored()[(t.orders_cdc, 0)] == 1
     assert _cli(settings, "stream", "offsets", "reset", "--to-earliest").returncode == 0
     assert set(stored().values()) == {0}
-    shown = json.loads(_cli(settings, "stream", "offsets", "show", "--format", "json").stdout)
+    shown = json.loads(_cli(settings, "stream", "offsets", "show", "--format", "json").stdout)["items"]
     assert sum(p["lag"] for p in shown) == len(msgs) + 2
 
     # the loader reads everything again and absorbs it: no fact changes, positions at the end

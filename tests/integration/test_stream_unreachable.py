@@ -81,6 +81,6 @@ def test_sigterm_while_kafka_is_unreachable_is_a_clean_stop(
     assert not [r for r in ours if r["level"] in ("error", "critical")], err
     assert secret not in err and "********" in err
     row = warehouse.execute(
-        "SELECT status, records_processed FROM etl_job_runs WHERE id = %s", (summary["job_run_id"],)
+        "SELECT status, records_processed FROM etl_job_runs WHERE id = %s", (summary["run_id"],)
     ).fetchone()
     assert row == ("COMPLETED", 0)

@@ -186,11 +186,13 @@ def test_environment_substitution_and_overrides() -> None:
     assert resolve_target(s).env == "dev"  # cdc.env is always allowed
 
 
-def test_unknown_environment_is_rejected_when_environments_are_defined() -> None:
+def test_unknown_environment_is_rejected_naming_the_known_ones() -> None:
     s = settings(environments={"prod": {}})
-    with pytest.raises(ConfigError, match="unknown environment 'prdo'"):
+    with pytest.raises(ConfigError, match=r"unknown environment 'prdo'.* dev, prod"):
         resolve_target(s, "prdo")
-    assert resolve_target(settings(), "anything").env == "anything"
+    with pytest.raises(ConfigError, match=r"unknown environment 'prdo'.* are dev "):
+        resolve_target(settings(), "prdo")  # no [cdc.environments]: only cdc.env is known
+    assert resolve_target(settings(), "dev").env == "dev"
 
 
 def test_unknown_override_key_fails_at_load() -> None:

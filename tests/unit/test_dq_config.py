@@ -159,7 +159,8 @@ def test_bad_rules_file_names_file_rule_and_key(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError) as info:
         build_catalog(DqSettings(rules_file=str(path)))
-    assert info.value.message == f"{path}: rules.0: rule fact_trades.x: maxx: unknown key"
+    expected = f"{path}: rules.0: rule fact_trades.x: maxx: unknown key (did you mean 'max'?)"
+    assert info.value.message == expected
     with pytest.raises(ConfigError, match="rules file not found"):
         build_catalog(DqSettings(rules_file=str(tmp_path / "missing.toml")))
 
