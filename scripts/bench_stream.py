@@ -253,6 +253,8 @@ def loader_env(settings: OrionSettings, topic: str, group: str, batch: int) -> d
         ORION_ETL_STREAM__TOPICS__ORDERS_CDC=topic + ".orders",
         ORION_ETL_STREAM__TOPICS__TRADE_EVENTS=topic + ".events",
         ORION_ETL_STREAM__TOPICS__QUOTE_EVENTS=topic + ".quotes",
+        ORION_ETL_STREAM__TOPICS__POSITIONS_CDC=topic + ".positions",
+        ORION_ETL_STREAM__TOPICS__RISK_EVENTS=topic + ".risk",
         ORION_ETL_STREAM__GROUP_ID=group,
         ORION_ETL_STREAM__BATCH_MAX_MESSAGES=str(batch),
     )

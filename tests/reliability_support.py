@@ -57,10 +57,15 @@ def reliability_settings(
         "orders_cdc": f"{prefix}.cdc.public.orders",
         "trade_events": f"{prefix}.trade.executed",
         "quote_events": f"{prefix}.quote.received",
+        "positions_cdc": f"{prefix}.cdc.public.positions",
+        "risk_events": f"{prefix}.risk.snapshot",
     }
     ensure_topics(base.kafka, [topics["trades_cdc"]], partitions=trade_partitions)
     ensure_topics(base.kafka, [topics["trade_events"]], partitions=event_partitions)
-    ensure_topics(base.kafka, [topics["orders_cdc"], topics["quote_events"]])
+    ensure_topics(
+        base.kafka,
+        [topics["orders_cdc"], topics["quote_events"], topics["positions_cdc"], topics["risk_events"]],
+    )
     values = {
         "group_id": f"{prefix}.group",
         "batch_max_messages": 2000,

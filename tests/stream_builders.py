@@ -54,6 +54,18 @@ _FIELD_TYPES = {
         "created_at": ("string", "io.debezium.time.ZonedTimestamp", False),
         "updated_at": ("string", "io.debezium.time.ZonedTimestamp", False),
     },
+    "positions": {
+        "id": ("string", "io.debezium.data.Uuid", False),
+        "tenant_id": ("string", "io.debezium.data.Uuid", False),
+        "client_id": ("string", "io.debezium.data.Uuid", False),
+        "instrument_id": ("string", "io.debezium.data.Uuid", False),
+        "quantity": ("string", None, False),
+        "avg_price": ("string", None, True),
+        "realized_pnl": ("string", None, False),
+        "unrealized_pnl": ("string", None, False),
+        "opened_at": ("string", "io.debezium.time.ZonedTimestamp", False),
+        "updated_at": ("string", "io.debezium.time.ZonedTimestamp", False),
+    },
 }
 
 
@@ -225,6 +237,48 @@ def trade_event(
         "eventType": "trade.executed",
         "eventVersion": 1,
         "occurredAt": occurred_at,
+        "sequence": sequence,
+        "payload": payload,
+    }
+
+
+def position_row(**kw: Any) -> dict[str, Any]:
+    """A source `positions` row (Debezium JSON: decimals as strings, timestamps ISO)."""
+    row = {
+        "id": str(uuid.UUID(int=501)),
+        "tenant_id": str(uuid.UUID(int=1)),
+        "client_id": str(uuid.UUID(int=101)),
+        "instrument_id": str(uuid.UUID(int=201)),
+        "quantity": "0",
+        "avg_price": None,
+        "realized_pnl": "0",
+        "unrealized_pnl": "0",
+        "opened_at": "2024-03-15T10:00:00Z",
+        "updated_at": "2024-03-15T10:00:00Z",
+    }
+    row.update(kw)
+    return row
+
+
+def risk_event(*, sequence: int = 0, occurred_at: str | None = None, **kw: Any) -> dict[str, Any]:
+    """A `risk.snapshot` event (docs/stream.md)."""
+    payload = {
+        "tenantId": str(uuid.UUID(int=1)),
+        "clientId": str(uuid.UUID(int=101)),
+        "snapshotTime": "2024-03-15T12:00:00Z",
+        "exposure": "1500000",
+        "marginUsed": "300000",
+        "utilizationPct": "42.5",
+        "softBreachCount": 0,
+        "hardBreachCount": 0,
+        "riskScore": "35.5",
+    }
+    payload.update(kw)
+    return {
+        "eventId": str(uuid.uuid4()),
+        "eventType": "risk.snapshot",
+        "eventVersion": 1,
+        "occurredAt": occurred_at or payload["snapshotTime"],
         "sequence": sequence,
         "payload": payload,
     }

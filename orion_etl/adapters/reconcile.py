@@ -100,3 +100,29 @@ def warehouse_state(
         "quotes": int(quotes[0]),
         "unresolved_keys": int(unresolved[0]),
     }
+
+
+def position_state(
+    warehouse: WarehouseSettings, position_ids: Sequence[str], risk_clients: Sequence[str], day: date
+) -> dict[str, Any]:
+    """Position changes and risk snapshots loaded for the demo, and the day's client metrics."""
+    with connect(warehouse, autocommit=True) as conn:
+        changes = conn.execute(
+            "SELECT count(*) FROM fact_positions WHERE position_id = ANY(%s::uuid[])", (list(position_ids),)
+        ).fetchone()
+        snapshots = conn.execute(
+            "SELECT count(*) FROM fact_risk_snapshots WHERE client_id = ANY(%s::uuid[])",
+            (list(risk_clients),),
+        ).fetchone()
+        metrics = conn.execute(
+            "SELECT client_id::text, realized_pnl, avg_utilization, max_utilization, breach_count, "
+            "risk_score FROM agg_client_metrics WHERE period_type = 'DAILY' AND metric_date = %s",
+            (day,),
+        ).fetchall()
+    assert changes and snapshots
+    return {
+        "position_changes": int(changes[0]),
+        "risk_snapshots": int(snapshots[0]),
+        "client_pnl": {r[0]: r[1] for r in metrics if r[1] is not None},
+        "client_risk": {r[0]: (r[2], r[3], int(r[4]), r[5]) for r in metrics},
+    }

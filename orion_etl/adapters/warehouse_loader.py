@@ -12,8 +12,10 @@ point-in-time dimension keys of the batch's rows. Then, inside one transaction, 
    source position (an older change never overwrites a newer one; a versioned tombstone of a
    delete blocks older changes too);
 3. deletes: tombstones + soft delete; quotes: INSERT .. ON CONFLICT DO NOTHING on their Kafka
-   coordinates; quote sampler state; data-quality issues; the CDC watermarks per source table
-   (`etl_cdc_watermarks`: highest LSN and source commit time read, one statement, never moving back);
+   coordinates; quote sampler state; position history (new changes inserted, P&L deltas chained,
+   see `_positions`); risk snapshots (guarded upsert per client and time); data-quality issues;
+   the CDC watermarks per source table (`etl_cdc_watermarks`: highest LSN and source commit time
+   read, one statement, never moving back);
 4. COMMIT. The rows, the issues, the sampler state and the positions become visible together, so
    a crash at any instant neither loses nor double-counts.
 """
@@ -23,9 +25,11 @@ from __future__ import annotations
 import io
 import json
 import logging
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
 import polars as pl
@@ -38,6 +42,7 @@ from orion_etl.config.models import WarehouseSettings
 from orion_etl.core.dimension_keys import empty_versions, resolve_dimension_keys
 from orion_etl.core.sampling import SamplerKey, SamplerState
 from orion_etl.errors import OrionError
+from orion_etl.sqlfiles import read_sql
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +64,14 @@ QUOTE_FACT_COLUMNS = [
     "tenant_id", "quote_timestamp", "quote_date", "quote_date_key", "instrument_id", "lp_id",
     "bid_price", "ask_price", "bid_size", "ask_size", "mid_price", "spread", "spread_bps",
     "is_stale", "latency_ms", "src_topic", "src_partition", "src_offset",
+]  # fmt: skip
+POSITION_FACT_COLUMNS = [
+    "position_id", "tenant_id", "client_id", "instrument_id", "changed_at", "change_date_key",
+    "quantity", "avg_price", "realized_pnl", "unrealized_pnl", "opened_at", "is_deleted", "src_op",
+]  # fmt: skip
+RISK_FACT_COLUMNS = [
+    "tenant_id", "client_id", "snapshot_time", "snapshot_date", "snapshot_date_key", "exposure",
+    "margin_used", "utilization_pct", "soft_breach_count", "hard_breach_count", "risk_score",
 ]  # fmt: skip
 POSITION = ["src_origin", "src_commit_lsn", "src_lsn", "src_event_version", "src_event_ts"]
 LINEAGE = ["src_topic", "src_partition", "src_offset"]  # the Kafka record that last wrote the row
@@ -86,7 +99,11 @@ class FactSpec:
 TRADES = FactSpec("fact_trades", "trade_id", "trade_date", TRADE_FACT_COLUMNS, ("client", "instrument", "lp"))
 ORDERS = FactSpec("fact_orders", "order_id", "order_date", ORDER_FACT_COLUMNS, ("client", "instrument", "lp"))
 QUOTES = FactSpec("fact_quotes", "", "quote_timestamp", QUOTE_FACT_COLUMNS, ("instrument", "lp"))
-FACT_SPECS = {spec.table: spec for spec in (TRADES, ORDERS, QUOTES)}
+POSITIONS = FactSpec(
+    "fact_positions", "position_id", "changed_at", POSITION_FACT_COLUMNS, ("client", "instrument")
+)
+RISK = FactSpec("fact_risk_snapshots", "", "snapshot_time", RISK_FACT_COLUMNS, ("client",))
+FACT_SPECS = {spec.table: spec for spec in (TRADES, ORDERS, QUOTES, POSITIONS, RISK)}
 
 
 def _load_columns(spec: FactSpec) -> list[str]:
@@ -123,6 +140,8 @@ class BatchWrite:
     orders: pl.DataFrame | None = None
     deletes: pl.DataFrame | None = None  # fact_table, natural_key, position columns
     quotes: pl.DataFrame | None = None
+    positions: pl.DataFrame | None = None  # fact_positions history rows (one per change)
+    risk: pl.DataFrame | None = None  # fact_risk_snapshots rows, newest per (client, time)
     sampler_state: dict[SamplerKey, SamplerState] = field(default_factory=dict)
     issues: list[dict[str, Any]] = field(default_factory=list)
     # COPY data of all `trades` / `orders` rows by fact table (WarehouseLoader.copy_payload),
@@ -147,6 +166,8 @@ class LoadCounts:
     quotes: int = 0
     issues: int = 0
     rekeyed: int = 0  # facts re-keyed because a dims sync changed versions during the batch
+    positions: int = 0  # position changes added to the history
+    risk: int = 0  # risk snapshots written
 
     def add(self, other: LoadCounts) -> None:
         for name in vars(self):
@@ -180,7 +201,13 @@ class WarehouseLoader:
         self.close()
         conn = connect(self.settings)
         with conn.transaction():
-            for table in ("fact_trades", "fact_orders", "fact_quotes"):
+            for table in (
+                "fact_trades",
+                "fact_orders",
+                "fact_quotes",
+                "fact_positions",
+                "fact_risk_snapshots",
+            ):
                 conn.execute(
                     sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS").format(
                         sql.Identifier(f"stg_{table}"), sql.Identifier(table)
@@ -259,7 +286,18 @@ class WarehouseLoader:
             cols=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
             table=sql.Identifier(table),
         )
+        if table == "fact_positions":  # a history: the position's latest change
+            query = sql.SQL(
+                "SELECT DISTINCT ON ({key}) {key}::text, {cols} FROM {table} WHERE {key} = ANY(%s::uuid[]) "
+                "ORDER BY {key}, src_commit_lsn DESC, src_lsn DESC"
+            ).format(
+                key=sql.Identifier(key),
+                cols=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+                table=sql.Identifier(table),
+            )
         rows = conn.execute(query, (keys,)).fetchall()
+        # UUID values (e.g. a position delete's client_id) as text, the frame's type for them
+        rows = [tuple(str(v) if isinstance(v, uuid.UUID) else v for v in row) for row in rows]
         return pl.DataFrame(rows, schema=[key, *columns], orient="row", infer_schema_length=None)
 
     # --- the batch transaction -----------------------------------------------------------
@@ -292,12 +330,18 @@ class WarehouseLoader:
             self._claim_offsets(conn, batch.offsets, expected)
             keyed = [
                 (spec, frame)
-                for spec, frame in ((TRADES, batch.trades), (ORDERS, batch.orders), (QUOTES, batch.quotes))
+                for spec, frame in (
+                    (TRADES, batch.trades),
+                    (ORDERS, batch.orders),
+                    (QUOTES, batch.quotes),
+                    (POSITIONS, batch.positions),
+                    (RISK, batch.risk),
+                )
                 if frame is not None and not frame.is_empty()
             ]
             moved = self._dimensions_changed(conn, batch, keyed)
             for spec, frame in keyed:
-                if spec is not QUOTES:
+                if spec in (TRADES, ORDERS):
                     payload = batch.payloads.get(spec.table)
                     counts.add(self._upsert(conn, spec, frame, append=append, payload=payload))
             if batch.deletes is not None and not batch.deletes.is_empty():
@@ -306,6 +350,10 @@ class WarehouseLoader:
                 counts.quotes += self._quotes(conn, batch.quotes)
             if batch.sampler_state:
                 self._save_sampler(conn, batch.sampler_state)
+            if batch.positions is not None and not batch.positions.is_empty():
+                counts.add(self._positions(conn, batch.positions))
+            if batch.risk is not None and not batch.risk.is_empty():
+                counts.add(self._risk(conn, batch.risk))
             if batch.issues:
                 counts.issues += self._issues(conn, batch.issues, job_run_id)
             if moved:
@@ -597,6 +645,77 @@ class WarehouseLoader:
         )
         return max(cur.rowcount, 0)
 
+    def _positions(self, conn: psycopg.Connection, rows: pl.DataFrame) -> LoadCounts:
+        """Add changes to the position history and chain their realized P&L deltas.
+
+        1. stage the batch's changes; drop those already stored (same position and source
+           position: a redelivery or replay) and count them as duplicates;
+        2. per position, from the change just before the batch's earliest new one, in source
+           order: delta = realized_pnl - previous realized_pnl (0 for a delete; from 0 after a
+           delete or for a first create; 0 for a first snapshot read, the baseline);
+        3. insert the new changes with their deltas; update stored later changes whose delta the
+           new ones changed (only when a change arrived out of order, e.g. a DLQ replay).
+        In source order a CDC stream only appends, so step 2 reads one stored row per position.
+        Two writers of the same position (the loader and a DLQ replay) take a transaction lock per
+        position first, so one chains after the other's commit.
+        """
+        targets = [*POSITION_FACT_COLUMNS, "client_key", "instrument_key", *POSITION, *LINEAGE]
+        self._copy(conn, "stg_fact_positions", rows, targets)
+        cur = conn.execute(
+            "DELETE FROM stg_fact_positions s USING fact_positions f WHERE f.position_id = s.position_id "
+            "AND f.src_commit_lsn = s.src_commit_lsn AND f.src_lsn = s.src_lsn"
+        )
+        duplicates = max(cur.rowcount, 0)
+        if duplicates == rows.height:
+            return LoadCounts(duplicates=duplicates)
+        # Chains of one position are computed one transaction at a time (the loader and a DLQ
+        # replay may both add changes to it): transaction locks per position, in a fixed order.
+        conn.execute(
+            "SELECT count(pg_advisory_xact_lock(hashtextextended('fact_positions:' || p::text, 0))) "
+            "FROM (SELECT DISTINCT position_id AS p FROM stg_fact_positions ORDER BY 1) s"
+        )
+        conn.execute(read_position_chain_sql())
+        cols = sql.SQL(", ").join(sql.Identifier(c) for c in [*targets, "realized_pnl_delta"])
+        cur = conn.execute(
+            sql.SQL("INSERT INTO fact_positions ({cols}) SELECT {cols} FROM stg_fact_positions").format(
+                cols=cols
+            )
+        )
+        added = max(cur.rowcount, 0)
+        return LoadCounts(positions=added, upserted=added, duplicates=duplicates)
+
+    def _risk(self, conn: psycopg.Connection, rows: pl.DataFrame) -> LoadCounts:
+        """Upsert risk snapshots on (client, snapshot time), guarded by the event position."""
+        targets = [*RISK_FACT_COLUMNS, "client_key", *POSITION, *LINEAGE]
+        self._copy(conn, "stg_fact_risk_snapshots", rows, targets)
+        updates = [
+            sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
+            for c in targets
+            if c not in ("client_id", "snapshot_time")
+        ]
+        cur = conn.execute(
+            sql.SQL(
+                "INSERT INTO fact_risk_snapshots AS f ({cols}) SELECT {cols} FROM stg_fact_risk_snapshots "
+                "ON CONFLICT (client_id, snapshot_time) DO UPDATE SET {updates}, updated_at = now() "
+                "WHERE {pe} > {pf}"
+            ).format(
+                cols=sql.SQL(", ").join(sql.Identifier(c) for c in targets),
+                updates=sql.SQL(", ").join(updates),
+                pe=pos("excluded"),
+                pf=pos("f"),
+            )
+        )
+        written = max(cur.rowcount, 0)
+        same = conn.execute(
+            sql.SQL(
+                "SELECT count(*) FROM stg_fact_risk_snapshots s JOIN fact_risk_snapshots f "
+                "USING (client_id, snapshot_time) WHERE {ps} = {pf}"
+            ).format(ps=pos("s"), pf=pos("f"))
+        ).fetchone()
+        duplicates = (int(same[0]) if same else 0) - written
+        stale = rows.height - written - duplicates
+        return LoadCounts(risk=written, upserted=written, duplicates=duplicates, stale=stale)
+
     def _save_sampler(self, conn: psycopg.Connection, state: dict[SamplerKey, SamplerState]) -> None:
         keys = list(state)
         cols: list[list[Any]] = [list(c) for c in zip(*keys, strict=True)]
@@ -652,6 +771,12 @@ class WarehouseLoader:
                     ]
                 )
         return len(issues)
+
+
+@cache
+def read_position_chain_sql() -> str:
+    """The P&L delta chain statement (sql/queries/position_pnl_chain.sql)."""
+    return read_sql("queries/position_pnl_chain.sql")
 
 
 def lsn_text(lsn: int | None) -> str | None:

@@ -45,6 +45,7 @@ def generate(
         int, typer.Option("--trade-events", min=0, help="Event-only trades on trade.executed.")
     ] = 100,
     quotes_per_pair: Annotated[int, typer.Option(min=0, help="Quotes per (tenant, instrument, LP).")] = 40,
+    risk_per_client: Annotated[int, typer.Option(min=0, help="risk.snapshot events per client.")] = 4,
     seed: Annotated[int | None, typer.Option(help="Random seed (default: from the clock).")] = None,
     day: Annotated[
         str | None,
@@ -53,11 +54,18 @@ def generate(
     manifest: Annotated[Path, typer.Option(help="Where to record what was produced.")] = DEFAULT_MANIFEST,
     fmt: FormatOpt = None,
 ) -> None:
-    """Write clients, instruments, LPs, orders and trades to the source database (Debezium captures
-    them) and produce trade.executed / quote.received events to Kafka."""
-    from orion_etl.core.demo_events import quote_events, trade_events
+    """Write clients, instruments, LPs, orders, trades and the positions they make to the source
+    database (Debezium captures them) and produce trade.executed / quote.received / risk.snapshot
+    events to Kafka."""
+    from orion_etl.core.demo_events import quote_events, risk_events, trade_events
     from orion_etl.core.synthetic import generate as generate_activity
-    from orion_etl.jobs.demo import DemoManifest, align_reference_data, produce_events, write_to_source
+    from orion_etl.jobs.demo import (
+        DemoManifest,
+        align_reference_data,
+        position_expectations,
+        produce_events,
+        write_to_source,
+    )
 
     settings = state(ctx).settings()
     the_day = _day(day)
@@ -71,7 +79,13 @@ def generate(
     quotes = quote_events(data, quotes_per_pair, seed=the_seed, day=the_day)
     produce_events(settings.kafka, settings.stream.topics.trade_events, events)
     produce_events(settings.kafka, settings.stream.topics.quote_events, quotes)
-    DemoManifest(the_day, the_seed, [e["payload"]["tradeId"] for e in events], len(quotes)).save(manifest)
+    risk = risk_events(data, risk_per_client, seed=the_seed, day=the_day)
+    produce_events(settings.kafka, settings.stream.topics.risk_events, risk)
+    td = settings.trading_day
+    expectations = position_expectations(data, risk, the_day, td.timezone, td.cutoff)
+    DemoManifest(
+        the_day, the_seed, [e["payload"]["tradeId"] for e in events], len(quotes), **expectations
+    ).save(manifest)
     result = {
         "day": the_day,
         "seed": the_seed,
@@ -81,8 +95,9 @@ def generate(
             "liquidity_providers": written.liquidity_providers,
             "orders": written.orders,
             "trades": written.trades,
+            "position_changes": written.position_changes,
         },
-        "kafka": {"trade_events": len(events), "quotes": len(quotes)},
+        "kafka": {"trade_events": len(events), "quotes": len(quotes), "risk_snapshots": len(risk)},
         "manifest": manifest,
     }
     finish(
@@ -90,8 +105,9 @@ def generate(
         result,
         human=lambda out: say(
             f"source: {written.clients} clients, {written.instruments} instruments, "
-            f"{written.liquidity_providers} LPs, {written.orders} orders, {written.trades} trades; "
-            f"kafka: {len(events)} trade events, {len(quotes)} quotes; day {the_day}, seed {the_seed}"
+            f"{written.liquidity_providers} LPs, {written.orders} orders, {written.trades} trades, "
+            f"{written.position_changes} position changes; kafka: {len(events)} trade events, "
+            f"{len(quotes)} quotes, {len(risk)} risk snapshots; day {the_day}, seed {the_seed}"
         ),
     )
 
@@ -112,7 +128,8 @@ def verify(
     app_state = state(ctx)
     checks = reconcile(app_state.settings(), DemoManifest.load(manifest))
     if stage is Stage.FACTS:
-        checks = [c for c in checks if c.name.startswith(("tenant ", "trade.executed", "orders "))]
+        facts = ("tenant ", "trade.executed", "orders ", "position changes", "risk snapshots")
+        checks = [c for c in checks if c.name.startswith(facts)]
     rows = [{"check": c.name, "expected": c.expected, "actual": c.actual, "ok": c.ok} for c in checks]
     code = int(ExitCode.OK if all(c.ok for c in checks) else ExitCode.FAILURE)
 

@@ -187,6 +187,8 @@ class TopicSettings(Section):
     orders_cdc: str = "cdc.public.orders"
     trade_events: str = "trade.executed"
     quote_events: str = "quote.received"
+    positions_cdc: str = "cdc.public.positions"
+    risk_events: str = "risk.snapshot"
 
 
 class StreamSettings(Section):

@@ -1,4 +1,4 @@
-"""Domain events for the demo (pure): `trade.executed` and `quote.received` envelopes.
+"""Domain events for the demo (pure): `trade.executed`, `quote.received` and `risk.snapshot` envelopes.
 
 The envelope format is the loader's (docs/stream.md): eventId, eventType, eventVersion,
 occurredAt, payload. Event-only trades complement the CDC trades (a venue that reports
@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import uuid
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from orion_etl.core.synthetic import SyntheticData
@@ -111,3 +111,76 @@ def quote_events(data: SyntheticData, per_pair: int, *, seed: int, day: date) ->
                         }
                     )
     return events
+
+
+def risk_events(data: SyntheticData, per_client: int, *, seed: int, day: date) -> list[dict[str, Any]]:
+    """`per_client` risk.snapshot events for every client, spread over the day.
+
+    Exposure follows the client's traded notional; utilization = margin used / margin limit in %
+    (2 decimals); a snapshot above 80 % counts a soft breach, above 100 % a hard breach; the risk
+    score is 0.8 x utilization capped at 100.
+    """
+    rng = random.Random(seed + 3)  # noqa: S311 - reproducible demo data
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    notional: dict[str, Decimal] = {}
+    for client, qty, price in data.trades.select("client_id", "quantity", "price").iter_rows():
+        notional[client] = notional.get(client, Decimal(0)) + qty * price
+    events = []
+    for client in data.clients.to_dicts():
+        for n in range(per_client):
+            at = start + timedelta(seconds=(2 * n + 1) * 86_400 // (2 * max(per_client, 1)))
+            utilization = Decimal(rng.randint(0, 12_000)).scaleb(-2)
+            limit = Decimal(rng.randint(1, 50) * 100_000)
+            exposure = (notional.get(client["id"], Decimal(0)) * Decimal("0.01")).quantize(Decimal("0.01"))
+            events.append(
+                {
+                    "eventId": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                    "eventType": "risk.snapshot",
+                    "eventVersion": 1,
+                    "occurredAt": _iso(at),
+                    "payload": {
+                        "tenantId": client["tenant_id"],
+                        "clientId": client["id"],
+                        "snapshotTime": _iso(at),
+                        "exposure": str(exposure),
+                        "marginUsed": str((limit * utilization / 100).quantize(Decimal("0.01"))),
+                        "utilizationPct": str(utilization),
+                        "softBreachCount": int(utilization > 80),
+                        "hardBreachCount": int(utilization > 100),
+                        "riskScore": str(
+                            min(Decimal(100), utilization * Decimal("0.8")).quantize(Decimal("0.01"))
+                        ),
+                    },
+                }
+            )
+    return events
+
+
+FOUR_PLACES = Decimal("0.0001")
+
+
+def risk_expectations(
+    events: list[dict[str, Any]], day: date, timezone: str = "UTC", cutoff: str = "00:00"
+) -> dict[str, tuple[Decimal, Decimal, int, Decimal]]:
+    """What daily client metrics must show for `day` from these risk snapshots, per client:
+    (avg utilization, max utilization, soft + hard breaches, avg risk score), at NUMERIC(9,4)
+    (PostgreSQL rounds half away from zero)."""
+    from orion_etl.core.tradingday import trading_date
+
+    seen: dict[str, list[tuple[Decimal, int, Decimal]]] = {}
+    for event in events:
+        p = event["payload"]
+        at = datetime.fromisoformat(p["snapshotTime"].replace("Z", "+00:00"))
+        if trading_date(at, timezone, cutoff) != day:
+            continue
+        breaches = int(p["softBreachCount"]) + int(p["hardBreachCount"])
+        seen.setdefault(p["clientId"], []).append(
+            (Decimal(p["utilizationPct"]), breaches, Decimal(p["riskScore"]))
+        )
+    out = {}
+    for client, snaps in seen.items():
+        utils = [u for u, _, _ in snaps]
+        avg_util = (sum(utils, Decimal(0)) / len(utils)).quantize(FOUR_PLACES, ROUND_HALF_UP)
+        score = (sum((r for _, _, r in snaps), Decimal(0)) / len(snaps)).quantize(FOUR_PLACES, ROUND_HALF_UP)
+        out[client] = (avg_util, max(utils).quantize(FOUR_PLACES), sum(b for _, b, _ in snaps), score)
+    return out

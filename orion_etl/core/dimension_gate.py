@@ -25,6 +25,11 @@ DIMENSION_REFS: dict[str, tuple[tuple[str, str, str], ...]] = {
         ("instrument_id", "dim_instruments", "instrument_exists"),
         ("lp_id", "dim_liquidity_providers", "lp_exists"),
     ),
+    "fact_positions": (
+        ("client_id", "dim_clients", "client_exists"),
+        ("instrument_id", "dim_instruments", "instrument_exists"),
+    ),
+    "fact_risk_snapshots": (("client_id", "dim_clients", "client_exists"),),
 }
 
 

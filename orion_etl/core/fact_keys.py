@@ -111,6 +111,7 @@ _TRADE_ID = ("trade_id",)
 _ORDER_ID = ("order_id",)
 _QUOTE_ID = ("src_topic", "src_partition", "src_offset")
 _RISK_ID = ("client_id", "snapshot_time")
+_POSITION_ID = ("position_id", "src_commit_lsn", "src_lsn")
 for _ref in (
     FactKeyRef("fact_trades", "client", "client_key", "client_id", "trade_date", _TRADE_ID),
     FactKeyRef("fact_trades", "instrument", "instrument_key", "instrument_id", "trade_date", _TRADE_ID),
@@ -121,5 +122,7 @@ for _ref in (
     FactKeyRef("fact_quotes", "instrument", "instrument_key", "instrument_id", "quote_timestamp", _QUOTE_ID),
     FactKeyRef("fact_quotes", "lp", "lp_key", "lp_id", "quote_timestamp", _QUOTE_ID),
     FactKeyRef("fact_risk_snapshots", "client", "client_key", "client_id", "snapshot_time", _RISK_ID),
+    FactKeyRef("fact_positions", "client", "client_key", "client_id", "changed_at", _POSITION_ID),
+    FactKeyRef("fact_positions", "instrument", "instrument_key", "instrument_id", "changed_at", _POSITION_ID),
 ):
     register(_ref)

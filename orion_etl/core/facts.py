@@ -119,6 +119,48 @@ QUOTE_EVENT_RENAME = {
     "latencyMs": "latency_ms",
 }
 
+# Source `positions` rows (CDC); every change is kept (fact_positions is a history, see V050).
+POSITION_ROW_COLUMNS: dict[str, Kind] = {
+    "id": Kind.UUID,
+    "tenant_id": Kind.UUID,
+    "client_id": Kind.UUID,
+    "instrument_id": Kind.UUID,
+    "quantity": Kind.DECIMAL,
+    "avg_price": Kind.DECIMAL,
+    "realized_pnl": Kind.DECIMAL,
+    "unrealized_pnl": Kind.DECIMAL,
+    "opened_at": Kind.TIMESTAMP,
+    "updated_at": Kind.TIMESTAMP,
+}
+POSITION_ROW_REQUIRED = ("id",)
+
+# risk.snapshot payload (docs/stream.md) -> fact_risk_snapshots column names.
+RISK_COLUMNS: dict[str, Kind] = {
+    "tenant_id": Kind.UUID,
+    "client_id": Kind.UUID,
+    "snapshot_time": Kind.TIMESTAMP,
+    "exposure": Kind.DECIMAL,
+    "margin_used": Kind.DECIMAL,
+    "utilization_pct": Kind.DECIMAL,
+    "soft_breach_count": Kind.INT,
+    "hard_breach_count": Kind.INT,
+    "risk_score": Kind.DECIMAL,
+}
+RISK_REQUIRED = ("tenant_id", "client_id", "snapshot_time")
+RISK_EVENT_RENAME = {
+    "tenantId": "tenant_id",
+    "clientId": "client_id",
+    "snapshotTime": "snapshot_time",
+    "exposure": "exposure",
+    "marginUsed": "margin_used",
+    "utilizationPct": "utilization_pct",
+    "softBreachCount": "soft_breach_count",
+    "hardBreachCount": "hard_breach_count",
+    "riskScore": "risk_score",
+}
+# NUMERIC(9,4) columns of fact_risk_snapshots: larger values are dead-lettered, not a failed COPY.
+RISK_PCT_LIMIT = Decimal(100_000)
+
 # Text columns and their warehouse widths (sql/warehouse/V003): a longer value, or a NUL character
 # (PostgreSQL text cannot hold one), marks the row invalid (dead letter) instead of failing the
 # whole batch in COPY and stopping the loader on a poison record.
@@ -267,6 +309,67 @@ def transform_quotes(
         pl.col("is_stale").fill_null(False),
         pl.col("latency_ms").fill_null(0),
         checks.alias("_error"),
+    )
+
+
+def transform_positions(
+    frame: pl.DataFrame, timezone: str = "UTC", cutoff: str = "00:00", *, weekend_roll: bool = False
+) -> pl.DataFrame:
+    """Decoded `positions` changes (creates, updates, reads and deletes) -> fact_positions rows.
+
+    The change time is the source row's `updated_at` (the business time the source stamped), a
+    delete's is its commit time (the before image carries the last update's time). Source
+    positions without a sequence get -1 (they are part of the primary key).
+    """
+    commit_ts = pl.from_epoch(pl.col("_ts_ms"), time_unit="ms").dt.replace_time_zone("UTC")
+    is_delete = pl.col("_op") == "d"
+    changed = (
+        pl.when(is_delete)
+        .then(pl.coalesce(commit_ts, pl.col("updated_at")))
+        .otherwise(pl.coalesce(pl.col("updated_at"), commit_ts))
+        .cast(pl.Datetime("us", "UTC"))
+    )
+    return frame.with_columns(
+        pl.col("id").alias("position_id"),
+        changed.alias("changed_at"),
+        is_delete.alias("is_deleted"),
+        pl.col("_op").alias("src_op"),
+        *positions("cdc"),
+    ).with_columns(
+        pl.when(pl.col("changed_at").is_null())
+        .then(pl.lit("changed_at: neither updated_at nor a source time"))
+        .otherwise(pl.col("_error"))
+        .alias("_error"),
+        _date_key("changed_at", timezone, cutoff, weekend_roll).alias("change_date_key"),
+        pl.col("src_commit_lsn").fill_null(-1),
+        pl.col("src_lsn").fill_null(-1),
+    )
+
+
+def transform_risk(
+    frame: pl.DataFrame, timezone: str = "UTC", cutoff: str = "00:00", *, weekend_roll: bool = False
+) -> pl.DataFrame:
+    """Decoded `risk.snapshot` events -> fact_risk_snapshots rows (+ `_risk_key` for dedup)."""
+    day = trading_date_expr("snapshot_time", timezone, cutoff, weekend_roll=weekend_roll)
+    pct_columns = ("utilization_pct", "risk_score")
+    too_big = [
+        pl.when(pl.col(c).cast(pl.Float64).abs() >= float(RISK_PCT_LIMIT)).then(
+            pl.lit(f"{c}: out of range (NUMERIC(9,4))")
+        )
+        for c in pct_columns
+    ]
+    return frame.with_columns(
+        pl.coalesce(pl.col("_error"), *too_big).alias("_error"),
+        day.alias("snapshot_date"),
+        date_key_expr(day).alias("snapshot_date_key"),
+        pl.col("soft_breach_count").fill_null(0),
+        pl.col("hard_breach_count").fill_null(0),
+        *positions("event"),
+        pl.concat_str(
+            pl.col("client_id").cast(pl.String),
+            pl.col("snapshot_time").dt.epoch("us").cast(pl.String),
+            separator="@",
+        ).alias("_risk_key"),
     )
 
 

@@ -216,7 +216,71 @@ def _trade_and_order_rules() -> list[Rule]:
     ]  # fmt: skip
 
 
-DEFAULT_RULES: list[Rule] = _trade_and_order_rules()
+def _position_and_risk_rules() -> list[Rule]:
+    """Row-level rules of the position history and the risk snapshots (issue 17), story style.
+
+    They check changes that create or update a position (a delete keeps whatever its before
+    image had). "Finite" P&L: the decoder already rejects NaN / Infinity and values beyond
+    NUMERIC(28,10) (INVALID_VALUE); the range rule bounds what remains to amounts the warehouse
+    sums without overflow.
+    """
+    p, r = "fact_positions", "fact_risk_snapshots"
+    e, w = Severity.ERROR, Severity.WARNING
+    bound = Decimal(10) ** 17
+    return [
+        Rule("tenant_required", p, RuleKind.NOT_NULL, "tenant_id is required", e, column="tenant_id"),
+        Rule("client_required", p, RuleKind.NOT_NULL, "client_id is required", e, column="client_id"),
+        Rule(
+            "instrument_required", p, RuleKind.NOT_NULL, "instrument_id is required", e,
+            column="instrument_id",
+        ),
+        Rule("quantity_required", p, RuleKind.NOT_NULL, "quantity is required", e, column="quantity"),
+        Rule(
+            "reasonable_quantity", p, RuleKind.RANGE, "quantity seems unreasonably large", w,
+            column="quantity", min=-Decimal(10) ** 15, max=Decimal(10) ** 15, inclusive_max=True,
+        ),
+        Rule(
+            "avg_price_non_negative", p, RuleKind.NON_NEGATIVE, "avg_price must not be negative", e,
+            column="avg_price",
+        ),
+        Rule(
+            "reasonable_avg_price", p, RuleKind.RANGE, "avg_price seems unreasonably high", w,
+            column="avg_price", max=Decimal(1_000_000_000),
+        ),
+        Rule(
+            "realized_pnl_required", p, RuleKind.NOT_NULL, "realized_pnl is required", e,
+            column="realized_pnl",
+        ),
+        Rule(
+            "realized_pnl_finite", p, RuleKind.RANGE, "realized_pnl must be a finite amount below 1e17", e,
+            column="realized_pnl", min=-bound, max=bound, inclusive_max=True,
+        ),
+        Rule("tenant_required", r, RuleKind.NOT_NULL, "tenant_id is required", e, column="tenant_id"),
+        Rule("client_required", r, RuleKind.NOT_NULL, "client_id is required", e, column="client_id"),
+        Rule(
+            "utilization_range", r, RuleKind.RANGE, "utilization_pct must be between 0 and 1000", e,
+            column="utilization_pct", min=Decimal(0), max=Decimal(1000), inclusive_max=True,
+        ),
+        Rule(
+            "soft_breaches_non_negative", r, RuleKind.NON_NEGATIVE, "soft_breach_count must not be negative",
+            e, column="soft_breach_count",
+        ),
+        Rule(
+            "hard_breaches_non_negative", r, RuleKind.NON_NEGATIVE, "hard_breach_count must not be negative",
+            e, column="hard_breach_count",
+        ),
+        Rule(
+            "margin_non_negative", r, RuleKind.NON_NEGATIVE, "margin_used should be non-negative", w,
+            column="margin_used",
+        ),
+        Rule(
+            "risk_score_range", r, RuleKind.RANGE, "risk_score must be between 0 and 100", w,
+            column="risk_score", min=Decimal(0), max=Decimal(100), inclusive_max=True,
+        ),
+    ]  # fmt: skip
+
+
+DEFAULT_RULES: list[Rule] = [*_trade_and_order_rules(), *_position_and_risk_rules()]
 
 
 @dataclass(frozen=True)
@@ -235,6 +299,7 @@ DEFAULT_TABLES: dict[str, TableSpec] = {
         TableSpec("fact_orders", "order_date", "order_id"),
         TableSpec("fact_quotes", "quote_timestamp", None),
         TableSpec("fact_risk_snapshots", "snapshot_time", None),
+        TableSpec("fact_positions", "changed_at", "position_id"),
     )
 }
 
@@ -242,6 +307,7 @@ DEFAULT_TABLES: dict[str, TableSpec] = {
 def _audit_rules() -> list[Rule]:
     """Set-based rules that only audits run: integrity of facts against dimensions, freshness, keys."""
     t, o = "fact_trades", "fact_orders"
+    p, r = "fact_positions", "fact_risk_snapshots"
     e, w = Severity.ERROR, Severity.WARNING
     rel = RuleKind.RELATIONSHIPS
     return [
@@ -261,6 +327,20 @@ def _audit_rules() -> list[Rule]:
              column="client_id", to_table="dim_clients", to_column="client_id"),
         Rule("instrument_exists", o, rel, "instrument_id has no dim_instruments member", w,
              column="instrument_id", to_table="dim_instruments", to_column="instrument_id"),
+        Rule("client_exists", p, rel, "client_id has no dim_clients member", e,
+             column="client_id", to_table="dim_clients", to_column="client_id"),
+        Rule("instrument_exists", p, rel, "instrument_id has no dim_instruments member", e,
+             column="instrument_id", to_table="dim_instruments", to_column="instrument_id"),
+        Rule("change_date_key_exists", p, rel, "change_date_key is not in dim_date", e,
+             column="change_date_key", to_table="dim_date", to_column="date_key"),
+        Rule("positions_fresh", p, RuleKind.FRESHNESS, "no position changed in the last 24 hours", w,
+             column="changed_at", max_age_s=86_400),
+        Rule("client_exists", r, rel, "client_id has no dim_clients member", e,
+             column="client_id", to_table="dim_clients", to_column="client_id"),
+        Rule("snapshot_date_key_exists", r, rel, "snapshot_date_key is not in dim_date", e,
+             column="snapshot_date_key", to_table="dim_date", to_column="date_key"),
+        Rule("risk_snapshots_fresh", r, RuleKind.FRESHNESS, "no risk snapshot in the last 24 hours", w,
+             column="snapshot_time", max_age_s=86_400),
     ]  # fmt: skip
 
 

@@ -2,7 +2,7 @@
 
 Same seed, same data: clients, instruments, liquidity providers, orders in every terminal state,
 trades for the filled quantity, and quotes. Money is built from integers scaled to fixed decimal
-places so the generated values are exact.
+places so the generated values are exact. Positions follow the trades (`position_changes`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import polars as pl
+
+from orion_etl.core.tradingday import trading_date_expr
 
 SEGMENTS = ["TIER_1", "TIER_2", "TIER_3"]
 REGIONS = ["EMEA", "AMER", "APAC"]
@@ -190,3 +192,86 @@ def generate(
             infer_schema_length=None,
         ),
     )
+
+
+POSITION_SCALE = Decimal(1).scaleb(-10)  # NUMERIC(28,10): the source stores avg_price at 10 places
+POSITIONS_NAMESPACE = uuid.UUID("6f5e0c1a-3c1e-4c55-9a57-0d1d7a0e5b17")
+
+
+def position_id(client_id: str, instrument_id: str) -> str:
+    """The position of a (client, instrument): one per pair in the source (UNIQUE)."""
+    return str(uuid.uuid5(POSITIONS_NAMESPACE, f"{client_id}/{instrument_id}"))
+
+
+def position_changes(trades: pl.DataFrame) -> pl.DataFrame:
+    """Every change the trades make to their (client, instrument) positions, in trade order.
+
+    Average-cost accounting: a trade in the position's direction moves the average price to the
+    quantity-weighted average (stored at 10 decimals, as the source column holds it); a trade
+    against it realizes `closed quantity x (price - average)` (long) or `x (average - price)`
+    (short), and a remainder opens the other way at the trade price. Fees are not part of
+    realized P&L. One row per trade: the position after it (`change` numbers the changes of a
+    position from 0; change 0 creates it). Exact Decimal arithmetic.
+    """
+    rows: list[dict[str, object]] = []
+    state: dict[tuple[str, str], tuple[int, Decimal, Decimal, Decimal, datetime]] = {}
+    ordered = trades.sort(["trade_date", "id"]).select(
+        "tenant_id", "client_id", "instrument_id", "side", "quantity", "price", "trade_date"
+    )
+    for tenant, client, instrument, side, qty, price, at in ordered.iter_rows():
+        key = (client, instrument)
+        n, held, avg, realized, opened = state.get(key, (-1, Decimal(0), Decimal(0), Decimal(0), at))
+        signed = qty if side == "BUY" else -qty
+        if held == 0 or (held > 0) == (signed > 0):
+            new_held = held + signed
+            avg = ((abs(held) * avg + qty * price) / abs(new_held)).quantize(POSITION_SCALE)
+            held = new_held
+        else:
+            closed = min(abs(held), qty)
+            realized += closed * ((price - avg) if held > 0 else (avg - price))
+            held += signed
+            if held == 0:
+                avg = Decimal(0)
+            elif abs(signed) > closed:  # flipped: the remainder opens at the trade price
+                avg = price
+        state[key] = (n + 1, held, avg, realized, opened)
+        rows.append(
+            {
+                "id": position_id(client, instrument),
+                "tenant_id": tenant,
+                "client_id": client,
+                "instrument_id": instrument,
+                "quantity": held,
+                "avg_price": avg if held != 0 else None,
+                "realized_pnl": realized,
+                "unrealized_pnl": Decimal(0),
+                "opened_at": opened,
+                "updated_at": at,
+                "change": n + 1,
+            }
+        )
+    dec = pl.Decimal(28, 10)
+    money = {"quantity": dec, "avg_price": dec, "realized_pnl": pl.Decimal(38, 10), "unrealized_pnl": dec}
+    schema: dict[str, pl.DataType | type[pl.DataType]] = {
+        "id": pl.String, "tenant_id": pl.String, "client_id": pl.String, "instrument_id": pl.String,
+        **money, "opened_at": pl.Datetime("us", "UTC"), "updated_at": pl.Datetime("us", "UTC"),
+        "change": pl.Int64,
+    }  # fmt: skip
+    return pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
+
+
+def realized_by_client_day(
+    changes: pl.DataFrame, timezone: str = "UTC", cutoff: str = "00:00"
+) -> dict[tuple[str, date], Decimal]:
+    """Realized P&L per (client, trading day): each change's step of its position's cumulative
+    realized P&L (the first change counts from 0), summed by the trading day of the change."""
+    steps = changes.sort("id", "change").with_columns(
+        (pl.col("realized_pnl") - pl.col("realized_pnl").shift(1).over("id").fill_null(Decimal(0))).alias(
+            "step"
+        ),
+        trading_date_expr("updated_at", timezone, cutoff).alias("day"),
+    )
+    out: dict[tuple[str, date], Decimal] = {}
+    for client, day, step in steps.select("client_id", "day", "step").iter_rows():
+        out[(client, day)] = out.get((client, day), Decimal(0)) + step
+    return out

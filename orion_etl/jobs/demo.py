@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+import psycopg
 
 from orion_etl.adapters.bulk import copy_frame
 from orion_etl.adapters.kafka import make_producer
 from orion_etl.adapters.postgres import connect
-from orion_etl.adapters.reconcile import Check, source_truth, warehouse_state
+from orion_etl.adapters.reconcile import Check, position_state, source_truth, warehouse_state
 from orion_etl.config.models import KafkaSettings, OrionSettings, SourceSettings
-from orion_etl.core.synthetic import SyntheticData
+from orion_etl.core.demo_events import risk_expectations
+from orion_etl.core.synthetic import SyntheticData, position_changes, realized_by_client_day
 from orion_etl.errors import ServiceUnavailableError, UsageError
 
 
@@ -29,6 +31,7 @@ class WrittenCounts:
     liquidity_providers: int
     orders: int
     trades: int
+    position_changes: int = 0
 
 
 def write_to_source(source: SourceSettings, data: SyntheticData, *, trade_batches: int = 10) -> WrittenCounts:
@@ -57,13 +60,42 @@ def write_to_source(source: SourceSettings, data: SyntheticData, *, trade_batche
             with conn.transaction():
                 copy_frame(conn, "orders", chunk)
                 copy_frame(conn, "trades", trades.filter(trades["order_id"].is_in(ids.implode())))
+        changes = write_positions(conn, position_changes(data.trades))
     return WrittenCounts(
         data.clients.height,
         data.instruments.height,
         data.liquidity_providers.height,
         data.orders.height,
         data.trades.height,
+        changes,
     )
+
+
+def write_positions(conn: psycopg.Connection, changes: pl.DataFrame) -> int:
+    """Apply position changes to the source `positions` table, so Debezium captures each one.
+
+    Change 0 of every position is one COPY; change k of every position is one set-based UPDATE
+    (a statement changes a row once, so the k-th changes of all positions go together, in order).
+    """
+    if changes.is_empty():
+        return 0
+    with conn.transaction():
+        copy_frame(conn, "positions", changes.filter(pl.col("change") == 0).drop("change"))
+    last = int(changes.get_column("change").max())  # type: ignore[arg-type]
+    for k in range(1, last + 1):
+        step = changes.filter(pl.col("change") == k)
+        with conn.transaction():
+            conn.execute(
+                "UPDATE positions p SET quantity = v.quantity, avg_price = v.avg_price, "
+                "realized_pnl = v.realized_pnl, updated_at = v.updated_at "
+                "FROM unnest(%s::uuid[], %s::numeric[], %s::numeric[], %s::numeric[], %s::timestamptz[]) "
+                "AS v(id, quantity, avg_price, realized_pnl, updated_at) WHERE p.id = v.id",
+                [
+                    step.get_column(c).to_list()
+                    for c in ("id", "quantity", "avg_price", "realized_pnl", "updated_at")
+                ],
+            )
+    return changes.height
 
 
 def produce_events(kafka: KafkaSettings, topic: str, events: list[dict[str, Any]]) -> int:
@@ -71,7 +103,12 @@ def produce_events(kafka: KafkaSettings, topic: str, events: list[dict[str, Any]
     producer = make_producer(kafka)
     for n, event in enumerate(events):
         payload = event["payload"]
-        key = payload.get("tradeId") or f"{payload.get('instrumentId')}:{payload.get('lpId')}"
+        # trades by id, risk snapshots by client (their order matters per client), quotes by pair
+        key = (
+            payload.get("tradeId")
+            or (payload.get("clientId") if "snapshotTime" in payload else None)
+            or f"{payload.get('instrumentId')}:{payload.get('lpId')}"
+        )
         producer.produce(topic, key=str(key).encode(), value=json.dumps(event).encode())
         if n % 10_000 == 0:
             producer.poll(0)
@@ -82,40 +119,73 @@ def produce_events(kafka: KafkaSettings, topic: str, events: list[dict[str, Any]
 
 @dataclass(frozen=True)
 class DemoManifest:
-    """What `demo generate` produced, kept in a small JSON file for `demo verify`."""
+    """What `demo generate` produced, kept in a small JSON file for `demo verify`.
+
+    Positions and risk: the generated position ids and number of changes, the realized P&L per
+    client on the demo's trading day, and per client what daily client metrics must show from
+    the risk snapshots (avg / max utilization, breaches, avg risk score; 4 decimals).
+    """
 
     day: date
     seed: int
     event_trade_ids: list[str]
     quotes_produced: int
+    position_ids: list[str] = field(default_factory=list)
+    position_changes: int = 0
+    realized_pnl: dict[str, str] = field(default_factory=dict)  # client -> P&L of the day
+    risk_snapshots: int = 0
+    risk: dict[str, list[str]] = field(default_factory=dict)  # client -> [avg, max, breaches, score]
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(
-            json.dumps(
-                {
-                    "day": self.day.isoformat(),
-                    "seed": self.seed,
-                    "event_trade_ids": self.event_trade_ids,
-                    "quotes_produced": self.quotes_produced,
-                }
-            )
-        )
+        doc = {
+            "day": self.day.isoformat(),
+            "seed": self.seed,
+            "event_trade_ids": self.event_trade_ids,
+            "quotes_produced": self.quotes_produced,
+            "position_ids": self.position_ids,
+            "position_changes": self.position_changes,
+            "realized_pnl": self.realized_pnl,
+            "risk_snapshots": self.risk_snapshots,
+            "risk": self.risk,
+        }
+        path.write_text(json.dumps(doc))
 
     @classmethod
     def load(cls, path: Path) -> DemoManifest:
         try:
             raw = json.loads(path.read_text())
-            return cls(date.fromisoformat(raw["day"]), int(raw["seed"]), list(raw["event_trade_ids"]),
-                       int(raw["quotes_produced"]))  # fmt: skip
-        except (OSError, ValueError, KeyError) as exc:
+            return cls(
+                date.fromisoformat(raw["day"]), int(raw["seed"]), list(raw["event_trade_ids"]),
+                int(raw["quotes_produced"]), list(raw.get("position_ids", [])),
+                int(raw.get("position_changes", 0)), dict(raw.get("realized_pnl", {})),
+                int(raw.get("risk_snapshots", 0)), dict(raw.get("risk", {})),
+            )  # fmt: skip
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise UsageError(f"cannot read demo manifest {path}: {exc}") from None
+
+
+def position_expectations(
+    data: SyntheticData, risk: list[dict[str, Any]], day: date, timezone: str, cutoff: str
+) -> dict[str, Any]:
+    """The manifest's position and risk fields for generated activity (see DemoManifest)."""
+    changes = position_changes(data.trades)
+    pnl = realized_by_client_day(changes, timezone, cutoff)
+    expected_risk = risk_expectations(risk, day, timezone, cutoff)
+    return {
+        "position_ids": sorted(set(changes.get_column("id").to_list())),
+        "position_changes": changes.height,
+        "realized_pnl": {client: str(v) for (client, d), v in pnl.items() if d == day},
+        "risk_snapshots": len(risk),
+        "risk": {client: [str(a), str(m), str(b), str(s)] for client, (a, m, b, s) in expected_risk.items()},
+    }
 
 
 def reconcile(settings: OrionSettings, manifest: DemoManifest) -> list[Check]:
     """Compare the source of truth and the produced events with the warehouse."""
     truth = source_truth(settings.source)
     state = warehouse_state(settings.warehouse, manifest.event_trade_ids, manifest.day)
+    state.update(position_state(settings.warehouse, manifest.position_ids, list(manifest.risk), manifest.day))
     checks: list[Check] = []
     tenants = sorted(set(truth["trades"]) | set(state["trades"]))
     for tenant in tenants:
@@ -140,6 +210,7 @@ def reconcile(settings: OrionSettings, manifest: DemoManifest) -> list[Check]:
         Check(f"{manifest.day} notional: facts vs daily aggregate",
               _fmt(state["facts_of_day"][1]), _fmt(state["aggregate_of_day"][1])),
     ]  # fmt: skip
+    checks += _position_and_risk_checks(state, manifest)
     loaded_quotes = state["quotes"]
     checks.append(
         Check(
@@ -149,6 +220,28 @@ def reconcile(settings: OrionSettings, manifest: DemoManifest) -> list[Check]:
         )
     )
     return checks
+
+
+def _position_and_risk_checks(state: dict[str, Any], manifest: DemoManifest) -> list[Check]:
+    """Position changes and risk snapshots loaded; realized P&L and risk columns of the demo day's
+    client metrics per client (a line counts the clients that match; totals per tenant follow)."""
+    day = manifest.day
+    pnl: dict[str, Decimal] = state["client_pnl"]
+    risk: dict[str, tuple[Decimal, Decimal, int, Decimal | None]] = state["client_risk"]
+    expected_pnl = {c: Decimal(v) for c, v in manifest.realized_pnl.items()}
+    matching = sum(1 for c, v in expected_pnl.items() if pnl.get(c) == v)
+    expected_risk = {
+        c: (Decimal(a), Decimal(m), int(b), Decimal(s)) for c, (a, m, b, s) in manifest.risk.items()
+    }
+    risk_matching = sum(1 for c, v in expected_risk.items() if risk.get(c) == v)
+    return [
+        Check("position changes loaded", _fmt(manifest.position_changes), _fmt(state["position_changes"])),
+        Check("risk snapshots loaded", _fmt(manifest.risk_snapshots), _fmt(state["risk_snapshots"])),
+        Check(f"{day} realized P&L: clients matching", _fmt(len(expected_pnl)), _fmt(matching)),
+        Check(f"{day} realized P&L: total", _fmt(sum(expected_pnl.values(), Decimal(0))),
+              _fmt(sum((pnl.get(c, Decimal(0)) for c in expected_pnl), Decimal(0)))),
+        Check(f"{day} risk columns: clients matching", _fmt(len(expected_risk)), _fmt(risk_matching)),
+    ]  # fmt: skip
 
 
 def _fmt(value: int | Decimal) -> str:

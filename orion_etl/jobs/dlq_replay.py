@@ -297,7 +297,7 @@ class _Replay:
         attempts, write = work
         if self.result.dry_run:
             write.offsets, write.issues = {}, []
-            frames = (write.trades, write.orders, write.deletes, write.quotes)
+            frames = (write.trades, write.orders, write.deletes, write.quotes, write.positions, write.risk)
             if all(f is None or f.is_empty() for f in frames):
                 return
             conn = self.loader.open()

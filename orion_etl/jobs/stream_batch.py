@@ -52,25 +52,41 @@ class Route(StrEnum):
     ORDERS_CDC = "orders_cdc"
     TRADE_EVENTS = "trade_events"
     QUOTE_EVENTS = "quote_events"
+    POSITIONS_CDC = "positions_cdc"
+    RISK_EVENTS = "risk_events"
 
 
-CDC_TABLE = {Route.TRADES_CDC: "trades", Route.ORDERS_CDC: "orders"}
-EVENT_TYPE = {Route.TRADE_EVENTS: "trade.executed", Route.QUOTE_EVENTS: "quote.received"}
+CDC_TABLE = {Route.TRADES_CDC: "trades", Route.ORDERS_CDC: "orders", Route.POSITIONS_CDC: "positions"}
+EVENT_TYPE = {
+    Route.TRADE_EVENTS: "trade.executed",
+    Route.QUOTE_EVENTS: "quote.received",
+    Route.RISK_EVENTS: "risk.snapshot",
+}
 FACT_COLUMNS = {
     Route.TRADES_CDC: (facts.TRADE_COLUMNS, facts.TRADE_REQUIRED),
     Route.ORDERS_CDC: (facts.ORDER_COLUMNS, facts.ORDER_REQUIRED),
+    Route.POSITIONS_CDC: (facts.POSITION_ROW_COLUMNS, facts.POSITION_ROW_REQUIRED),
 }
 FACT_TABLE = {
     Route.TRADES_CDC: "fact_trades",
     Route.TRADE_EVENTS: "fact_trades",
     Route.ORDERS_CDC: "fact_orders",
     Route.QUOTE_EVENTS: "fact_quotes",
+    Route.POSITIONS_CDC: "fact_positions",
+    Route.RISK_EVENTS: "fact_risk_snapshots",
 }
 # Source column -> fact column where the names differ (for TOAST placeholder look-ups).
 TOAST_MAP = {
     "fact_trades": {"id": "trade_id"},
     "fact_orders": {"id": "order_id", "status": "final_status", "created_at": "order_date"},
+    "fact_positions": {"id": "position_id", "updated_at": "changed_at"},
 }
+# Columns a position delete takes from the position's previous change when its before image
+# lacks them (a source table without REPLICA IDENTITY FULL sends only the key).
+POSITION_CARRIED = [
+    "tenant_id", "client_id", "instrument_id", "quantity", "avg_price", "realized_pnl",
+    "unrealized_pnl", "opened_at",
+]  # fmt: skip
 
 
 def routes(settings: OrionSettings) -> dict[str, Route]:
@@ -81,6 +97,8 @@ def routes(settings: OrionSettings) -> dict[str, Route]:
         t.orders_cdc: Route.ORDERS_CDC,
         t.trade_events: Route.TRADE_EVENTS,
         t.quote_events: Route.QUOTE_EVENTS,
+        t.positions_cdc: Route.POSITIONS_CDC,
+        t.risk_events: Route.RISK_EVENTS,
     }
 
 
@@ -185,6 +203,8 @@ class BatchPreparer:
         out.write.offsets = offsets
         out.write.watermarks = _watermarks(by_route, decoded)
         self._facts(out, by_route, decoded, counts)
+        self._positions(out, by_route[Route.POSITIONS_CDC], decoded.get(Route.POSITIONS_CDC), counts)
+        self._risk(out, by_route[Route.RISK_EVENTS], counts)
         self._quotes(out, by_route[Route.QUOTE_EVENTS], counts)
         for letter in out.letters:
             out.write.issues.append(self._issue_for(letter))
@@ -337,7 +357,9 @@ class BatchPreparer:
                 message = row["_error"]
                 rule = _rule_names([message])
             cls = ErrorClass.RULE if rule and error_class is ErrorClass.INVALID_VALUE else error_class
-            record_id = row.get("trade_id") or row.get("order_id") or row.get("id")
+            record_id = row.get("trade_id") or row.get("order_id") or row.get("position_id") or row.get("id")
+            if record_id is None and row.get("client_id") is not None:
+                record_id = row["client_id"]  # a risk snapshot: the client it is about
             out.letters.append(DeadLetter(rec, cls, message, rule, table, record_id))
 
     def _gate_dimensions(self, frame: pl.DataFrame, table: str, out: PreparedBatch) -> pl.DataFrame:
@@ -405,6 +427,84 @@ class BatchPreparer:
             )
         log.debug("filled %s TOAST placeholder row(s) from the warehouse", pending.height)
         return frame.drop([f"_stored_{n}" for n in names])
+
+    # --- positions and risk snapshots ----------------------------------------------------------
+
+    def _positions(
+        self, out: PreparedBatch, changes: list[Change], decoded: pl.DataFrame | None, counts: dict[str, int]
+    ) -> None:
+        """Every change of a position becomes a history row (fact_positions, see V050).
+
+        Deletes are history rows too (`is_deleted`, P&L-neutral); their before image is completed
+        from the position's previous change when the source sends only the key.
+        """
+        table = "fact_positions"
+        columns, required = FACT_COLUMNS[Route.POSITIONS_CDC]
+        if decoded is not None:
+            frame = decoded
+        elif changes:
+            frame = to_frame(changes, columns, required)
+        else:
+            return
+        is_delete = pl.col("_op") == "d"
+        carried = [pl.when(is_delete & pl.col(c).is_null()).then(pl.lit(c)) for c in POSITION_CARRIED]
+        frame = frame.with_columns(
+            pl.concat_list(pl.col("_unavailable"), pl.concat_list(carried).list.drop_nulls())
+            .list.unique(maintain_order=True)
+            .alias("_unavailable")
+        )
+        frame = facts.transform_positions(
+            self._fill_unavailable(frame, table), self.tz, self.cutoff, weekend_roll=self.weekend_roll
+        )
+        deletes = frame.filter(pl.col("is_deleted") & pl.col("_error").is_null())
+        unknown = deletes.filter(
+            pl.any_horizontal(pl.col(c).is_null() for c in ("tenant_id", "client_id", "instrument_id"))
+        )
+        if not unknown.is_empty():
+            # a delete of a position never loaded, without a full before image: nothing to record
+            counts["tombstones"] += unknown.height
+            deletes = deletes.join(unknown.select("_topic", "_partition", "_offset"),
+                                   on=["_topic", "_partition", "_offset"], how="anti")  # fmt: skip
+        upserts = frame.filter(~pl.col("is_deleted") | pl.col("_error").is_not_null())
+        valid = self._validate(upserts, table, "position_id", out) if not upserts.is_empty() else None
+        parts = [p for p in (valid, deletes.with_columns(pl.lit("d").alias("_op"))) if p is not None]
+        rows = pl.concat(parts, how="diagonal_relaxed") if parts else None
+        if rows is None or rows.is_empty():
+            return
+        rows = self._dimension_keys(self._gate_dimensions(rows, table, out), table, out)
+        if rows.is_empty():
+            return
+        # one row per change: a change delivered twice in a batch is written once
+        unique = rows.unique(
+            subset=["position_id", "src_commit_lsn", "src_lsn"], keep="last", maintain_order=True
+        )
+        counts["superseded"] += rows.height - unique.height
+        out.latencies_ts_ms.extend(unique.get_column("_ts_ms").drop_nulls().to_list())
+        out.write.positions = unique.with_columns(
+            pl.col("_topic").alias("src_topic"),
+            pl.col("_partition").alias("src_partition"),
+            pl.col("_offset").alias("src_offset"),
+        )
+
+    def _risk(self, out: PreparedBatch, changes: list[Change], counts: dict[str, int]) -> None:
+        """`risk.snapshot` events -> fact_risk_snapshots rows, the newest per (client, time)."""
+        if not changes:
+            return
+        table = "fact_risk_snapshots"
+        frame = to_frame(changes, facts.RISK_COLUMNS, facts.RISK_REQUIRED, rename=facts.RISK_EVENT_RENAME)
+        frame = facts.transform_risk(frame, self.tz, self.cutoff, weekend_roll=self.weekend_roll)
+        valid = self._validate(frame, table, "_risk_key", out)
+        valid = self._dimension_keys(self._gate_dimensions(valid, table, out), table, out)
+        if valid.is_empty():
+            return
+        latest, superseded = facts.latest_per_key(valid, "_risk_key")
+        counts["superseded"] += superseded
+        out.latencies_ts_ms.extend(latest.get_column("_kafka_ts_ms").drop_nulls().to_list())
+        out.write.risk = latest.with_columns(
+            pl.col("_topic").alias("src_topic"),
+            pl.col("_partition").alias("src_partition"),
+            pl.col("_offset").alias("src_offset"),
+        )
 
     # --- quotes --------------------------------------------------------------------------------
 

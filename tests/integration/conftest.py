@@ -39,6 +39,7 @@ WAREHOUSE_TABLES = [
     "fact_orders",
     "fact_quotes",
     "fact_risk_snapshots",
+    "fact_positions",
     "agg_daily_trade_summary",
     "agg_client_metrics",
     "agg_lp_performance",

@@ -70,8 +70,25 @@ def add_trade(
     return row["trade_id"]
 
 
+def add_position_and_risk(conn: psycopg.Connection, client_id: uuid.UUID, instrument_id: uuid.UUID) -> None:
+    """A fresh position change and a fresh risk snapshot of the client."""
+    when = datetime.now(UTC) - timedelta(minutes=5)
+    conn.execute(
+        "INSERT INTO fact_positions (position_id, tenant_id, client_id, instrument_id, changed_at, "
+        "change_date_key, quantity, avg_price, realized_pnl, src_op, src_commit_lsn, src_lsn) "
+        "VALUES (%s, %s, %s, %s, %s, %s, 10, 1.1, 0, 'c', 1, 1)",
+        (uuid.uuid4(), TENANT, client_id, instrument_id, when, int(when.strftime("%Y%m%d"))),
+    )
+    conn.execute(
+        "INSERT INTO fact_risk_snapshots (tenant_id, client_id, snapshot_time, snapshot_date, "
+        "snapshot_date_key, utilization_pct, risk_score) VALUES (%s, %s, %s, %s, %s, 40, 30)",
+        (TENANT, client_id, when, when.date(), int(when.strftime("%Y%m%d"))),
+    )
+
+
 def clean_world(conn: psycopg.Connection) -> tuple[uuid.UUID, uuid.UUID]:
-    """One client, one instrument and one fresh, valid trade between them."""
+    """One client, one instrument, one fresh valid trade, position change and risk snapshot."""
     client, instrument = add_client(conn), add_instrument(conn)
     add_trade(conn, client, instrument)
+    add_position_and_risk(conn, client, instrument)
     return client, instrument

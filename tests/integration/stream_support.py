@@ -16,6 +16,7 @@ from orion_etl.config.models import OrionSettings
 from orion_etl.jobs.stream import StreamResult, run_stream
 
 STREAM_TABLES = ["etl_fact_tombstones", "etl_quote_sampler_state"]
+POSITION_TABLES = ["fact_positions", "fact_risk_snapshots", "agg_client_metrics", "agg_dirty_buckets"]
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -40,9 +41,14 @@ def stream_settings(base: OrionSettings, topic_name: Callable[[str], str], **str
         "orders_cdc": topic_name("cdc.public.orders"),
         "trade_events": topic_name("trade.executed"),
         "quote_events": topic_name("quote.received"),
+        "positions_cdc": topic_name("cdc.public.positions"),
+        "risk_events": topic_name("risk.snapshot"),
     }
     ensure_topics(base.kafka, [topics["trades_cdc"]], partitions=2)
-    ensure_topics(base.kafka, [topics["orders_cdc"], topics["trade_events"], topics["quote_events"]])
+    ensure_topics(
+        base.kafka,
+        [topics[t] for t in ("orders_cdc", "trade_events", "quote_events", "positions_cdc", "risk_events")],
+    )
     update = {
         "topics": topics,
         "group_id": topic_name("group"),

@@ -92,15 +92,24 @@ def signalled(stack_settings: OrionSettings, run_id: str) -> Iterator[Signalled]
             "heartbeat_interval_ms": 1000,
         }
     )
-    events = [f"test.{run_id}.sig.trade.executed", f"test.{run_id}.sig.quote.received"]
+    events = [
+        f"test.{run_id}.sig.trade.executed",
+        f"test.{run_id}.sig.quote.received",
+        f"test.{run_id}.sig.risk",
+    ]
     # The loader's topics exist before it starts (no orders are written, so Debezium never would).
-    ensure_topics(stack_settings.kafka, [*events, f"{routed}.public.trades", f"{routed}.public.orders"])
+    ensure_topics(
+        stack_settings.kafka,
+        [*events, f"{routed}.public.trades", f"{routed}.public.orders", f"{routed}.public.positions"],
+    )
     topics = stack_settings.stream.topics.model_copy(
         update={
             "trades_cdc": f"{routed}.public.trades",
             "orders_cdc": f"{routed}.public.orders",
             "trade_events": events[0],
             "quote_events": events[1],
+            "positions_cdc": f"{routed}.public.positions",
+            "risk_events": events[2],
         }
     )
     stream = stack_settings.stream.model_copy(

@@ -61,6 +61,8 @@ def external_env(run_id: str, tmp_path: Path) -> Iterator[dict[str, str]]:
         "ORION_ETL_STREAM__TOPICS__ORDERS_CDC": f"{routed}.public.orders",
         "ORION_ETL_STREAM__TOPICS__TRADE_EVENTS": f"{tag}.trade.executed",
         "ORION_ETL_STREAM__TOPICS__QUOTE_EVENTS": f"{tag}.quote.received",
+        "ORION_ETL_STREAM__TOPICS__POSITIONS_CDC": f"{routed}.public.positions",
+        "ORION_ETL_STREAM__TOPICS__RISK_EVENTS": f"{tag}.risk.snapshot",
         "ORION_ETL_DIMS__CDC_GROUP_ID": f"orion-dims-{tag}",
     }
     try:

@@ -69,6 +69,8 @@ def connector(
             "orders_cdc": f"{routed}.public.orders",
             "trade_events": f"{routed}.trade.executed",
             "quote_events": f"{routed}.quote.received",
+            "positions_cdc": f"{routed}.public.positions",
+            "risk_events": f"{routed}.risk.snapshot",
         }
     )
     settings = stack_settings.model_copy(

@@ -45,6 +45,8 @@ def _env(settings: OrionSettings) -> dict[str, str]:
         ORION_ETL_STREAM__TOPICS__ORDERS_CDC=t.orders_cdc,
         ORION_ETL_STREAM__TOPICS__TRADE_EVENTS=t.trade_events,
         ORION_ETL_STREAM__TOPICS__QUOTE_EVENTS=t.quote_events,
+        ORION_ETL_STREAM__TOPICS__POSITIONS_CDC=t.positions_cdc,
+        ORION_ETL_STREAM__TOPICS__RISK_EVENTS=t.risk_events,
         ORION_ETL_STREAM__BATCH_MAX_MS="200",
         ORION_ETL_LOGGING__FORMAT="plain",
         COLUMNS="200",

@@ -21,6 +21,7 @@ def test_every_keyed_fact_is_registered() -> None:
         "fact_trades.client_key", "fact_trades.instrument_key", "fact_trades.lp_key",
         "fact_orders.client_key", "fact_orders.instrument_key", "fact_orders.lp_key",
         "fact_quotes.instrument_key", "fact_quotes.lp_key", "fact_risk_snapshots.client_key",
+        "fact_positions.client_key", "fact_positions.instrument_key",
     }  # fmt: skip
     assert {r.fact_table for r in registered("client")} == {
         "fact_trades",
@@ -33,11 +34,11 @@ def test_every_keyed_fact_is_registered() -> None:
 def test_a_new_fact_registers_itself_and_gets_an_audit_rule(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fact_keys, "_REGISTRY", dict(fact_keys._REGISTRY))
     ref = fact_keys.register(
-        FactKeyRef("fact_positions", "client", "client_key", "client_id", "snapshot_time", ("position_id",))
+        FactKeyRef("fact_fills", "client", "client_key", "client_id", "filled_at", ("fill_id",))
     )
     assert ref in registered("client")
     rules = {r.key: r for r in default_rules()}
-    assert rules["fact_positions.client_key_point_in_time"].sql == mismatch_predicate(ref)
+    assert rules["fact_fills.client_key_point_in_time"].sql == mismatch_predicate(ref)
 
 
 @pytest.mark.parametrize(
