@@ -84,6 +84,18 @@ def add_position_and_risk(conn: psycopg.Connection, client_id: uuid.UUID, instru
         "snapshot_date_key, utilization_pct, risk_score) VALUES (%s, %s, %s, %s, %s, 40, 30)",
         (TENANT, client_id, when, when.date(), int(when.strftime("%Y%m%d"))),
     )
+    # keyed like the loader keys them (each member has one version)
+    conn.execute(
+        "UPDATE fact_positions f SET client_key = (SELECT min(client_key) FROM dim_clients d "
+        "WHERE d.client_id = f.client_id), instrument_key = (SELECT min(instrument_key) "
+        "FROM dim_instruments d WHERE d.instrument_id = f.instrument_id) WHERE f.client_id = %s",
+        (client_id,),
+    )
+    conn.execute(
+        "UPDATE fact_risk_snapshots f SET client_key = (SELECT min(client_key) FROM dim_clients d "
+        "WHERE d.client_id = f.client_id) WHERE f.client_id = %s",
+        (client_id,),
+    )
 
 
 def clean_world(conn: psycopg.Connection) -> tuple[uuid.UUID, uuid.UUID]:

@@ -23,11 +23,8 @@ def test_every_keyed_fact_is_registered() -> None:
         "fact_quotes.instrument_key", "fact_quotes.lp_key", "fact_risk_snapshots.client_key",
         "fact_positions.client_key", "fact_positions.instrument_key",
     }  # fmt: skip
-    assert {r.fact_table for r in registered("client")} == {
-        "fact_trades",
-        "fact_orders",
-        "fact_risk_snapshots",
-    }
+    clients = {r.fact_table for r in registered("client")}
+    assert clients == {"fact_trades", "fact_orders", "fact_risk_snapshots", "fact_positions"}
     assert [r.key_column for r in refs_for_table("fact_quotes")] == ["instrument_key", "lp_key"]
 
 
