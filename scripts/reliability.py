@@ -4,13 +4,17 @@
     PYTHONPATH=. .venv/bin/python scripts/reliability.py --long      # 20 kills during 500,000 events
     PYTHONPATH=. .venv/bin/python scripts/reliability.py --medium    # 10 kills during 100,000 events
     PYTHONPATH=. .venv/bin/python scripts/reliability.py --fast      # the CI figures
-        [--no-write] [--only kills,kafka,postgres,group]
+        [--no-write] [--only kills,kafka,postgres,group,hostile]
 
 Scenarios (tests/reliability_scenarios.py), each on its own topics and a fresh warehouse database:
   kills      N kill -9 of the loader subprocess at random instants, then one loader finishes;
   kafka      a broker restart (clean stop + start) and a hard kill -9 + start, mid-load;
   postgres   a PostgreSQL restart (fast shutdown) and an immediate shutdown (crash) + start, mid-load;
-  group      loaders joining / leaving one consumer group (up to three at once; kill -9 and SIGTERM).
+  group      loaders joining / leaving one consumer group (up to three at once; kill -9 and SIGTERM);
+  hostile    hostile records (tests/hostile_records.py: NUL and lone surrogates, invalid UTF-8,
+             non-finite and huge numbers, type swaps, deep nesting, rows the warehouse refuses,
+             tombstones with odd keys) among good ones on CDC and event topics, one loader run:
+             every good record loaded once verbatim, every bad one dead-lettered once (issue 14).
 After each one the warehouse is compared with the source of truth built from the workload.
 
 It RESTARTS KAFKA AND POSTGRESQL of the stack it points at: run it on your own stack instance
@@ -41,14 +45,33 @@ sys.path.insert(0, str(REPO))
 from orion_etl.adapters import migrations  # noqa: E402
 from orion_etl.adapters.postgres import connect  # noqa: E402
 from orion_etl.config.models import OrionSettings  # noqa: E402
+from tests.hostile_records import hostile_run  # noqa: E402
 from tests.reliability_scenarios import group, kills, restarts  # noqa: E402
 from tests.reliability_support import reliability_settings  # noqa: E402
 
 MARK_START, MARK_END = "<!-- reliability:start -->", "<!-- reliability:end -->"
 PRESETS = {  # events and kills per scenario
-    "fast": {"kill_events": 30_000, "kills": 4, "restart_events": 20_000, "group_events": 30_000},
-    "medium": {"kill_events": 100_000, "kills": 10, "restart_events": 60_000, "group_events": 100_000},
-    "long": {"kill_events": 500_000, "kills": 20, "restart_events": 150_000, "group_events": 200_000},
+    "fast": {
+        "kill_events": 30_000,
+        "kills": 4,
+        "restart_events": 20_000,
+        "group_events": 30_000,
+        "hostile_events": 20_000,
+    },
+    "medium": {
+        "kill_events": 100_000,
+        "kills": 10,
+        "restart_events": 60_000,
+        "group_events": 100_000,
+        "hostile_events": 200_000,
+    },
+    "long": {
+        "kill_events": 500_000,
+        "kills": 20,
+        "restart_events": 150_000,
+        "group_events": 200_000,
+        "hostile_events": 1_000_000,
+    },
 }
 
 
@@ -165,6 +188,15 @@ def run(preset: str, only: set[str], log_root: Path) -> list[tuple[str, dict[str
                 seed=103,
             ),
         )
+    if "hostile" in only:
+        scenario(
+            "hostile",
+            lambda b: hostile_run(
+                reliability_settings(b, f"{prefix}.hostile", batch_max_messages=5000),
+                p["hostile_events"],
+                seed=104,
+            ),
+        )
     return results
 
 
@@ -188,6 +220,13 @@ def render(preset: str, results: list[tuple[str, dict[str, Any]]], total_s: floa
                 else (f"{f['kills']} x kill -9 ({f['kills_mid_load']} mid-load)")
             )
             rate = f"{f['throughput_msg_s']:,} msg/s"
+        elif name == "hostile":
+            faults = (
+                f"{f['bad']:,} bad records ({f['rejected']:,} refused by the warehouse), "
+                f"{f['tombstones']:,} tombstones; checks: "
+                + ", ".join(k for k, ok in f["checks"].items() if ok)
+            )
+            rate = f"{f['throughput_msg_s']:,} msg/s"
         elif name == "group":
             faults = (
                 "; ".join(f"{e[0]} at {e[1]:,}" for e in f["membership_changes"])
@@ -205,7 +244,8 @@ def render(preset: str, results: list[tuple[str, dict[str, Any]]], total_s: floa
             f"{f['live_trades']:,} / {f['deleted_trades']:,} | {f['quotes']:,} | {f['dead_letters']} | "
             f"{'exact' if f['ok'] else 'MISMATCH'} |"
         )
-    lines += ["", "Checks after every scenario: " + (results[0][1]["checks"] if results else "-") + ".", ""]
+    first = next((f for n, f in results if n != "hostile"), None)
+    lines += ["", "Checks after every scenario: " + (first["checks"] if first else "-") + ".", ""]
     kill = dict(results).get("kills")
     if kill:
         lines += [
@@ -224,7 +264,7 @@ def main() -> None:
     size = parser.add_mutually_exclusive_group()
     for name in PRESETS:
         size.add_argument(f"--{name}", dest="preset", action="store_const", const=name)
-    parser.add_argument("--only", default="kills,kafka,postgres,group")
+    parser.add_argument("--only", default="kills,kafka,postgres,group,hostile")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--logs", type=Path, default=Path("/tmp/orion-reliability"))
     args = parser.parse_args()

@@ -1,20 +1,32 @@
 """Dead-letter publishing: the original record, verbatim, plus `dlq.*` headers (docs/stream.md).
 
-One long-lived idempotent producer per loader. `flush` is called before the batch's warehouse
-transaction commits its Kafka positions, so a dead letter is durable before its source record is
-considered consumed. A crash between the flush and the commit re-publishes the same dead letters
-on restart: the DLQ is at-least-once, and `dlq.fingerprint` identifies duplicates.
+One long-lived idempotent producer per consumer. Letters are published and flushed inside the
+batch's warehouse transaction, after its positions are claimed and before it commits, so a dead
+letter is durable before its source record is considered consumed, and a fenced batch publishes
+nothing.
+
+Exactly one letter per record (docs/dlq.md): the publisher remembers the origins it has delivered
+(`published`), so a retried batch does not publish them again; for a re-read after a crash, each
+claim stores the *floor* of the partition's DLQ topic (per DLQ partition, an offset below which lie
+all letters of the records committed so far; every letter this process publishes later lies above
+it), and a process taking the partition over reads the DLQ from the stored floor (`recall`) and
+treats the letters it finds for records it will re-read as published.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from orion_etl.adapters.dlq_reader import DlqReader
 from orion_etl.core.debezium import KafkaRecord
+from orion_etl.core.pgtext import storable
 from orion_etl.errors import ServiceUnavailableError
 
 HEADER_PREFIX = "dlq."
@@ -40,6 +52,11 @@ class DeadLetter:
     rule: str = ""
     source_table: str | None = None
     record_id: str | None = None
+    sqlstate: str = ""  # LOAD_REJECTED: PostgreSQL's SQLSTATE
+
+
+Origin = tuple[str, int, int]  # topic, partition, offset of the dead-lettered record
+log = logging.getLogger(__name__)
 
 
 def dlq_headers(
@@ -60,14 +77,16 @@ def dlq_headers(
         "consumer_group": group,
         "job_run_id": job_run_id or "",
     }
+    if letter.sqlstate:
+        own["sqlstate"] = letter.sqlstate
     originals: list[tuple[str, str | bytes | None]] = [
         (k, v) for k, v in (r.headers or []) if not k.startswith(HEADER_PREFIX)
     ]
-    return originals + [(HEADER_PREFIX + k, v.encode()) for k, v in own.items()]
+    return originals + [(HEADER_PREFIX + k, storable(v).encode()) for k, v in own.items()]
 
 
 class DeadLetterPublisher:
-    """Publishes dead letters to `<origin topic><suffix>`."""
+    """Publishes dead letters to `<origin topic><suffix>`, each origin once (module doc)."""
 
     def __init__(self, producer: Producer, suffix: str, group: str) -> None:
         self.producer = producer
@@ -75,17 +94,100 @@ class DeadLetterPublisher:
         self.group = group
         self.job_run_id: str | None = None
         self._errors: list[str] = []
+        self._lock = threading.Lock()  # delivery reports arrive on whichever thread polls
+        self.published: set[Origin] = set()  # delivered (or found in the DLQ by `recall`)
+        self._queued: set[Origin] = set()  # produced, delivery not reported yet
+        self._floors: dict[str, dict[int, int]] = {}  # DLQ topic -> partition -> floor
 
     def topic_for(self, origin: str) -> str:
         return f"{origin}{self.suffix}"
 
-    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            self._errors.append(f"{msg.topic()}: {err.str()}")
+    # --- floors and recall ---------------------------------------------------------------
 
-    def publish(self, letters: list[DeadLetter]) -> None:
+    def start_floors(self, dlq_topic: str, high_watermarks: dict[int, int]) -> None:
+        """Floors from the DLQ's end before this process publishes anything to it."""
+        with self._lock:
+            floors = self._floors.setdefault(dlq_topic, {})
+            for partition, high in high_watermarks.items():
+                floors[partition] = max(floors.get(partition, 0), high)
+
+    def floors(self, origin_topics: Iterable[str]) -> dict[str, dict[int, int]]:
+        """Current floors of the DLQ topics of `origin_topics` (those known), by origin topic."""
+        with self._lock:
+            return {
+                t: dict(self._floors[self.topic_for(t)])
+                for t in origin_topics
+                if self.topic_for(t) in self._floors
+            }
+
+    def recall(self, reader: DlqReader, partitions: dict[tuple[str, int], tuple[int, dict[int, int]]]) -> int:
+        """Mark as published the letters already in the DLQ for records about to be re-read.
+
+        `partitions`: origin partition -> (stored next offset, stored floors). Reads each DLQ
+        partition from the lowest stored floor to its end; returns the letters found.
+        """
+        ranges: dict[tuple[str, int], tuple[int, int]] = {}
+        for (topic, _), (_, floors) in partitions.items():
+            dlq = self.topic_for(topic)
+            marks = reader.watermarks(dlq)
+            for dlq_partition, (low, high) in marks.items():
+                # (a DLQ partition added after the floors were stored: from its beginning)
+                floor = max(low, floors.get(dlq_partition, 0))
+                start = min(floor, ranges.get((dlq, dlq_partition), (floor, high))[0])
+                ranges[(dlq, dlq_partition)] = (start, high)
+        found = 0
+        for chunk in reader.read(ranges):
+            for m in chunk:
+                key = (m.origin_topic or "", m.origin_partition or 0)
+                if m.consumer_group != self.group or key not in partitions or m.origin_offset is None:
+                    continue
+                if m.origin_offset >= partitions[key][0]:
+                    with self._lock:
+                        self.published.add((key[0], key[1], m.origin_offset))
+                    found += 1
+        if found:
+            log.info(
+                "%s dead letter(s) of records to re-read are in the DLQ already; not published again", found
+            )
+        return found
+
+    def forget(self, partitions: dict[tuple[str, int], int | None]) -> None:
+        """Drop what is remembered of records below these positions (or of revoked partitions: None)."""
+        with self._lock:
+            self.published = {
+                o
+                for o in self.published
+                if (o[0], o[1]) not in partitions
+                or ((pos := partitions[(o[0], o[1])]) is not None and o[2] >= pos)
+            }
+
+    # --- publishing ----------------------------------------------------------------------
+
+    def _deliveries(self, origin: Origin) -> Callable[[KafkaError | None, Message], None]:
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            with self._lock:
+                self._queued.discard(origin)
+                if err is not None:
+                    self._errors.append(f"{msg.topic()}: {err.str()}")
+                    return
+                self.published.add(origin)
+                topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+                if topic is not None and partition is not None and offset is not None:
+                    floors = self._floors.setdefault(topic, {})
+                    floors[partition] = max(floors.get(partition, 0), offset + 1)
+
+        return on_delivery
+
+    def publish(self, letters: list[DeadLetter]) -> int:
+        """Produce the letters whose origin is neither published nor on its way; returns how many."""
+        produced = 0
         for letter in letters:
             r = letter.record
+            origin = (r.topic, r.partition, r.offset)
+            with self._lock:
+                if origin in self.published or origin in self._queued:
+                    continue
+                self._queued.add(origin)
             headers = dlq_headers(letter, self.group, self.job_run_id)
             value = r.value
             if value is not None and len(value) > MAX_DLQ_VALUE_BYTES:
@@ -98,17 +200,22 @@ class DeadLetterPublisher:
                         value=value,
                         key=r.key,
                         headers=headers,
-                        on_delivery=self._on_delivery,
+                        on_delivery=self._deliveries(origin),
                     )
                     break
                 except BufferError:
                     self.producer.poll(0.1)
+            produced += 1
         self.producer.poll(0)
+        return produced
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Wait until every dead letter is acknowledged; raise (transient) otherwise."""
         remaining = self.producer.flush(timeout_s)
-        errors, self._errors = self._errors, []
+        with self._lock:
+            # (letters not delivered in time stay queued: a retry waits for them, it does not
+            # produce them again; one that finally fails is reported and produced again)
+            errors, self._errors = self._errors, []
         if remaining or errors:
             detail = "; ".join(errors[:3]) or f"{remaining} message(s) not delivered"
             raise ServiceUnavailableError(f"dead-letter queue publish failed: {detail}")

@@ -7,6 +7,8 @@ from typing import Any
 
 import psycopg
 
+from orion_etl.core.pgtext import storable_value
+
 
 @dataclass(frozen=True)
 class ReplayAttempt:
@@ -42,7 +44,7 @@ def record(conn: psycopg.Connection, attempts: list[ReplayAttempt], job_run_id: 
     if not attempts:
         return
     cols: list[list[Any]] = [
-        [getattr(a, name) for a in attempts]
+        [storable_value(getattr(a, name)) for a in attempts]
         for name in (
             "dlq_topic", "dlq_partition", "dlq_offset", "origin_topic", "origin_partition",
             "origin_offset", "letter_id", "failure_fingerprint", "outcome", "error_class", "error",

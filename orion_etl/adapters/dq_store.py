@@ -20,6 +20,7 @@ from psycopg.types.json import set_json_loads
 from orion_etl.adapters import dq_sql
 from orion_etl.adapters.dq_sql import Query, Target, Window
 from orion_etl.core.dq_results import Alert, AlertKind, Outcome, RuleResult
+from orion_etl.core.pgtext import pg_json, storable
 from orion_etl.core.quality import Rule, RuleKind
 
 log = logging.getLogger(__name__)
@@ -187,12 +188,12 @@ def record_issues(
                 record_id,
                 r.rule.name,
                 str(r.rule.severity),
-                r.rule.label,
+                storable(r.rule.label),
                 r.failed,
-                json.dumps(origin, default=str),
+                pg_json(origin),
                 str(r.rule.kind),
                 r.checked,
-                json.dumps(r.samples, default=str),
+                pg_json(r.samples),
             )
         )
     if rows:

@@ -20,7 +20,6 @@ ends and PostgreSQL releases the lock: whoever reads the ledger (`jobs list|show
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -34,6 +33,7 @@ import psycopg
 
 from orion_etl.adapters.postgres import advisory_key, connect
 from orion_etl.config.models import PostgresSettings
+from orion_etl.core.pgtext import pg_json, storable
 from orion_etl.errors import OrionError
 from orion_etl.logs import redactor
 from orion_etl.signals import exit_code_of
@@ -139,7 +139,7 @@ def record_job_run(
                 run.id,
                 job_name,
                 job_type,
-                json.dumps(run.metadata, default=str),
+                pg_json(run.metadata),
                 socket.gethostname(),
                 os.getpid(),
                 key,
@@ -176,8 +176,8 @@ def _finish(
         exit_code,
         run.processed,
         run.failed,
-        error,
-        json.dumps(run.metadata, default=str),
+        None if error is None else storable(error),
+        pg_json(run.metadata),
         run.id,
     )
     query = (

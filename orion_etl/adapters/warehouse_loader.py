@@ -23,25 +23,25 @@ point-in-time dimension keys of the batch's rows. Then, inside one transaction, 
 from __future__ import annotations
 
 import io
-import json
 import logging
+import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal
-from functools import cache
-from typing import Any
+from functools import cache, partial
+from typing import Any, Protocol
 
 import polars as pl
 import psycopg
 from psycopg import sql
 
-from orion_etl.adapters import fact_rekey
+from orion_etl.adapters import fact_rekey, positions
+from orion_etl.adapters.positions import FencedError, Floors  # noqa: F401 - re-exported
 from orion_etl.adapters.postgres import connect
 from orion_etl.config.models import WarehouseSettings
 from orion_etl.core.dimension_keys import empty_versions, resolve_dimension_keys
+from orion_etl.core.pgtext import pg_json, storable
 from orion_etl.core.sampling import SamplerKey, SamplerState
-from orion_etl.errors import OrionError
 from orion_etl.sqlfiles import read_sql
 
 log = logging.getLogger(__name__)
@@ -79,10 +79,6 @@ DQ_COLUMNS = [
     "job_run_id", "source_table", "record_id", "rule_name", "severity", "error_message",
     "record_data", "origin",
 ]  # fmt: skip
-
-
-class FencedError(OrionError):
-    """Another consumer committed positions of a partition this batch read: the batch is void."""
 
 
 @dataclass(frozen=True)
@@ -168,10 +164,94 @@ class LoadCounts:
     rekeyed: int = 0  # facts re-keyed because a dims sync changed versions during the batch
     positions: int = 0  # position changes added to the history
     risk: int = 0  # risk snapshots written
+    side_rows_dropped: int = 0  # sampler / issue rows PostgreSQL refused (logged, left out)
+    rejections: list[Rejection] = field(default_factory=list)  # fact rows PostgreSQL refused
 
     def add(self, other: LoadCounts) -> None:
-        for name in vars(self):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name, value in vars(other).items():
+            setattr(self, name, getattr(self, name) + value)
+
+
+# SQLSTATEs that belong to the data, not to the infrastructure: class 22 (data exception: invalid
+# text representation, numeric overflow, value too long, untranslatable character, JSON errors),
+# class 23 (integrity constraint violation: not null, foreign key, unique, check, exclusion) and
+# 54000 (program limit exceeded: e.g. an index row or a value too large). Connection loss (08),
+# operator intervention (57), insufficient resources (53), permission (42501), a missing table
+# (42P01) and the rest are the infrastructure's or the code's: the batch is retried or the run stops.
+DATA_SQLSTATE_CLASSES = ("22", "23")
+DATA_SQLSTATES = frozenset({"54000"})
+
+
+def is_data_rejection(exc: BaseException) -> bool:
+    """Whether PostgreSQL refused a statement because of the values it was given."""
+    if isinstance(exc, psycopg.DataError):  # class 22, or psycopg refusing a value (a NUL) itself
+        return True
+    state = exc.sqlstate if isinstance(exc, psycopg.Error) else None
+    return state is not None and (state[:2] in DATA_SQLSTATE_CLASSES or state in DATA_SQLSTATES)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One row PostgreSQL refused, isolated: where it came from and PostgreSQL's reason."""
+
+    part: str  # the table: fact_trades | fact_orders (upserts and deletes) | fact_quotes | sampler | issues
+    topic: str | None
+    partition: int | None
+    offset: int | None
+    sqlstate: str
+    error: str  # PostgreSQL's message (one line, with its detail)
+    key: str | None = None  # the fact's natural key, when it has one
+
+
+class CommitHooks(Protocol):
+    """What the consumer does inside a batch's transaction (dead letters, their floors)."""
+
+    def floors(self) -> dict[str, Floors] | None:
+        """DLQ floors to store with the positions, by consumed topic (positions.claim)."""
+
+    def rejected(self, rejections: list[Rejection]) -> list[dict[str, Any]]:
+        """Fact rows PostgreSQL refused; returns the issue rows to write for them."""
+
+    def before_commit(self) -> None:
+        """Everything is written; the transaction commits when this returns (publish letters)."""
+
+
+def _describe(exc: psycopg.Error) -> str:
+    diag = exc.diag
+    parts = [diag.message_primary or str(exc), diag.message_detail or ""]
+    text = " ".join(" ".join(p for p in parts if p).split())
+    return f"SQLSTATE {exc.sqlstate}: {text}"[:1000]
+
+
+_COPY_LINE = re.compile(r"^COPY \S+, line (\d+)")
+
+
+def _split(rows: Any, exc: psycopg.Error) -> list[Any]:
+    """`rows` in smaller pieces: around the COPY line PostgreSQL named, else two halves."""
+    n = len(rows)
+    m = _COPY_LINE.match(exc.diag.context or "")
+    line = int(m.group(1)) if m else 0
+    if 1 <= line <= n and n > 1:
+        pieces = [rows[: line - 1], rows[line - 1 : line], rows[line:]]
+    else:
+        pieces = [rows[: n // 2], rows[n // 2 :]]
+    return [p for p in pieces if len(p)]
+
+
+def _rejection(part: str, row: Any, exc: psycopg.Error) -> Rejection:
+    """The `Rejection` of a one-row piece (a frame with origin columns, or a list item)."""
+    topic = partition = offset = key = None
+    if isinstance(row, pl.DataFrame):
+        first = row.row(0, named=True)
+        topic = first.get("src_topic", first.get("_topic"))
+        partition = first.get("src_partition", first.get("_partition"))
+        offset = first.get("src_offset", first.get("_offset"))
+        key = first.get("trade_id") or first.get("order_id") or first.get("natural_key")
+        part = first.get("fact_table", part)  # a delete: the table it deletes from
+    elif part == "issues":
+        origin = row[0].get("origin") or {}
+        topic, partition, offset = origin.get("topic"), origin.get("partition"), origin.get("offset")
+    return Rejection(part, topic, partition, offset, exc.sqlstate or "", _describe(exc), key)
 
 
 def _csv(frame: pl.DataFrame) -> bytes:
@@ -191,6 +271,8 @@ class WarehouseLoader:
         # Fact tables whose last batch had only new keys: the next one is COPYed without first
         # looking its keys up in the fact table (a duplicate then fails the COPY, see commit_batch).
         self.appending: set[str] = {"fact_trades", "fact_orders"}
+        self._part = ""  # the part of the batch being written (where a refused batch failed)
+        self._isolating = False  # (staging tables are emptied before each piece)
 
     # --- connection ----------------------------------------------------------------------
 
@@ -250,17 +332,26 @@ class WarehouseLoader:
 
     def stored_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         """Positions stored for this group (absent: never committed)."""
+        return positions.stored(self.open_reader(), self.group, partitions)
+
+    def stored_floors(
+        self, partitions: Iterable[TopicPartition]
+    ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, tuple[int, Floors]]]:
+        """Stored positions (absent: never committed), and for the DLQ recall each partition's
+        (first offset that will be re-read, floor), where a floor is known."""
         wanted = list(partitions)
-        if not wanted:
-            return {}
         conn = self.open_reader()
-        rows = conn.execute(
-            "SELECT topic, partition, next_offset FROM etl_consumer_offsets "
-            "WHERE consumer_group = %s AND (topic, partition) IN "
-            "(SELECT * FROM unnest(%s::text[], %s::int[]))",
-            (self.group, [t for t, _ in wanted], [p for _, p in wanted]),
-        ).fetchall()
-        return {(t, p): o for t, p, o in rows}
+        found = positions.stored_with_floors(conn, self.group, wanted)
+        recall = {tp: (offset, floor) for tp, (offset, floor) in found.items() if floor}
+        never = [tp for tp in wanted if tp not in found]
+        recall.update(
+            {tp: (0, floor) for tp, floor in positions.first_floors(conn, self.group, never).items()}
+        )
+        return {tp: offset for tp, (offset, _) in found.items()}, recall
+
+    def note_first_floors(self, floors: dict[TopicPartition, Floors]) -> None:
+        """`positions.note_first_floors` on the (autocommit) read connection."""
+        positions.note_first_floors(self.open_reader(), self.group, floors)
 
     def sampler_state(self, keys: list[SamplerKey]) -> dict[SamplerKey, SamplerState]:
         """Stored sampler state of the given keys."""
@@ -303,67 +394,94 @@ class WarehouseLoader:
     # --- the batch transaction -----------------------------------------------------------
 
     def commit_batch(
-        self, batch: BatchWrite, expected: dict[TopicPartition, int | None], job_run_id: str | None
+        self,
+        batch: BatchWrite,
+        expected: dict[TopicPartition, int | None],
+        job_run_id: str | None,
+        hooks: CommitHooks | None = None,
     ) -> LoadCounts:
-        """Write one batch and its positions atomically; raises `FencedError` when fenced."""
+        """Write one batch and its positions atomically; raises `FencedError` when fenced.
+
+        When PostgreSQL refuses the batch for a reason of the data (`is_data_rejection`), the
+        refused rows are isolated (`_commit_isolating`) and the rest commits; `hooks` hear of
+        them. Any other error propagates (the caller retries or stops).
+        """
         try:
-            return self._commit_batch(batch, expected, job_run_id, append=True)
-        except psycopg.errors.UniqueViolation:
-            # A key this batch appended exists after all (an update after a run of inserts, or a
-            # concurrent writer): the attempt was rolled back as a whole; all rows of this batch
-            # go through the guarded upsert, and the next batches look their keys up first.
-            log.debug("a fact key to append exists; loading the batch through the upsert path")
-            self.appending.clear()
-            return self._commit_batch(batch, expected, job_run_id, append=False)
+            try:
+                return self._commit_batch(batch, expected, job_run_id, hooks, append=True)
+            except psycopg.errors.UniqueViolation:
+                # A key this batch appended exists after all (an update after a run of inserts, or a
+                # concurrent writer): the attempt was rolled back as a whole; all rows of this batch
+                # go through the guarded upsert, and the next batches look their keys up first.
+                log.debug("a fact key to append exists; loading the batch through the upsert path")
+                self.appending.clear()
+                return self._commit_batch(batch, expected, job_run_id, hooks, append=False)
+        except psycopg.Error as exc:
+            if not is_data_rejection(exc):
+                raise
+            log.info("PostgreSQL refused a row of the batch (%s); isolating it", _describe(exc))
+            return self._commit_isolating(batch, expected, job_run_id, hooks, exc)
 
     def _commit_batch(
         self,
         batch: BatchWrite,
         expected: dict[TopicPartition, int | None],
         job_run_id: str | None,
+        hooks: CommitHooks | None,
         *,
         append: bool,
     ) -> LoadCounts:
         conn = self.open()
         counts = LoadCounts()
         with conn.transaction():
-            self._claim_offsets(conn, batch.offsets, expected)
-            keyed = [
-                (spec, frame)
-                for spec, frame in (
-                    (TRADES, batch.trades),
-                    (ORDERS, batch.orders),
-                    (QUOTES, batch.quotes),
-                    (POSITIONS, batch.positions),
-                    (RISK, batch.risk),
-                )
-                if frame is not None and not frame.is_empty()
-            ]
+            positions.claim(conn, self.group, batch.offsets, expected, hooks.floors() if hooks else None)
+            keyed = self._keyed(batch)
             moved = self._dimensions_changed(conn, batch, keyed)
             for spec, frame in keyed:
                 if spec in (TRADES, ORDERS):
                     payload = batch.payloads.get(spec.table)
+                    self._part = spec.table
                     counts.add(self._upsert(conn, spec, frame, append=append, payload=payload))
             if batch.deletes is not None and not batch.deletes.is_empty():
+                self._part = "deletes"
                 counts.add(self._deletes(conn, batch.deletes))
             if batch.quotes is not None and not batch.quotes.is_empty():
+                self._part = "fact_quotes"
                 counts.quotes += self._quotes(conn, batch.quotes)
             if batch.sampler_state:
+                self._part = "sampler"
                 self._save_sampler(conn, batch.sampler_state)
             if batch.positions is not None and not batch.positions.is_empty():
+                self._part = "fact_positions"
                 counts.add(self._positions(conn, batch.positions))
             if batch.risk is not None and not batch.risk.is_empty():
+                self._part = "fact_risk_snapshots"
                 counts.add(self._risk(conn, batch.risk))
             if batch.issues:
+                self._part = "issues"
                 counts.issues += self._issues(conn, batch.issues, job_run_id)
             if moved:
                 # a dims sync changed versions after this batch's keys were resolved and committed
                 # before this transaction locked the epochs: re-key the batch's facts (set-based)
                 for spec, frame in keyed:
                     counts.rekeyed += fact_rekey.rekey_frame(conn, spec.table, moved, frame)
+            if hooks:  # (dead letters: before the shared watermark rows are locked)
+                hooks.before_commit()
             if batch.watermarks:  # last: its rows are shared by every loader process, lock briefly
                 self._watermarks(conn, batch.watermarks)
         return counts
+
+    @staticmethod
+    def _keyed(batch: BatchWrite) -> list[tuple[FactSpec, pl.DataFrame]]:
+        """The batch's non-empty frames of facts with dimension keys."""
+        frames = (
+            (TRADES, batch.trades),
+            (ORDERS, batch.orders),
+            (QUOTES, batch.quotes),
+            (POSITIONS, batch.positions),
+            (RISK, batch.risk),
+        )
+        return [(spec, frame) for spec, frame in frames if frame is not None and not frame.is_empty()]
 
     @staticmethod
     def _dimensions_changed(
@@ -382,31 +500,119 @@ class WarehouseLoader:
         now = fact_rekey.read_epochs(conn, dims, lock=True)
         return {d for d in dims if batch.dim_epochs.get(d) != now[d]}
 
-    def _claim_offsets(
+    # --- isolating rows PostgreSQL refuses ------------------------------------------------
+
+    def _commit_isolating(
+        self,
+        batch: BatchWrite,
+        expected: dict[TopicPartition, int | None],
+        job_run_id: str | None,
+        hooks: CommitHooks | None,
+        first: psycopg.Error,
+    ) -> LoadCounts:
+        """The batch again, each part in savepoints split until every refused row stands alone.
+
+        One transaction, like any batch: positions, the rows PostgreSQL accepts, the issue rows of
+        the refused ones (from `hooks.rejected`) and the dead letters (`hooks.before_commit`) commit
+        together. Refused fact rows (trades, orders, deletes, quotes) become `Rejection`s; a refused
+        side row (sampler state, DQ issue) is logged and left out so that it never blocks the facts.
+        The split point is the COPY line PostgreSQL names when it names one (one bad row then
+        costs a prefix, the row and a suffix), else the middle (bisection).
+        """
+        conn = self.open()
+        counts = LoadCounts()
+        failed_part, self._part = self._part, ""
+        self._isolating = True
+        self.appending.clear()  # an existing key must take the upsert path, not look refused
+        try:
+            with conn.transaction():
+                conn.execute("SET CONSTRAINTS ALL IMMEDIATE")  # deferred checks fail their statement
+                positions.claim(conn, self.group, batch.offsets, expected, hooks.floors() if hooks else None)
+                keyed = self._keyed(batch)
+                moved = self._dimensions_changed(conn, batch, keyed)
+                hint = {failed_part: first}
+                rejected: list[Rejection] = []
+                dropped: list[Rejection] = []
+
+                def facts(spec: FactSpec) -> Callable[[pl.DataFrame], LoadCounts]:
+                    return lambda f: self._upsert(conn, spec, f)
+
+                def quotes(f: pl.DataFrame) -> LoadCounts:
+                    return LoadCounts(quotes=self._quotes(conn, f))
+
+                def sampler(items: list[tuple[SamplerKey, SamplerState]]) -> LoadCounts:
+                    self._save_sampler(conn, dict(items))
+                    return LoadCounts()
+
+                def issue_rows(part: list[dict[str, Any]]) -> LoadCounts:
+                    return LoadCounts(issues=self._issues(conn, part, job_run_id))
+
+                for spec, frame in ((TRADES, batch.trades), (ORDERS, batch.orders)):
+                    if frame is not None and not frame.is_empty():
+                        counts.add(self._isolate(conn, spec.table, frame, hint, rejected, facts(spec)))
+                if batch.deletes is not None and not batch.deletes.is_empty():
+                    write_deletes = partial(self._deletes, conn)
+                    counts.add(self._isolate(conn, "deletes", batch.deletes, hint, rejected, write_deletes))
+                if batch.quotes is not None and not batch.quotes.is_empty():
+                    counts.add(self._isolate(conn, "fact_quotes", batch.quotes, hint, rejected, quotes))
+                # (position changes: pieces are applied in order, so each position's chain is too)
+                for part, frame, write in (
+                    ("fact_positions", batch.positions, partial(self._positions, conn)),
+                    ("fact_risk_snapshots", batch.risk, partial(self._risk, conn)),
+                ):
+                    if frame is not None and not frame.is_empty():
+                        counts.add(self._isolate(conn, part, frame, hint, rejected, write))
+                issues = list(batch.issues)
+                if hooks is not None and rejected:
+                    issues += hooks.rejected(rejected)
+                if batch.sampler_state:
+                    self._isolate(conn, "sampler", list(batch.sampler_state.items()), hint, dropped, sampler)
+                if issues:
+                    counts.add(self._isolate(conn, "issues", issues, hint, dropped, issue_rows))
+                for d in dropped:
+                    log.warning("PostgreSQL refused a %s row; it is left out: %s", d.part, d.error)
+                counts.rejections = rejected
+                counts.side_rows_dropped = len(dropped)
+                for spec, frame in keyed if moved else []:  # refused rows are simply not there
+                    counts.rekeyed += fact_rekey.rekey_frame(conn, spec.table, moved, frame)
+                if hooks:
+                    hooks.before_commit()
+                if batch.watermarks:
+                    self._watermarks(conn, batch.watermarks)
+        finally:
+            self._isolating = False
+        return counts
+
+    def _isolate(
         self,
         conn: psycopg.Connection,
-        offsets: dict[TopicPartition, int],
-        expected: dict[TopicPartition, int | None],
-    ) -> None:
-        for (topic, partition), next_offset in sorted(offsets.items()):
-            before = expected.get((topic, partition))
-            if before is None:
-                cur = conn.execute(
-                    "INSERT INTO etl_consumer_offsets (consumer_group, topic, partition, next_offset) "
-                    "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    (self.group, topic, partition, next_offset),
-                )
-            else:
-                cur = conn.execute(
-                    "UPDATE etl_consumer_offsets SET next_offset = %s, updated_at = now() "
-                    "WHERE consumer_group = %s AND topic = %s AND partition = %s AND next_offset = %s",
-                    (next_offset, self.group, topic, partition, before),
-                )
-            if cur.rowcount != 1:
-                raise FencedError(
-                    f"positions of {topic}[{partition}] were committed by another consumer of group "
-                    f"{self.group!r}; the batch is discarded and the partition re-read"
-                )
+        part: str,
+        rows: Any,
+        hint: dict[str, psycopg.Error],
+        rejected: list[Rejection],
+        write: Callable[[Any], LoadCounts],
+    ) -> LoadCounts:
+        """Write `rows` (a frame or a list) in savepoints, splitting what PostgreSQL refuses."""
+        counts = LoadCounts()
+        todo: list[Any] = []
+        known = hint.pop(part, None)  # this part failed the first attempt: split at once
+        if known is not None and len(rows) > 1:
+            todo.extend(reversed(_split(rows, known)))
+        else:
+            todo.append(rows)
+        while todo:
+            piece = todo.pop()
+            try:
+                with conn.transaction():
+                    counts.add(write(piece))
+            except psycopg.Error as exc:
+                if not is_data_rejection(exc):
+                    raise
+                if len(piece) > 1:
+                    todo.extend(reversed(_split(piece, exc)))
+                else:
+                    rejected.append(_rejection(part, piece, exc))
+        return counts
 
     def _copy(self, conn: psycopg.Connection, table: str, frame: pl.DataFrame, columns: list[str]) -> None:
         self._copy_data(conn, table, columns, _csv(frame.select(columns)))
@@ -556,6 +762,7 @@ class WarehouseLoader:
             if frame.is_empty():
                 return LoadCounts(upserted=written)
         stage = f"stg_{spec.table}"
+        self._empty_stage(conn, stage)
         self._copy(conn, stage, frame, target_cols)
         updates = [
             sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in target_cols if c != spec.key
@@ -599,8 +806,14 @@ class WarehouseLoader:
         stale = frame.height - upserted - duplicates
         return LoadCounts(upserted=written + upserted, duplicates=duplicates, stale=stale)
 
+    def _empty_stage(self, conn: psycopg.Connection, stage: str) -> None:
+        """While isolating, a staging table may hold an earlier piece's rows of the transaction."""
+        if self._isolating:
+            conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(stage)))
+
     def _deletes(self, conn: psycopg.Connection, deletes: pl.DataFrame) -> LoadCounts:
         cols = ["fact_table", "natural_key", *POSITION]
+        self._empty_stage(conn, "stg_deletes")
         self._copy(conn, "stg_deletes", deletes, cols)
         cur = conn.execute(
             sql.SQL(
@@ -634,6 +847,7 @@ class WarehouseLoader:
 
     def _quotes(self, conn: psycopg.Connection, quotes: pl.DataFrame) -> int:
         stage = "stg_fact_quotes"
+        self._empty_stage(conn, stage)
         targets = [*QUOTE_FACT_COLUMNS, "instrument_key", "lp_key"]
         self._copy(conn, stage, quotes, targets)
         cur = conn.execute(
@@ -660,6 +874,7 @@ class WarehouseLoader:
         position first, so one chains after the other's commit.
         """
         targets = [*POSITION_FACT_COLUMNS, "client_key", "instrument_key", *POSITION, *LINEAGE]
+        self._empty_stage(conn, "stg_fact_positions")
         self._copy(conn, "stg_fact_positions", rows, targets)
         cur = conn.execute(
             "DELETE FROM stg_fact_positions s USING fact_positions f WHERE f.position_id = s.position_id "
@@ -687,6 +902,7 @@ class WarehouseLoader:
     def _risk(self, conn: psycopg.Connection, rows: pl.DataFrame) -> LoadCounts:
         """Upsert risk snapshots on (client, snapshot time), guarded by the event position."""
         targets = [*RISK_FACT_COLUMNS, "client_key", *POSITION, *LINEAGE]
+        self._empty_stage(conn, "stg_fact_risk_snapshots")
         self._copy(conn, "stg_fact_risk_snapshots", rows, targets)
         updates = [
             sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
@@ -758,19 +974,23 @@ class WarehouseLoader:
         )
         with conn.cursor() as cur, cur.copy(stmt) as copy:
             for issue in issues:
-                copy.write_row(
-                    [
-                        job_run_id,
-                        issue["source_table"],
-                        issue.get("record_id"),
-                        issue["rule_name"],
-                        issue["severity"],
-                        issue["error_message"],
-                        _json(issue.get("record_data")),
-                        _json(issue.get("origin")),
-                    ]
-                )
+                copy.write_row(issue_row(issue, job_run_id))
         return len(issues)
+
+
+def issue_row(issue: dict[str, Any], job_run_id: str | None) -> list[Any]:
+    """The `DQ_COLUMNS` values of one issue, every text made storable (core.pgtext)."""
+    record_id = issue.get("record_id")
+    return [
+        job_run_id,
+        storable(str(issue["source_table"])),
+        None if record_id is None else storable(str(record_id)),
+        storable(str(issue["rule_name"])),
+        issue["severity"],
+        storable(str(issue["error_message"])),
+        pg_json(issue.get("record_data")),
+        pg_json(issue.get("origin")),
+    ]
 
 
 @cache
@@ -782,16 +1002,3 @@ def read_position_chain_sql() -> str:
 def lsn_text(lsn: int | None) -> str | None:
     """A Debezium LSN (an integer) in PostgreSQL's `pg_lsn` text form, e.g. 22/B374D848."""
     return None if lsn is None else f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
-
-
-def _json(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = json.dumps(value, default=_default)
-    return text.replace("\\u0000", "")  # PostgreSQL jsonb rejects NUL
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    return str(value)

@@ -72,7 +72,7 @@ def sync(
 
     def human(out: OutputFormat) -> None:
         columns = ["dimension", "read", "inserted", "scd1", "scd2", "closed", "completed_inferred"]
-        columns += ["unchanged", "stale", "undecodable", "rekeyed_facts"]
+        columns += ["unchanged", "stale", "undecodable", "rejected", "rekeyed_facts"]
         print_rows(out, columns, data["dimensions"], title=f"dims sync ({data['mode']})")
 
     finish(

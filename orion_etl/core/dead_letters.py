@@ -31,6 +31,7 @@ class LetterClass(StrEnum):
     SCHEMA = "schema"  # decodes, but does not fit: missing payload, unknown op/topic, bad value
     RULE = "rule"  # an error-severity data-quality rule failed
     MISSING_DIMENSION = "missing_dimension"  # a natural id with no dimension member (opt-in)
+    REJECTED = "rejected"  # the warehouse refused the row (constraint, value PostgreSQL cannot store)
     TRANSIENT = "transient"  # an infrastructure failure was dead-lettered (other producers)
     UNKNOWN = "unknown"  # no headers and nothing to tell from the payload
 
@@ -44,6 +45,7 @@ HEADER_CLASSES = {
     "INVALID_VALUE": LetterClass.SCHEMA,
     "RULE": LetterClass.RULE,
     "MISSING_DIMENSION": LetterClass.MISSING_DIMENSION,
+    "LOAD_REJECTED": LetterClass.REJECTED,
     "TRANSIENT": LetterClass.TRANSIENT,
 }
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")

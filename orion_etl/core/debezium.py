@@ -76,6 +76,7 @@ class ErrorClass(StrEnum):
     INVALID_VALUE = "INVALID_VALUE"  # a field that does not convert to its column type
     RULE = "RULE"  # an error-severity data-quality rule failed
     MISSING_DIMENSION = "MISSING_DIMENSION"  # no dimension row (only with stream.missing_dimension="dlq")
+    LOAD_REJECTED = "LOAD_REJECTED"  # PostgreSQL refused the row (dlq.sqlstate says why)
 
 
 class DecodeError(Exception):

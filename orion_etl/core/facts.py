@@ -22,6 +22,7 @@ from decimal import Decimal
 import polars as pl
 
 from orion_etl.core.debezium import Kind
+from orion_etl.core.pgtext import refused_in
 from orion_etl.core.quality import DEFAULT_RULES, Rule, evaluate_rows, split_valid
 from orion_etl.core.tradingday import date_key_expr, trading_date_expr
 
@@ -183,7 +184,7 @@ def text_errors(table: str) -> list[pl.Expr]:
         text = pl.col(column)
         too_long = pl.lit(f"{column}: longer than {width} characters")
         out.append(pl.when(text.str.len_chars() > width).then(too_long))
-        out.append(pl.when(text.str.contains("\x00", literal=True)).then(pl.lit(f"{column}: contains NUL")))
+        out.append(pl.when(refused_in(column)).then(pl.lit(f"{column}: contains NUL")))
     return out
 
 

@@ -45,7 +45,8 @@ class DimensionReport:
     counts: Counter[str] = field(default_factory=Counter)
     rehashed: int = 0
     watermark: datetime | None = None
-    undecodable: int = 0
+    undecodable: int = 0  # dead-lettered: not a usable change event (DECODE)
+    rejected: int = 0  # dead-lettered: the warehouse refused the change (LOAD_REJECTED)
     # fact rows re-keyed to the version valid at their event time, per fact key column
     rekeyed: Counter[str] = field(default_factory=Counter)
 
@@ -65,6 +66,7 @@ class DimensionReport:
             "stale": c[Action.STALE],
             "ignored_deletes": c[Action.IGNORED_DELETE],
             "undecodable": self.undecodable,
+            "rejected": self.rejected,
             "rehashed": self.rehashed,
             "rekeyed_facts": sum(self.rekeyed.values()),
             "rekeyed": dict(sorted(self.rekeyed.items())),
@@ -83,7 +85,7 @@ class SyncReport:
     @property
     def warnings(self) -> int:
         return sum(d.counts[a] for d in self.dimensions for a in WARNING_ACTIONS) + sum(
-            d.undecodable for d in self.dimensions
+            d.undecodable + d.rejected for d in self.dimensions
         )
 
     def as_dict(self) -> dict[str, Any]:

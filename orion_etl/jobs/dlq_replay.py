@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psycopg
@@ -38,7 +38,7 @@ from orion_etl.adapters.postgres import advisory_lock, connect
 from orion_etl.adapters.warehouse_loader import BatchWrite, LoadCounts, WarehouseLoader
 from orion_etl.config.models import OrionSettings
 from orion_etl.core.dead_letters import DlqMessage, FailureGroup, Selection, group_failures, parse_letter
-from orion_etl.core.debezium import KafkaRecord
+from orion_etl.core.debezium import ErrorClass, KafkaRecord
 from orion_etl.errors import ConfigError, ExitCode, OrionError, ServiceUnavailableError
 from orion_etl.jobs.dlq import configured_dlq_topics, resolve_topics, scan_ranges
 from orion_etl.jobs.stream_batch import FACT_TABLE, BatchPreparer, routes
@@ -302,7 +302,9 @@ class _Replay:
                 return
             conn = self.loader.open()
             with conn.transaction():
-                self.result.counts.add(self.loader.commit_batch(write, {}, None))
+                counts = self.loader.commit_batch(write, {}, None)
+                self._refused(counts, attempts)
+                self.result.counts.add(counts)
                 raise psycopg.Rollback()
             return
         if not attempts and not positions:
@@ -312,9 +314,31 @@ class _Replay:
         conn = self.loader.open()
         with conn.transaction():
             expected = {tp: current.get(tp) for tp in positions}
-            self.result.counts.add(self.loader.commit_batch(write, expected, job_run_id))
+            counts = self.loader.commit_batch(write, expected, job_run_id)
+            attempts = self._refused(counts, attempts)
+            self.result.counts.add(counts)
             dlq_replays.record(conn, attempts, job_run_id)
         current.update(positions)
+
+    def _refused(self, counts: LoadCounts, attempts: list[ReplayAttempt]) -> list[ReplayAttempt]:
+        """Letters whose rows the warehouse refused again: failed (LOAD_REJECTED), not loaded."""
+        refused = {(r.topic, r.partition, r.offset): r for r in counts.rejections}
+        counts.rejections = []
+        if not refused:
+            return attempts
+        out = []
+        for a in attempts:
+            r = refused.get((a.origin_topic, a.origin_partition, a.origin_offset))
+            if r is not None and a.outcome == "loaded":
+                error = f"the warehouse refused the row ({r.error})"
+                a = replace(a, outcome="failed", error_class=str(ErrorClass.LOAD_REJECTED), error=error)
+                self.result.loaded -= 1
+                self.result.failed += 1
+                for item in self.result.items:
+                    if (item.message.dlq_topic, item.message.dlq_offset) == (a.dlq_topic, a.dlq_offset):
+                        item.outcome, item.error_class, item.error = "fail", a.error_class, error
+            out.append(a)
+        return out
 
 
 def run_replay(

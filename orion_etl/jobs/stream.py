@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from types import FrameType
 from typing import Any
 
@@ -36,9 +37,11 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from orion_etl.adapters import metrics
 from orion_etl.adapters.dlq import DeadLetterPublisher
+from orion_etl.adapters.dlq_reader import DlqReader
 from orion_etl.adapters.jobruns import JobRun, record_job_run
 from orion_etl.adapters.kafka import ensure_topics, is_unreachable, make_consumer, make_producer
-from orion_etl.adapters.warehouse_loader import FencedError, LoadCounts, WarehouseLoader
+from orion_etl.adapters.positions import FencedError
+from orion_etl.adapters.warehouse_loader import LoadCounts, Rejection, WarehouseLoader
 from orion_etl.config.models import OrionSettings
 from orion_etl.core.debezium import KafkaRecord
 from orion_etl.errors import ExitCode, OrionError, TransientError
@@ -87,6 +90,8 @@ class StreamStats:
     sampled_out: int = 0
     tombstones: int = 0
     dlq: int = 0
+    rejected: int = 0  # of `dlq`: rows the warehouse refused (LOAD_REJECTED)
+    side_rows_dropped: int = 0  # sampler / issue rows the warehouse refused (logged)
     dq_warnings: int = 0
     retries: int = 0
     fenced: int = 0
@@ -141,6 +146,8 @@ class StreamStats:
             "sampled_out": self.sampled_out,
             "tombstones": self.tombstones,
             "dlq": self.dlq,
+            "rejected": self.rejected,
+            "side_rows_dropped": self.side_rows_dropped,
             "dq_warnings": self.dq_warnings,
             "retries": self.retries,
             "fenced": self.fenced,
@@ -211,6 +218,8 @@ class StreamJob:
         self._last_keep_alive = time.monotonic()
         self._last_lag = 0.0
         self.consumer: Consumer | None = None
+        self.publisher: DeadLetterPublisher | None = None
+        self.dlq_reader: DlqReader | None = None
 
     # --- signals ---------------------------------------------------------------------------
 
@@ -233,7 +242,13 @@ class StreamJob:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._settle(consumer, reseek=False)
         self.preparer.sampler_cache.clear()
-        stored = self._retry(lambda: self.loader.stored_offsets([(p.topic, p.partition) for p in partitions]))
+        stored, floors = self._retry(
+            lambda: self.loader.stored_floors([(p.topic, p.partition) for p in partitions])
+        )
+        if self.publisher is not None and self.dlq_reader is not None and floors:
+            # letters a crashed process published for records this one re-reads (exactly once)
+            reader, publisher = self.dlq_reader, self.publisher
+            self._retry(lambda: publisher.recall(reader, floors))
         fallback = OFFSET_BEGINNING if self.st.start_from == "earliest" else OFFSET_END
         for p in partitions:
             key = (p.topic, p.partition)
@@ -251,6 +266,8 @@ class StreamJob:
             self.assigned.discard(key)
             self.expected.pop(key, None)
             self.committed.pop(key, None)
+        if self.publisher is not None:
+            self.publisher.forget(dict.fromkeys(gone))
         log.info("revoked %s", ", ".join(f"{t}[{p}]" for t, p in sorted(gone)))
         consumer.unassign()
 
@@ -310,6 +327,11 @@ class StreamJob:
         producer = make_producer(kafka)
         publisher = DeadLetterPublisher(producer, self.st.dlq_suffix, self.group)
         publisher.job_run_id = self.job_run_id
+        reader = self.dlq_reader = DlqReader(kafka, self.st.dlq_suffix)
+        for dlq_topic in dlq_topics:  # floors start at the DLQ's end: later letters lie above
+            marks: dict[int, tuple[int, int]] = self._retry(partial(reader.watermarks, dlq_topic))
+            publisher.start_floors(dlq_topic, {p: high for p, (_, high) in marks.items()})
+        self.publisher = publisher
         overrides = {k: v for k, v in CONSUMER_TUNING.items() if k not in kafka.extra}
         consumer = make_consumer(kafka, self.group, **{"auto.offset.reset": self.st.start_from, **overrides})
         self.consumer = consumer
@@ -356,6 +378,7 @@ class StreamJob:
                 self.on_progress(self.stats)
             consumer.close()
             producer.flush(10)
+            reader.close()
             self.loader.close_all()
 
     def _log_progress(self) -> None:
@@ -424,8 +447,6 @@ class StreamJob:
             prepared = self._retry(lambda: self.preparer.prepare(records))
         except FencedError:
             return  # the batch before was fenced; positions re-read, this batch is void
-        if prepared.letters:
-            publisher.publish(prepared.letters)
         if not self._settle(consumer, keep=PIPELINE_DEPTH - 1):
             return
         expected = {tp: self.expected.get(tp) for tp in prepared.write.offsets}
@@ -440,12 +461,11 @@ class StreamJob:
         prepared: PreparedBatch,
         expected: dict[tuple[str, int], int | None],
     ) -> tuple[LoadCounts, float]:
-        """(Commit thread) dead letters durable first, then rows + positions in one transaction."""
+        """(Commit thread) rows, positions and dead letters in one transaction (`_BatchLetters`)."""
+        hooks = _BatchLetters(self.preparer, publisher, prepared, expected, self.loader)
 
         def attempt() -> LoadCounts:
-            if prepared.letters:
-                publisher.flush()
-            return self.loader.commit_batch(prepared.write, expected, self.job_run_id)
+            return self.loader.commit_batch(prepared.write, expected, self.job_run_id, hooks)
 
         counts = self._retry(attempt, reset=self.loader.close)
         return counts, time.time() * 1000
@@ -485,8 +505,13 @@ class StreamJob:
     ) -> None:
         """Account a committed batch: stats, metrics, and its positions for lag monitoring."""
         self.committed.update(prepared.write.offsets)
+        if self.publisher is not None and (prepared.letters or prepared.rejected):
+            self.publisher.forget(dict(prepared.write.offsets))  # committed: never re-read here
         self._account(prepared.counts, counts, prepared.latencies_ts_ms, committed_ms)
-        if prepared.letters:
+        self.stats.dlq += len(prepared.rejected)
+        self.stats.rejected += len(prepared.rejected)
+        self.stats.side_rows_dropped += counts.side_rows_dropped
+        if prepared.letters or prepared.rejected:
             self._warn_dead_letters(prepared)
         self._metrics(prepared, counts, committed_ms)
         try:  # for lag monitoring only; never read back
@@ -499,19 +524,20 @@ class StreamJob:
 
     def _warn_dead_letters(self, prepared: PreparedBatch) -> None:
         """A WARNING per batch that dead-lettered records: classes, count, origin offsets."""
-        classes = Counter(str(letter.error_class) for letter in prepared.letters)
+        letters = [*prepared.letters, *prepared.rejected]
+        classes = Counter(str(letter.error_class) for letter in letters)
         spans: dict[str, list[int]] = {}
-        for letter in prepared.letters:
+        for letter in letters:
             rec = letter.record
             span = spans.setdefault(f"{rec.topic}[{rec.partition}]", [rec.offset, rec.offset])
             span[0], span[1] = min(span[0], rec.offset), max(span[1], rec.offset)
         origins = {k: f"{lo}..{hi}" if lo != hi else str(lo) for k, (lo, hi) in sorted(spans.items())}
         log.warning(
             "batch dead-lettered %s record(s): %s; origin offsets %s",
-            len(prepared.letters),
+            len(letters),
             ", ".join(f"{n} {c}" for c, n in sorted(classes.items())),
             ", ".join(f"{k}@{v}" for k, v in origins.items()),
-            extra={"event": "dead_letters", "run_id": self.job_run_id, "count": len(prepared.letters),
+            extra={"event": "dead_letters", "run_id": self.job_run_id, "count": len(letters),
                    "classes": dict(sorted(classes.items())), "origin_offsets": origins},
         )  # fmt: skip
 
@@ -520,7 +546,7 @@ class StreamJob:
         `stream --metrics-addr`): records read per topic; what became of them per outcome."""
         for topic, n in prepared.topic_counts.items():
             metrics.STREAM_CONSUMED.labels(topic).inc(n)
-        for letter in prepared.letters:
+        for letter in [*prepared.letters, *prepared.rejected]:
             metrics.STREAM_DEAD_LETTERS.labels(letter.record.topic, str(letter.error_class)).inc()
         c = prepared.counts
         for outcome, n in (
@@ -530,7 +556,7 @@ class StreamJob:
             ("superseded", c["superseded"]),
             ("sampled_out", c["sampled_out"]),
             ("tombstone", c["tombstones"]),
-            ("dlq", len(prepared.letters)),
+            ("dlq", len(prepared.letters) + len(prepared.rejected)),
         ):
             if n:
                 metrics.STREAM_RECORDS.labels(outcome).inc(n)
@@ -656,6 +682,51 @@ class StreamJob:
             reraise=True,
         )
         return retrying(fn)
+
+
+class _BatchLetters:
+    """The loader's `CommitHooks` for one batch: its dead letters, published exactly once."""
+
+    def __init__(
+        self,
+        preparer: BatchPreparer,
+        publisher: DeadLetterPublisher,
+        prepared: PreparedBatch,
+        expected: dict[tuple[str, int], int | None],
+        loader: WarehouseLoader,
+    ) -> None:
+        self.preparer = preparer
+        self.publisher = publisher
+        self.prepared = prepared
+        self.expected = expected
+        self.loader = loader
+
+    def floors(self) -> dict[str, dict[int, int]]:
+        return self.publisher.floors({t for t, _ in self.prepared.write.offsets})
+
+    def rejected(self, rejections: list[Rejection]) -> list[dict[str, Any]]:
+        # assigned, not appended: a retried attempt finds the same rows again
+        self.prepared.rejected = self.preparer.rejected_letters(self.prepared, rejections)
+        for r in rejections:
+            log.warning(
+                "dead-lettered %s[%s]@%s: the warehouse refused it: %s",
+                r.topic,
+                r.partition,
+                r.offset,
+                r.error[:200],
+            )
+        return [self.preparer.issue_for(letter) for letter in self.prepared.rejected]
+
+    def before_commit(self) -> None:
+        letters = [*self.prepared.letters, *self.prepared.rejected]
+        if letters:
+            # partitions never committed have no floor with their positions yet: note one first
+            first = {tp for tp in self.prepared.write.offsets if self.expected.get(tp) is None}
+            if first:
+                floors = self.publisher.floors({t for t, _ in first})
+                self.loader.note_first_floors({(t, p): floors[t] for t, p in first if t in floors})
+            self.publisher.publish(letters)
+            self.publisher.flush()
 
 
 def _describe(exc: BaseException | None) -> str:

@@ -21,7 +21,13 @@ import polars as pl
 
 from orion_etl.adapters.dimension_lookup import existing_ids
 from orion_etl.adapters.dlq import DeadLetter, fingerprint
-from orion_etl.adapters.warehouse_loader import FACT_SPECS, BatchWrite, TopicPartition, WarehouseLoader
+from orion_etl.adapters.warehouse_loader import (
+    FACT_SPECS,
+    BatchWrite,
+    Rejection,
+    TopicPartition,
+    WarehouseLoader,
+)
 from orion_etl.config.dq import build_catalog
 from orion_etl.config.models import OrionSettings
 from orion_etl.core import dimension_gate, facts
@@ -112,6 +118,10 @@ class PreparedBatch:
     latencies_ts_ms: list[int] = field(default_factory=list)
     topic_counts: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
+    # The batch's records by origin, for rows PostgreSQL refuses at commit time (their letters
+    # re-publish the record verbatim), and those letters (set by the commit, `rejected_letters`).
+    records: dict[tuple[str, int, int], KafkaRecord] = field(default_factory=dict)
+    rejected: list[DeadLetter] = field(default_factory=list)
 
 
 def _rule_names(labels: list[str]) -> str:
@@ -207,12 +217,32 @@ class BatchPreparer:
         self._risk(out, by_route[Route.RISK_EVENTS], counts)
         self._quotes(out, by_route[Route.QUOTE_EVENTS], counts)
         for letter in out.letters:
-            out.write.issues.append(self._issue_for(letter))
+            out.write.issues.append(self.issue_for(letter))
         counts["dlq"] = len(out.letters)
         counts["warnings"] = sum(1 for i in out.write.issues if i["severity"] == "WARNING")
         out.counts = counts
-        self._index = {}  # dead letters keep their own records; free the batch's bytes now
+        out.records, self._index = self._index, {}
         return out
+
+    def rejected_letters(self, prepared: PreparedBatch, rejections: list[Rejection]) -> list[DeadLetter]:
+        """Dead letters (`LOAD_REJECTED`) of the fact rows PostgreSQL refused at commit time."""
+        letters = []
+        for r in rejections:
+            rec = prepared.records.get((r.topic or "", r.partition or 0, r.offset or 0))
+            if rec is None:  # (every fact row carries its origin; a guard, not a path)
+                log.error("PostgreSQL refused a %s row of unknown origin: %s", r.part, r.error)
+                continue
+            letters.append(
+                DeadLetter(
+                    rec,
+                    ErrorClass.LOAD_REJECTED,
+                    f"the warehouse refused the row ({r.error})",
+                    source_table=r.part,
+                    record_id=r.key,
+                    sqlstate=r.sqlstate,
+                )
+            )
+        return letters
 
     def _decode_into(
         self,
@@ -289,6 +319,9 @@ class BatchPreparer:
                             pl.lit(table).alias("fact_table"),
                             pl.col(key).alias("natural_key"),
                             *facts.POSITION_COLUMNS,
+                            pl.col("_topic").alias("src_topic"),  # origin (a refused row's letter)
+                            pl.col("_partition").alias("src_partition"),
+                            pl.col("_offset").alias("src_offset"),
                         )
                     )
                     continue
@@ -538,7 +571,8 @@ class BatchPreparer:
 
     # --- issues ----------------------------------------------------------------------------------
 
-    def _issue_for(self, letter: DeadLetter) -> dict[str, Any]:
+    def issue_for(self, letter: DeadLetter) -> dict[str, Any]:
+        """The ERROR issue row of a dead letter."""
         r = letter.record
         text = _raw_text(r)
         return {

@@ -144,3 +144,54 @@ def test_cdc_and_batch_reach_the_same_dimension_state(
     assert replay["inserted"] == replay["scd2"] == replay["scd1"] == 0
     assert replay["stale"] > 0
     assert dimension_state(warehouse) == batch_state
+
+
+def test_undecodable_and_refused_changes_are_dead_lettered_once(
+    stack_settings: OrionSettings,
+    warehouse: psycopg.Connection,
+    topic_name: Callable[[str], str],
+    run_id: str,
+) -> None:
+    from tests.integration.stream_support import read_topic
+
+    warehouse.execute("TRUNCATE etl_dim_sync_state")
+    a, b, c, d = uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    topic = topic_name("clients")
+    ensure_topics(stack_settings.kafka, [topic])
+    values = [
+        envelope("c", None, client_row(a, "TIER_1", "A", ts(1), ts(1)), 1704499200000, schema=True),
+        b"{not json",
+        envelope("c", None, client_row(b, "REFUSED", "B", ts(1), ts(1)), 1704499200001, schema=False),
+        envelope("c", None, client_row(d, "TIER_1", "D\u0000", ts(1), ts(1)), 1704499200003, schema=False),
+        envelope("c", None, client_row(c, "TIER_2", "C", ts(1), ts(1)), 1704499200002, schema=True),
+    ]
+    producer = make_producer(stack_settings.kafka)
+    for v in values:
+        producer.produce(topic, value=v)
+    producer.flush(30)
+    settings = with_dims(stack_settings, cdc_topics=DimsTopicSettings(client=topic), cdc_idle_timeout_s=1.0)
+    group = f"dims-test-{run_id}-{uuid.uuid4().hex[:6]}"
+    warehouse.execute(
+        "ALTER TABLE dim_clients ADD CONSTRAINT t14_segment CHECK (segment IS DISTINCT FROM 'REFUSED')"
+    )
+    try:
+        report = sync_cdc(settings, "client", group_id=group)
+        again = sync_cdc(settings, "client", group_id=group)
+    finally:
+        warehouse.execute("ALTER TABLE dim_clients DROP CONSTRAINT t14_segment")
+    got = report.dimensions[0].as_dict()
+    assert (got["inserted"], got["undecodable"], got["rejected"]) == (2, 2, 1), got
+    assert report.warnings == 3
+    assert again.dimensions[0].read == 0
+    ids = {r[0] for r in warehouse.execute("SELECT client_id FROM dim_clients").fetchall()}
+    assert ids == {a, c}
+    letters = read_topic(settings, topic + settings.stream.dlq_suffix, 5, timeout_s=4)
+    classes = sorted(dict(m.headers())["dlq.error_class"].decode() for m in letters)
+    assert classes == ["DECODE", "INVALID_VALUE", "LOAD_REJECTED"]
+    refused = next(m for m in letters if dict(m.headers())["dlq.error_class"] == b"LOAD_REJECTED")
+    assert dict(refused.headers())["dlq.sqlstate"] == b"23514"
+    stored = warehouse.execute(
+        "SELECT next_offset FROM etl_consumer_offsets WHERE consumer_group = %s AND topic = %s",
+        (group, topic),
+    ).fetchone()
+    assert stored == (5,)
