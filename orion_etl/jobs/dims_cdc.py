@@ -90,7 +90,7 @@ class _Drain:
     def _stored(self, keys: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         with connect(self.settings.warehouse, autocommit=True) as conn:
             found = positions.stored_with_floors(conn, self.group, keys)
-            recall = {tp: (o, f) for tp, (o, f) in found.items() if f}
+            recall = {tp: (o, f) for tp, (o, f) in found.items() if f is not None}
             never = [tp for tp in keys if tp not in found]
             recall.update({tp: (0, f) for tp, f in positions.first_floors(conn, self.group, never).items()})
         if recall:
