@@ -53,9 +53,11 @@ class Issue:
     message: str
 
 
-def bucket_params(bucket: Bucket, timezone: str, cutoff: str, is_final: bool = False) -> dict[str, Any]:
+def bucket_params(
+    bucket: Bucket, timezone: str, cutoff: str, is_final: bool = False, *, weekend_roll: bool = False
+) -> dict[str, Any]:
     """Named parameters shared by the aggregation statements."""
-    start_ts, end_ts = bucket.instants(timezone, cutoff)
+    start_ts, end_ts = bucket.instants(timezone, cutoff, weekend_roll=weekend_roll)
     return {
         "period": bucket.period.value,
         "start": bucket.start,
@@ -104,6 +106,21 @@ def merge_delta(
     )
     rows = conn.execute(statement, {"prev": prev_snapshot, "exclude": exclude_days}).fetchall()
     return len(rows), {int(r[0]) for r in rows}
+
+
+def finalize_complete(conn: psycopg.Connection, first_open_day: date) -> int:
+    """Mark summary rows of every bucket that ended before trading day `first_open_day` final.
+
+    A bucket is complete once its last instant has passed, i.e. when its exclusive end day is at
+    most the trading day of now: what a full recompute writes (`is_final = is_complete(...)`). The
+    intraday merge inserts rows `false` and never updates the column; this makes merged rows (and
+    rows of days that ended since the last run) equal to a recompute. Returns the rows changed.
+    """
+    cur = conn.execute(
+        "UPDATE agg_daily_trade_summary SET is_final = true WHERE NOT is_final AND period_end <= %s",
+        (first_open_day,),
+    )
+    return max(cur.rowcount, 0)
 
 
 def current_snapshot(conn: psycopg.Connection) -> str:

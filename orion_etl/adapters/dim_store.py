@@ -20,6 +20,11 @@ from orion_etl.core.scd import Action, DimensionSpec
 
 STAGE = sql.Identifier("_dim_stage")
 WORK = sql.Identifier("_dim_work")
+# Members whose versions changed in this transaction, and from when (drives fact re-keying).
+CHANGED = sql.Identifier("_dim_changed")
+# Actions that create, back-date, split or close a version: the validity intervals of the member
+# change from `change_time` on (for a re-created member: from the end of its closed history).
+KEY_CHANGING_ACTIONS = ("scd2", "insert", "close")
 
 
 def _ids(names: Iterable[str], prefix: str | None = None) -> sql.Composed:
@@ -45,6 +50,13 @@ def create_stage(conn: psycopg.Connection, spec: DimensionSpec) -> None:
             "created_at timestamptz, is_deleted boolean NOT NULL DEFAULT false, "
             "seq bigint NOT NULL DEFAULT 0, round integer NOT NULL DEFAULT 1) ON COMMIT DROP"
         ).format(STAGE, attrs)
+    )
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(CHANGED))
+    conn.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE {} (natural_id uuid NOT NULL, changed_from timestamptz NOT NULL) "
+            "ON COMMIT DROP"
+        ).format(CHANGED)
     )
 
 
@@ -279,6 +291,21 @@ def _apply_work(conn: psycopg.Connection, spec: DimensionSpec, present: set[str]
             conn.execute(statement)
 
 
+def _record_changed(conn: psycopg.Connection) -> None:
+    """Remember the members of this round whose validity intervals changed, and from when.
+
+    A brand-new member (no history) has no facts with a key yet (the loader creates an inferred
+    member for any unknown id), so only a re-created one counts among the inserts.
+    """
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {changed} (natural_id, changed_from) "
+            "SELECT natural_id, CASE WHEN action = 'insert' THEN closed_at ELSE change_time END "
+            "FROM {work} WHERE action IN ('scd2', 'close') OR (action = 'insert' AND closed_at IS NOT NULL)"
+        ).format(changed=CHANGED, work=WORK)
+    )
+
+
 # Planner settings changed (transaction-locally) while applying; restored afterwards.
 _PLANNER_SETTINGS = ("jit", "enable_hashjoin", "enable_mergejoin")
 # A batch takes the index path when it has at most this many staged rows per heap page of the
@@ -334,6 +361,8 @@ def apply_staged(
                 counts[action] += int(n)
                 present.add(action)
             _apply_work(conn, spec, present)
+            if present & set(KEY_CHANGING_ACTIONS):
+                _record_changed(conn)
     finally:
         if not conn.broken and conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
             conn.execute(

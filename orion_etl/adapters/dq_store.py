@@ -6,8 +6,9 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -79,6 +80,8 @@ class Evaluator:
     window: Window
     sample_rows: int
     timeout_s: int
+    # seconds of [newest, now) the market is closed (the FX week's weekend): not counted as age
+    closed_seconds: Callable[[datetime, datetime], float] | None = None
 
     def __post_init__(self) -> None:
         # Sample rows come back as jsonb: read numbers as Decimal so money stays exact (a float
@@ -144,11 +147,16 @@ class Evaluator:
             return RuleResult(rule, Outcome.ERROR, error=_one_line(exc))
         elapsed = int((time.monotonic() - started) * 1000)
         assert rule.max_age_s is not None
+        closed = 0.0
+        if self.closed_seconds is not None and isinstance(newest, datetime) and age_s is not None:
+            closed = self.closed_seconds(newest, newest + timedelta(seconds=age_s))
+            age_s -= closed
         stale = newest is None or age_s is None or age_s > rule.max_age_s
         sample = {
             "newest": newest,
             "age_s": None if age_s is None else round(age_s),
             "max_age_s": rule.max_age_s,
+            **({"closed_weekend_s": round(closed)} if closed else {}),
         }
         if not stale:
             return RuleResult(rule, Outcome.PASS, 0, duration_ms=elapsed)

@@ -177,12 +177,15 @@ def create_heartbeat_table(conn: psycopg.Connection, schema: str, table: str) ->
     )
 
 
+HEARTBEAT_GRANTS = ("SELECT", "INSERT", "UPDATE")
+
+
 def heartbeat_grants_missing(
     conn: psycopg.Connection,
     schema: str,
     table: str,
     user: str,
-    privileges: tuple[str, ...] = ("SELECT", "INSERT", "UPDATE"),
+    privileges: tuple[str, ...] = HEARTBEAT_GRANTS,
 ) -> list[str]:
     """Which of `privileges` (default: what the heartbeat upsert needs) `user` lacks on `table`."""
     missing = []
@@ -200,7 +203,7 @@ def grant_heartbeat(
     schema: str,
     table: str,
     user: str,
-    privileges: tuple[str, ...] = ("SELECT", "INSERT", "UPDATE"),
+    privileges: tuple[str, ...] = HEARTBEAT_GRANTS,
 ) -> None:
     """Let the connector's user upsert the heartbeat row (or use `table` with `privileges`)."""
     allowed = {"SELECT", "INSERT", "UPDATE", "DELETE"}

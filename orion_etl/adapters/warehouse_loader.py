@@ -35,7 +35,7 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from orion_etl.adapters import positions
+from orion_etl.adapters import fact_rekey, positions
 from orion_etl.adapters.positions import FencedError, Floors  # noqa: F401 - re-exported
 from orion_etl.adapters.postgres import connect
 from orion_etl.config.models import WarehouseSettings
@@ -144,6 +144,9 @@ class BatchWrite:
     # encoded by the preparing thread so the commit thread only sends it (when all rows are new)
     payloads: dict[str, bytes] = field(default_factory=dict)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)  # next offset to read
+    # dimension -> `etl_dim_key_epoch` read before the keys of this batch were resolved (the
+    # smallest, when read more than once); a dimension missing here counts as changed
+    dim_epochs: dict[str, int] = field(default_factory=dict)
     # source table -> (highest LSN, highest source commit time in ms) of the batch's CDC changes
     watermarks: dict[str, tuple[int | None, int | None]] = field(default_factory=dict)
 
@@ -158,6 +161,7 @@ class LoadCounts:
     deleted: int = 0
     quotes: int = 0
     issues: int = 0
+    rekeyed: int = 0  # facts re-keyed because a dims sync changed versions during the batch
     positions: int = 0  # position changes added to the history
     risk: int = 0  # risk snapshots written
     side_rows_dropped: int = 0  # sampler / issue rows PostgreSQL refused (logged, left out)
@@ -432,8 +436,10 @@ class WarehouseLoader:
         counts = LoadCounts()
         with conn.transaction():
             positions.claim(conn, self.group, batch.offsets, expected, hooks.floors() if hooks else None)
-            for spec, frame in ((TRADES, batch.trades), (ORDERS, batch.orders)):
-                if frame is not None and not frame.is_empty():
+            keyed = self._keyed(batch)
+            moved = self._dimensions_changed(conn, batch, keyed)
+            for spec, frame in keyed:
+                if spec in (TRADES, ORDERS):
                     payload = batch.payloads.get(spec.table)
                     self._part = spec.table
                     counts.add(self._upsert(conn, spec, frame, append=append, payload=payload))
@@ -455,11 +461,45 @@ class WarehouseLoader:
             if batch.issues:
                 self._part = "issues"
                 counts.issues += self._issues(conn, batch.issues, job_run_id)
+            if moved:
+                # a dims sync changed versions after this batch's keys were resolved and committed
+                # before this transaction locked the epochs: re-key the batch's facts (set-based)
+                for spec, frame in keyed:
+                    counts.rekeyed += fact_rekey.rekey_frame(conn, spec.table, moved, frame)
             if hooks:  # (dead letters: before the shared watermark rows are locked)
                 hooks.before_commit()
             if batch.watermarks:  # last: its rows are shared by every loader process, lock briefly
                 self._watermarks(conn, batch.watermarks)
         return counts
+
+    @staticmethod
+    def _keyed(batch: BatchWrite) -> list[tuple[FactSpec, pl.DataFrame]]:
+        """The batch's non-empty frames of facts with dimension keys."""
+        frames = (
+            (TRADES, batch.trades),
+            (ORDERS, batch.orders),
+            (QUOTES, batch.quotes),
+            (POSITIONS, batch.positions),
+            (RISK, batch.risk),
+        )
+        return [(spec, frame) for spec, frame in frames if frame is not None and not frame.is_empty()]
+
+    @staticmethod
+    def _dimensions_changed(
+        conn: psycopg.Connection, batch: BatchWrite, keyed: list[tuple[FactSpec, pl.DataFrame]]
+    ) -> set[str]:
+        """Dimensions of the batch whose versions changed since its keys were resolved.
+
+        Locks the epoch rows FOR SHARE until the commit (before any fact row is written, so a sync
+        waiting for them holds no fact row this transaction needs): a sync that has not bumped an
+        epoch yet waits for this commit and then re-keys these facts itself. One short query per
+        batch when nothing changed.
+        """
+        dims = {d for spec, _ in keyed for d in spec.dims}
+        if not dims:
+            return set()
+        now = fact_rekey.read_epochs(conn, dims, lock=True)
+        return {d for d in dims if batch.dim_epochs.get(d) != now[d]}
 
     # --- isolating rows PostgreSQL refuses ------------------------------------------------
 
@@ -489,6 +529,8 @@ class WarehouseLoader:
             with conn.transaction():
                 conn.execute("SET CONSTRAINTS ALL IMMEDIATE")  # deferred checks fail their statement
                 positions.claim(conn, self.group, batch.offsets, expected, hooks.floors() if hooks else None)
+                keyed = self._keyed(batch)
+                moved = self._dimensions_changed(conn, batch, keyed)
                 hint = {failed_part: first}
                 rejected: list[Rejection] = []
                 dropped: list[Rejection] = []
@@ -532,6 +574,8 @@ class WarehouseLoader:
                     log.warning("PostgreSQL refused a %s row; it is left out: %s", d.part, d.error)
                 counts.rejections = rejected
                 counts.side_rows_dropped = len(dropped)
+                for spec, frame in keyed if moved else []:  # refused rows are simply not there
+                    counts.rekeyed += fact_rekey.rekey_frame(conn, spec.table, moved, frame)
                 if hooks:
                     hooks.before_commit()
                 if batch.watermarks:
@@ -587,7 +631,13 @@ class WarehouseLoader:
         return _csv(frame.select(_load_columns(FACT_SPECS[table])))
 
     def dimension_keys(
-        self, frame: pl.DataFrame, dims: Iterable[str], time_column: str, *, insert_inferred: bool = True
+        self,
+        frame: pl.DataFrame,
+        dims: Iterable[str],
+        time_column: str,
+        *,
+        insert_inferred: bool = True,
+        epochs: dict[str, int] | None = None,
     ) -> pl.DataFrame:
         """`frame` plus the key of each dimension version valid at `time_column` (read connection).
 
@@ -597,9 +647,14 @@ class WarehouseLoader:
         previous batch commits, outside the batch transaction: an inferred member is an idempotent
         placeholder (NOT EXISTS + ON CONFLICT DO NOTHING), harmless if the batch is later retried,
         and the commit itself then only writes facts. Without `insert_inferred` (a dry run) unknown
-        ids get a null key.
+        ids get a null key. `epochs` receives the dimensions' key epochs, read BEFORE the versions
+        (`commit_batch` compares them again under lock: see `_dimensions_changed`).
         """
         conn = self.open_reader()
+        dims = list(dims)
+        if epochs is not None:
+            for dim, epoch in fact_rekey.read_epochs(conn, dims).items():
+                epochs[dim] = min(epochs.get(dim, epoch), epoch)
         for dim in dims:
             table, natural, key, has_tenant = DIMS[dim]
             members = frame.select(natural, *(["tenant_id"] if has_tenant else [])).drop_nulls(natural)

@@ -39,7 +39,7 @@ def _default_day(settings: OrionSettings) -> date:
     from orion_etl.core.periods import last_complete_trading_day
 
     td = settings.trading_day
-    return last_complete_trading_day(datetime.now(UTC), td.timezone, td.cutoff)
+    return last_complete_trading_day(datetime.now(UTC), td.timezone, td.cutoff, weekend_roll=td.weekend_roll)
 
 
 def _buckets(

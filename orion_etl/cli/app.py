@@ -72,9 +72,12 @@ def _fast_plain_options() -> None:
     root's options) imported pydantic: ~0.15 s of a 0.4 s start. Click already hands str options a
     str and flags a bool; for those the adapter only checks the type again.
     """
-    from typer import _coercion, core
+    try:  # Typer internals (0.2x): without them the options still work, only a little slower
+        from typer import _coercion, core
 
-    original = core.build_runtime_param
+        original = core.build_runtime_param
+    except (ImportError, AttributeError):
+        return
 
     def build_runtime_param(descriptor: Any) -> Any:
         if descriptor.file_annotation is None and descriptor.annotation in (str, bool):

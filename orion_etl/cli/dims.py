@@ -72,7 +72,7 @@ def sync(
 
     def human(out: OutputFormat) -> None:
         columns = ["dimension", "read", "inserted", "scd1", "scd2", "closed", "completed_inferred"]
-        columns += ["unchanged", "stale", "undecodable", "rejected"]
+        columns += ["unchanged", "stale", "undecodable", "rejected", "rekeyed_facts"]
         print_rows(out, columns, data["dimensions"], title=f"dims sync ({data['mode']})")
 
     finish(
@@ -87,7 +87,7 @@ def sync(
 
 @app.command("check")
 def check(ctx: typer.Context, dimension: DimensionOpt = Dimension.ALL, fmt: FormatOpt = None) -> None:
-    """Check SCD2 invariants: one current version, contiguous intervals and versions; exit 2 on violation."""
+    """Check SCD2 invariants and that facts carry the version valid at their time; exit 2 on violation."""
     from orion_etl.jobs import dims as dims_job
 
     app_state = state(ctx)

@@ -281,11 +281,25 @@ class DimsSettings(Section):
     cdc_idle_timeout_s: float = Field(2.0, gt=0)
 
 
+FX_TIMEZONE, FX_CUTOFF = "America/New_York", "17:00"
+
+
 class TradingDaySettings(Section):
     """When a trading day starts: UTC midnight by default; FX uses 17:00 America/New_York."""
 
     timezone: str = "UTC"
     cutoff: str = "00:00"
+    # The FX week: trading days falling on Saturday/Sunday roll forward to Monday (Friday after the
+    # cutoff and the weekend belong to Monday). None = on exactly for the FX convention
+    # (America/New_York, 17:00), off otherwise; true/false decides explicitly.
+    fx_week: bool | None = None
+
+    @property
+    def weekend_roll(self) -> bool:
+        """Whether trading days on Saturday/Sunday roll forward to Monday (see `fx_week`)."""
+        if self.fx_week is not None:
+            return self.fx_week
+        return self.timezone == FX_TIMEZONE and self.cutoff == FX_CUTOFF
 
     @field_validator("timezone")
     @classmethod

@@ -210,12 +210,17 @@ def positions(origin: str) -> list[pl.Expr]:
     ]
 
 
-def _date_key(column: str, timezone: str, cutoff: str) -> pl.Expr:
-    return date_key_expr(trading_date_expr(column, timezone, cutoff))
+def _date_key(column: str, timezone: str, cutoff: str, weekend_roll: bool) -> pl.Expr:
+    return date_key_expr(trading_date_expr(column, timezone, cutoff, weekend_roll=weekend_roll))
 
 
 def transform_trades(
-    frame: pl.DataFrame, origin: str, timezone: str = "UTC", cutoff: str = "00:00"
+    frame: pl.DataFrame,
+    origin: str,
+    timezone: str = "UTC",
+    cutoff: str = "00:00",
+    *,
+    weekend_roll: bool = False,
 ) -> pl.DataFrame:
     """Decoded trade rows -> fact_trades columns (+ metadata columns kept)."""
     qty, price = pl.col("quantity").cast(DEC), pl.col("price").cast(DEC)
@@ -231,7 +236,7 @@ def transform_trades(
             *text_errors("fact_trades"),
         ).alias("_error"),
         pl.col("id").alias("trade_id"),
-        _date_key("trade_date", timezone, cutoff).alias("trade_date_key"),
+        _date_key("trade_date", timezone, cutoff, weekend_roll).alias("trade_date_key"),
         notional.alias("notional_value"),
         fees.cast(pl.Decimal(28, 10)).alias("fees"),
         pl.when(pl.col("side") == "SELL")
@@ -246,7 +251,12 @@ def transform_trades(
 
 
 def transform_orders(
-    frame: pl.DataFrame, origin: str, timezone: str = "UTC", cutoff: str = "00:00"
+    frame: pl.DataFrame,
+    origin: str,
+    timezone: str = "UTC",
+    cutoff: str = "00:00",
+    *,
+    weekend_roll: bool = False,
 ) -> pl.DataFrame:
     """Decoded order rows -> fact_orders columns."""
     requested = pl.col("requested_quantity").cast(DEC)
@@ -261,7 +271,7 @@ def transform_orders(
         ).alias("_error"),
         pl.col("id").alias("order_id"),
         pl.col("created_at").alias("order_date"),
-        _date_key("created_at", timezone, cutoff).alias("order_date_key"),
+        _date_key("created_at", timezone, cutoff, weekend_roll).alias("order_date_key"),
         pl.col("status").alias("final_status"),
         filled.cast(pl.Decimal(28, 10)).alias("filled_quantity"),
         rate.round(8).cast(pl.Decimal(12, 8), strict=False).alias("fill_rate"),
@@ -274,11 +284,13 @@ def transform_orders(
     )
 
 
-def transform_quotes(frame: pl.DataFrame, timezone: str = "UTC", cutoff: str = "00:00") -> pl.DataFrame:
+def transform_quotes(
+    frame: pl.DataFrame, timezone: str = "UTC", cutoff: str = "00:00", *, weekend_roll: bool = False
+) -> pl.DataFrame:
     """Decoded quote events -> fact_quotes columns; `_error` set on quotes that make no sense."""
     bid, ask = pl.col("bid_price").cast(DEC), pl.col("ask_price").cast(DEC)
     spread = ask - bid
-    day = trading_date_expr("quote_timestamp", timezone, cutoff)
+    day = trading_date_expr("quote_timestamp", timezone, cutoff, weekend_roll=weekend_roll)
     checks = pl.coalesce(
         pl.col("_error"),
         pl.when(bid <= 0).then(pl.lit("[positive_bid] bid must be positive")),
@@ -301,7 +313,9 @@ def transform_quotes(frame: pl.DataFrame, timezone: str = "UTC", cutoff: str = "
     )
 
 
-def transform_positions(frame: pl.DataFrame, timezone: str = "UTC", cutoff: str = "00:00") -> pl.DataFrame:
+def transform_positions(
+    frame: pl.DataFrame, timezone: str = "UTC", cutoff: str = "00:00", *, weekend_roll: bool = False
+) -> pl.DataFrame:
     """Decoded `positions` changes (creates, updates, reads and deletes) -> fact_positions rows.
 
     The change time is the source row's `updated_at` (the business time the source stamped), a
@@ -327,15 +341,17 @@ def transform_positions(frame: pl.DataFrame, timezone: str = "UTC", cutoff: str 
         .then(pl.lit("changed_at: neither updated_at nor a source time"))
         .otherwise(pl.col("_error"))
         .alias("_error"),
-        _date_key("changed_at", timezone, cutoff).alias("change_date_key"),
+        _date_key("changed_at", timezone, cutoff, weekend_roll).alias("change_date_key"),
         pl.col("src_commit_lsn").fill_null(-1),
         pl.col("src_lsn").fill_null(-1),
     )
 
 
-def transform_risk(frame: pl.DataFrame, timezone: str = "UTC", cutoff: str = "00:00") -> pl.DataFrame:
+def transform_risk(
+    frame: pl.DataFrame, timezone: str = "UTC", cutoff: str = "00:00", *, weekend_roll: bool = False
+) -> pl.DataFrame:
     """Decoded `risk.snapshot` events -> fact_risk_snapshots rows (+ `_risk_key` for dedup)."""
-    day = trading_date_expr("snapshot_time", timezone, cutoff)
+    day = trading_date_expr("snapshot_time", timezone, cutoff, weekend_roll=weekend_roll)
     pct_columns = ("utilization_pct", "risk_score")
     too_big = [
         pl.when(pl.col(c).cast(pl.Float64).abs() >= float(RISK_PCT_LIMIT)).then(

@@ -58,11 +58,14 @@ class Bucket:
         """Calendar days in the bucket (1 for daily, 28-31 for months); never 0."""
         return (self.end - self.start).days
 
-    def instants(self, timezone: str = "UTC", cutoff: str = "00:00") -> tuple[datetime, datetime]:
+    def instants(
+        self, timezone: str = "UTC", cutoff: str = "00:00", *, weekend_roll: bool = False
+    ) -> tuple[datetime, datetime]:
         """Half-open UTC bounds of the bucket under the trading-day convention."""
-        return trading_day_bounds(self.start, timezone, cutoff)[0], trading_day_bounds(
-            self.end, timezone, cutoff
-        )[0]
+        return (
+            trading_day_bounds(self.start, timezone, cutoff, weekend_roll=weekend_roll)[0],
+            trading_day_bounds(self.end, timezone, cutoff, weekend_roll=weekend_roll)[0],
+        )
 
     def __str__(self) -> str:
         return f"{self.period.value.lower()} {self.start.isoformat()}"
@@ -133,11 +136,19 @@ def buckets_between(period: Period, first: date, last: date) -> list[Bucket]:
     return out
 
 
-def last_complete_trading_day(now: datetime, timezone: str = "UTC", cutoff: str = "00:00") -> date:
-    """The trading day before the one `now` falls in (the default for `--date`)."""
-    return trading_date(now, timezone, cutoff) - timedelta(days=1)
+def last_complete_trading_day(
+    now: datetime, timezone: str = "UTC", cutoff: str = "00:00", *, weekend_roll: bool = False
+) -> date:
+    """The trading day before the one `now` falls in (the default for `--date`); with the FX
+    week, the Friday before a Monday."""
+    day = trading_date(now, timezone, cutoff, weekend_roll=weekend_roll) - timedelta(days=1)
+    while weekend_roll and day.weekday() >= 5:
+        day -= timedelta(days=1)
+    return day
 
 
-def is_complete(bucket: Bucket, now: datetime, timezone: str = "UTC", cutoff: str = "00:00") -> bool:
+def is_complete(
+    bucket: Bucket, now: datetime, timezone: str = "UTC", cutoff: str = "00:00", *, weekend_roll: bool = False
+) -> bool:
     """True once the last instant of the bucket is in the past (rows become `is_final`)."""
-    return bucket.instants(timezone, cutoff)[1] <= now
+    return bucket.instants(timezone, cutoff, weekend_roll=weekend_roll)[1] <= now

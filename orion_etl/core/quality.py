@@ -347,6 +347,24 @@ def _audit_rules() -> list[Rule]:
 DEFAULT_AUDIT_RULES: list[Rule] = _audit_rules()
 
 
+def fact_key_rules() -> list[Rule]:
+    """One audit rule per registered dimension key column of a fact (`core.fact_keys`): facts
+    whose key is not the dimension version valid at their event time (`<key>_point_in_time`)."""
+    from orion_etl.core.fact_keys import mismatch_predicate, registered  # fact_keys imports config
+
+    return [
+        Rule(
+            f"{ref.key_column}_point_in_time",
+            ref.fact_table,
+            RuleKind.CUSTOM_SQL,
+            f"{ref.key_column} is not the {ref.dimension_table} version valid at {ref.time_column}",
+            Severity.ERROR,
+            sql=mismatch_predicate(ref, "t"),
+        )
+        for ref in registered()
+    ]
+
+
 def default_rules() -> list[Rule]:
-    """Every shipped rule: the story's row-level rules, then the audit-only rules."""
-    return [*DEFAULT_RULES, *DEFAULT_AUDIT_RULES]
+    """Every shipped rule: the story's row-level rules, the audit-only rules, the fact-key rules."""
+    return [*DEFAULT_RULES, *DEFAULT_AUDIT_RULES, *fact_key_rules()]

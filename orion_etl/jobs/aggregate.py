@@ -20,6 +20,7 @@ from orion_etl.adapters.jobruns import JobRun, record_job_run
 from orion_etl.adapters.postgres import advisory_lock, connect
 from orion_etl.config.models import OrionSettings
 from orion_etl.core.periods import Bucket, Period, bucket_for, is_complete
+from orion_etl.core.tradingday import trading_date
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,8 @@ def run_periods(
 
     One transaction per bucket: a backfill interrupted half-way keeps the buckets it finished.
     """
-    tz, cutoff = settings.trading_day.timezone, settings.trading_day.cutoff
+    td = settings.trading_day
+    tz, cutoff, roll = td.timezone, td.cutoff, td.weekend_roll
     period = buckets[0].period.value.lower() if buckets else "none"
     report = AggregateReport(mode=period)
     with (
@@ -85,7 +87,13 @@ def run_periods(
         report.run_id = str(run.id)
         now = datetime.now(UTC)
         for bucket in buckets:
-            params = agg.bucket_params(bucket, tz, cutoff, is_final=is_complete(bucket, now, tz, cutoff))
+            params = agg.bucket_params(
+                bucket,
+                tz,
+                cutoff,
+                weekend_roll=roll,
+                is_final=is_complete(bucket, now, tz, cutoff, weekend_roll=roll),
+            )
             with conn.transaction():
                 agg.claim_bucket(conn, bucket)  # before the recompute: it sees the claimed facts
                 report.add_rows(agg.recompute_bucket(conn, params))
@@ -109,7 +117,8 @@ def run_intraday(settings: OrionSettings, periods: list[Period] | None = None) -
     3. recompute exactly the claimed buckets (client metrics, LP performance; whole summaries for
        non-daily buckets); 4. validate the touched days; 5. store this snapshot as the watermark.
     """
-    tz, cutoff = settings.trading_day.timezone, settings.trading_day.cutoff
+    td = settings.trading_day
+    tz, cutoff, roll = td.timezone, td.cutoff, td.weekend_roll
     wanted = periods or [Period(p) for p in settings.aggregate.intraday_periods]
     if Period.DAILY not in wanted:
         wanted = [Period.DAILY, *wanted]
@@ -123,13 +132,19 @@ def run_intraday(settings: OrionSettings, periods: list[Period] | None = None) -
         report.run_id = str(run.id)
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         with conn.transaction():
-            _intraday(conn, run, report, wanted, tz, cutoff)
+            _intraday(conn, run, report, wanted, tz, cutoff, roll)
         _finish(run, report)
     return report
 
 
 def _intraday(
-    conn: psycopg.Connection, run: JobRun, report: AggregateReport, wanted: list[Period], tz: str, cutoff: str
+    conn: psycopg.Connection,
+    run: JobRun,
+    report: AggregateReport,
+    wanted: list[Period],
+    tz: str,
+    cutoff: str,
+    roll: bool = False,
 ) -> None:
     snapshot = agg.current_snapshot(conn)  # first statement: fixes the transaction snapshot
     previous = agg.previous_snapshot(conn)
@@ -148,7 +163,13 @@ def _intraday(
         bucket_for(Period.DAILY, d) for d in full_days
     }
     for bucket in sorted(buckets, key=lambda b: (list(Period).index(b.period), b.start)):
-        params = agg.bucket_params(bucket, tz, cutoff, is_final=is_complete(bucket, now, tz, cutoff))
+        params = agg.bucket_params(
+            bucket,
+            tz,
+            cutoff,
+            weekend_roll=roll,
+            is_final=is_complete(bucket, now, tz, cutoff, weekend_roll=roll),
+        )
         if bucket.period is Period.DAILY and bucket.start not in full_days:
             parts: tuple[str, ...] = ("clients", "lp")
         else:
@@ -159,8 +180,12 @@ def _intraday(
     checked = {b for b in buckets if b.period is Period.DAILY} | {
         bucket_for(Period.DAILY, datetime.strptime(str(k), "%Y%m%d").date()) for k in merged_days
     }
+    # merged rows and rows of buckets that ended since: is_final as a full recompute writes it
+    agg.finalize_complete(conn, trading_date(now, tz, cutoff, weekend_roll=roll))
     for bucket in sorted(checked, key=lambda b: b.start):
-        report.add_issues(agg.validate_bucket(conn, agg.bucket_params(bucket, tz, cutoff), run.id))
+        report.add_issues(
+            agg.validate_bucket(conn, agg.bucket_params(bucket, tz, cutoff, weekend_roll=roll), run.id)
+        )
     agg.store_snapshot(conn, snapshot)
     log.info(
         "intraday: %d buckets recomputed, %d summary rows merged, %d issues",
@@ -181,7 +206,8 @@ def _summary_needs_recompute(mark: agg.DirtyMark) -> bool:
 
 def run_validate(settings: OrionSettings, bucket: Bucket) -> AggregateReport:
     """Check one bucket's aggregates against each other and the facts; record issues."""
-    tz, cutoff = settings.trading_day.timezone, settings.trading_day.cutoff
+    td = settings.trading_day
+    tz, cutoff, roll = td.timezone, td.cutoff, td.weekend_roll
     report = AggregateReport(mode="validate", buckets=[str(bucket)])
     with (
         record_job_run(settings.warehouse, "aggregate-validate", "AGGREGATION") as run,
@@ -189,7 +215,9 @@ def run_validate(settings: OrionSettings, bucket: Bucket) -> AggregateReport:
     ):
         report.run_id = str(run.id)
         with conn.transaction():
-            report.add_issues(agg.validate_bucket(conn, agg.bucket_params(bucket, tz, cutoff), run.id))
+            report.add_issues(
+                agg.validate_bucket(conn, agg.bucket_params(bucket, tz, cutoff, weekend_roll=roll), run.id)
+            )
         run.processed = 1
         _finish(run, report)
     return report

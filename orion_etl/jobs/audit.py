@@ -19,6 +19,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from orion_etl.adapters import dq_store, metrics
@@ -31,6 +32,7 @@ from orion_etl.config.dq import RuleCatalog
 from orion_etl.config.models import OrionSettings
 from orion_etl.core.dq_results import Outcome, RuleResult, exit_code
 from orion_etl.core.quality import Rule, RuleKind
+from orion_etl.core.tradingday import closed_weekend_seconds
 from orion_etl.errors import ExitCode, LockHeldError, UsageError
 
 log = logging.getLogger(__name__)
@@ -121,8 +123,12 @@ def _evaluate_table(
         problem = f"time column {time_column} does not exist in {table}"
         return [RuleResult(r, Outcome.ERROR, error=problem) for r in rules], False
     target = Target(settings.warehouse.schema_name, table, own, time_column)
+    td = settings.trading_day
+    closed = (
+        partial(closed_weekend_seconds, timezone=td.timezone, cutoff=td.cutoff) if td.weekend_roll else None
+    )
     evaluator = dq_store.Evaluator(
-        conn, target, window, settings.dq.sample_rows, settings.dq.statement_timeout_s
+        conn, target, window, settings.dq.sample_rows, settings.dq.statement_timeout_s, closed
     )
     runnable = []
     for rule in rules:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -183,46 +184,52 @@ def _check_role(conn: psycopg.Connection, target: CdcTarget, report: PrepareRepo
 
 
 def _heartbeat_table(conn: psycopg.Connection, target: CdcTarget, report: PrepareReport) -> bool:
-    schema, table, user = target.source.schema_name, target.cdc.heartbeat_table, target.database_user
-    item = f"heartbeat table {schema}.{table}"
-    if repl.table_exists(conn, schema, table):
-        report.add(item, "unchanged", "exists")
-    elif not _run(conn, report, item, "created", lambda: repl.create_heartbeat_table(conn, schema, table)):
-        return False
-    if report.dry_run and not repl.table_exists(conn, schema, table):
-        return True
-    if repl.role_info(conn, user).exists:
-        missing = repl.heartbeat_grants_missing(conn, schema, table, user)
-        if missing:
-            _run(
-                conn,
-                report,
-                f"grant on {schema}.{table}",
-                f"granted {', '.join(missing)} to {user}",
-                lambda: repl.grant_heartbeat(conn, schema, table, user),
-            )
-    return True
+    """The table the connector's heartbeat action query upserts (one row per slot)."""
+    return _connector_table(
+        conn,
+        target,
+        report,
+        "heartbeat",
+        target.cdc.heartbeat_table,
+        repl.create_heartbeat_table,
+        repl.HEARTBEAT_GRANTS,
+    )
 
 
 def _signal_table(conn: psycopg.Connection, target: CdcTarget, report: PrepareReport) -> bool:
     """Debezium's signal table: `cdc snapshot` inserts into it, the connector writes watermarks."""
-    schema, table, user = target.source.schema_name, target.cdc.signal_table, target.database_user
-    item = f"signal table {schema}.{table}"
+    return _connector_table(
+        conn, target, report, "signal", target.cdc.signal_table, repl.create_signal_table, repl.SIGNAL_GRANTS
+    )
+
+
+def _connector_table(
+    conn: psycopg.Connection,
+    target: CdcTarget,
+    report: PrepareReport,
+    kind: str,
+    table: str,
+    create: Callable[[psycopg.Connection, str, str], None],
+    grants: tuple[str, ...],
+) -> bool:
+    """Create a table the connector writes to and grant its user `grants`; False when it could not."""
+    schema, user = target.source.schema_name, target.database_user
+    item = f"{kind} table {schema}.{table}"
     if repl.table_exists(conn, schema, table):
         report.add(item, "unchanged", "exists")
-    elif not _run(conn, report, item, "created", lambda: repl.create_signal_table(conn, schema, table)):
+    elif not _run(conn, report, item, "created", lambda: create(conn, schema, table)):
         return False
     if report.dry_run and not repl.table_exists(conn, schema, table):
         return True
     if repl.role_info(conn, user).exists:
-        missing = repl.heartbeat_grants_missing(conn, schema, table, user, repl.SIGNAL_GRANTS)
+        missing = repl.heartbeat_grants_missing(conn, schema, table, user, grants)
         if missing:
             _run(
                 conn,
                 report,
                 f"grant on {schema}.{table}",
                 f"granted {', '.join(missing)} to {user}",
-                lambda: repl.grant_heartbeat(conn, schema, table, user, repl.SIGNAL_GRANTS),
+                lambda: repl.grant_heartbeat(conn, schema, table, user, grants),
             )
     return True
 

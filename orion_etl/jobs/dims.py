@@ -20,11 +20,12 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from orion_etl.adapters import dim_store
+from orion_etl.adapters import dim_store, fact_rekey
 from orion_etl.adapters.dim_queries import CheckResult, check_dimension
 from orion_etl.adapters.jobruns import record_job_run
 from orion_etl.adapters.postgres import advisory_lock, connect
 from orion_etl.config.models import OrionSettings
+from orion_etl.core.fact_keys import registered
 from orion_etl.core.scd import DIMENSION_NAMES, Action, DimensionSpec, resolve_spec
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ class DimensionReport:
     watermark: datetime | None = None
     undecodable: int = 0  # dead-lettered: not a usable change event (DECODE)
     rejected: int = 0  # dead-lettered: the warehouse refused the change (LOAD_REJECTED)
+    # fact rows re-keyed to the version valid at their event time, per fact key column
+    rekeyed: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
         c = self.counts
@@ -65,6 +68,8 @@ class DimensionReport:
             "undecodable": self.undecodable,
             "rejected": self.rejected,
             "rehashed": self.rehashed,
+            "rekeyed_facts": sum(self.rekeyed.values()),
+            "rekeyed": dict(sorted(self.rekeyed.items())),
             "watermark": self.watermark.isoformat() if self.watermark else None,
         }
 
@@ -150,6 +155,8 @@ def sync_dimension_batch(
             dim_store.stage_deletions(wh, spec, snapshot_at)
         step(spec.name, "applying")
         report.counts = dim_store.apply_staged(wh, spec)
+        step(spec.name, "re-keying facts")
+        report.rekeyed.update(fact_rekey.rekey_after_sync(wh, spec))
         # Never move past a change a still-open source transaction may commit later.
         new_watermark = watermark
         if newest is not None:
@@ -193,10 +200,21 @@ def sync_batch(
     return report
 
 
-def check(settings: OrionSettings, dimension: str) -> list[CheckResult]:
-    """`dims check`: SCD2 invariants of the selected dimensions."""
+def check(settings: OrionSettings, dimension: str, *, facts: bool = True) -> list[CheckResult]:
+    """`dims check`: SCD2 invariants of the selected dimensions, then (with `facts`) per registered
+    fact key column (`core.fact_keys`) the facts whose key is not the version valid at their time
+    (check `fact_keys:<fact table>.<key column>`, samples name the row, its key and the valid one)."""
     results: list[CheckResult] = []
     with connect(settings.warehouse) as conn:
+        conn.read_only = True
+        conn.execute("SET jit = off")  # per-row probes over large facts: compile time, no gain
         for name in selected(dimension):
             results += check_dimension(conn, resolve_spec(name, settings.dims))
+            if not facts:
+                continue
+            for ref in registered(name):
+                if not fact_rekey.table_exists(conn, ref.fact_table):
+                    continue
+                found = fact_rekey.key_mismatches(conn, ref)
+                results.append(CheckResult(name, f"fact_keys:{ref.label}", found.count, found.samples))
     return results

@@ -27,7 +27,7 @@ from typing import Any
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
-from orion_etl.adapters import dim_store, positions
+from orion_etl.adapters import dim_store, fact_rekey, positions
 from orion_etl.adapters.dlq import DeadLetter, DeadLetterPublisher
 from orion_etl.adapters.dlq_reader import DlqReader
 from orion_etl.adapters.jobruns import record_job_run
@@ -206,6 +206,7 @@ class _Drain:
                     dim_store.create_stage(wh, spec)
                     dim_store.write_stage_rows(wh, spec, [row for row, _ in piece])
                     counts = dim_store.apply_staged(wh, spec)
+                    rekeyed = fact_rekey.rekey_after_sync(wh, spec)
             except psycopg.Error as exc:
                 if not is_data_rejection(exc):
                     raise
@@ -224,6 +225,7 @@ class _Drain:
                 )  # fmt: skip
                 continue
             report.counts.update(counts)
+            report.rekeyed.update(rekeyed)
         return letters
 
 

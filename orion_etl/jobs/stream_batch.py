@@ -171,7 +171,7 @@ class BatchPreparer:
         # Called before reading fact rows from the warehouse: waits for the in-flight commit.
         self.before_read: Callable[[], None] = lambda: None
         td = settings.trading_day
-        self.tz, self.cutoff = td.timezone, td.cutoff
+        self.tz, self.cutoff, self.weekend_roll = td.timezone, td.cutoff, td.weekend_roll
         # One rule engine for stream and audit: the configured catalogue (defaults + rules file +
         # inline rules); only its row-level rules apply to a batch.
         self.rules = build_catalog(settings.dq).active
@@ -294,16 +294,16 @@ class BatchPreparer:
             if upserts or cdc_route in decoded:
                 frame = decoded[cdc_route] if cdc_route in decoded else to_frame(upserts, columns, required)
                 frame = self._fill_unavailable(frame, table)
-                frames.append(transform(frame, "cdc", self.tz, self.cutoff))
+                frames.append(transform(frame, "cdc", self.tz, self.cutoff, weekend_roll=self.weekend_roll))
             if event_route is not None and by_route[event_route]:
                 frame = to_frame(by_route[event_route], columns, required, rename=facts.TRADE_EVENT_RENAME)
-                frames.append(transform(frame, "event", self.tz, self.cutoff))
+                frames.append(transform(frame, "event", self.tz, self.cutoff, weekend_roll=self.weekend_roll))
             dels = self._delete_frame([c for c in cdc if c.op == "d"], table, key, out)
             valid = (
                 self._validate(pl.concat(frames, how="diagonal_relaxed"), table, key, out) if frames else None
             )
             if valid is not None:
-                valid = self._dimension_keys(self._gate_dimensions(valid, table, out), table)
+                valid = self._dimension_keys(self._gate_dimensions(valid, table, out), table, out)
             # Upserts and deletes are deduplicated separately and both applied (upsert first, then the
             # delete, each guarded by position): the warehouse then ends the same whether a create and
             # its delete arrive in one batch or in two, which keeps crash/restart runs identical.
@@ -404,13 +404,17 @@ class BatchPreparer:
         self._letters_from(missing, None, table, ErrorClass.MISSING_DIMENSION, out)
         return kept
 
-    def _dimension_keys(self, frame: pl.DataFrame, table: str) -> pl.DataFrame:
+    def _dimension_keys(self, frame: pl.DataFrame, table: str, out: PreparedBatch) -> pl.DataFrame:
         """Add the point-in-time dimension keys (inferred members first, unless a dry run)."""
         if frame.is_empty():
             return frame
         spec = FACT_SPECS[table]
         return self.loader.dimension_keys(
-            frame, spec.dims, spec.time_column, insert_inferred=self.insert_inferred
+            frame,
+            spec.dims,
+            spec.time_column,
+            insert_inferred=self.insert_inferred,
+            epochs=out.write.dim_epochs,
         )
 
     def _fill_unavailable(self, frame: pl.DataFrame, table: str) -> pl.DataFrame:
@@ -482,7 +486,9 @@ class BatchPreparer:
             .list.unique(maintain_order=True)
             .alias("_unavailable")
         )
-        frame = facts.transform_positions(self._fill_unavailable(frame, table), self.tz, self.cutoff)
+        frame = facts.transform_positions(
+            self._fill_unavailable(frame, table), self.tz, self.cutoff, weekend_roll=self.weekend_roll
+        )
         deletes = frame.filter(pl.col("is_deleted") & pl.col("_error").is_null())
         unknown = deletes.filter(
             pl.any_horizontal(pl.col(c).is_null() for c in ("tenant_id", "client_id", "instrument_id"))
@@ -498,7 +504,7 @@ class BatchPreparer:
         rows = pl.concat(parts, how="diagonal_relaxed") if parts else None
         if rows is None or rows.is_empty():
             return
-        rows = self._dimension_keys(self._gate_dimensions(rows, table, out), table)
+        rows = self._dimension_keys(self._gate_dimensions(rows, table, out), table, out)
         if rows.is_empty():
             return
         # one row per change: a change delivered twice in a batch is written once
@@ -519,9 +525,9 @@ class BatchPreparer:
             return
         table = "fact_risk_snapshots"
         frame = to_frame(changes, facts.RISK_COLUMNS, facts.RISK_REQUIRED, rename=facts.RISK_EVENT_RENAME)
-        frame = facts.transform_risk(frame, self.tz, self.cutoff)
+        frame = facts.transform_risk(frame, self.tz, self.cutoff, weekend_roll=self.weekend_roll)
         valid = self._validate(frame, table, "_risk_key", out)
-        valid = self._dimension_keys(self._gate_dimensions(valid, table, out), table)
+        valid = self._dimension_keys(self._gate_dimensions(valid, table, out), table, out)
         if valid.is_empty():
             return
         latest, superseded = facts.latest_per_key(valid, "_risk_key")
@@ -539,7 +545,7 @@ class BatchPreparer:
         if not changes:
             return
         frame = to_frame(changes, facts.QUOTE_COLUMNS, facts.QUOTE_REQUIRED, rename=facts.QUOTE_EVENT_RENAME)
-        frame = facts.transform_quotes(frame, self.tz, self.cutoff)
+        frame = facts.transform_quotes(frame, self.tz, self.cutoff, weekend_roll=self.weekend_roll)
         self._letters_from(frame.filter(pl.col("_error").is_not_null()), None, "fact_quotes",
                            ErrorClass.INVALID_VALUE, out)  # fmt: skip
         valid = self._gate_dimensions(frame.filter(pl.col("_error").is_null()), "fact_quotes", out)
@@ -556,7 +562,7 @@ class BatchPreparer:
         counts["sampled_out"] += valid.height - kept.height
         out.write.sampler_state = updated
         if not kept.is_empty():
-            out.write.quotes = self._dimension_keys(kept, "fact_quotes").with_columns(
+            out.write.quotes = self._dimension_keys(kept, "fact_quotes", out).with_columns(
                 pl.col("_topic").alias("src_topic"),
                 pl.col("_partition").alias("src_partition"),
                 pl.col("_offset").alias("src_offset"),

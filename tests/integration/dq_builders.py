@@ -56,6 +56,17 @@ def add_trade(
     columns = ", ".join(row)
     marks = ", ".join(["%s"] * len(row))
     conn.execute(f"INSERT INTO fact_trades ({columns}) VALUES ({marks})", list(row.values()))
+    # keys of the members' (single) versions, as the loader resolves them, unless given
+    for key, dim, natural in (
+        ("client_key", "dim_clients", "client_id"),
+        ("instrument_key", "dim_instruments", "instrument_id"),
+    ):
+        if key not in row:
+            conn.execute(
+                f"UPDATE fact_trades f SET {key} = (SELECT min(d.{key}) FROM {dim} d "
+                f"WHERE d.{natural} = f.{natural}) WHERE trade_id = %s",
+                (row["trade_id"],),
+            )
     return row["trade_id"]
 
 
@@ -72,6 +83,18 @@ def add_position_and_risk(conn: psycopg.Connection, client_id: uuid.UUID, instru
         "INSERT INTO fact_risk_snapshots (tenant_id, client_id, snapshot_time, snapshot_date, "
         "snapshot_date_key, utilization_pct, risk_score) VALUES (%s, %s, %s, %s, %s, 40, 30)",
         (TENANT, client_id, when, when.date(), int(when.strftime("%Y%m%d"))),
+    )
+    # keyed like the loader keys them (each member has one version)
+    conn.execute(
+        "UPDATE fact_positions f SET client_key = (SELECT min(client_key) FROM dim_clients d "
+        "WHERE d.client_id = f.client_id), instrument_key = (SELECT min(instrument_key) "
+        "FROM dim_instruments d WHERE d.instrument_id = f.instrument_id) WHERE f.client_id = %s",
+        (client_id,),
+    )
+    conn.execute(
+        "UPDATE fact_risk_snapshots f SET client_key = (SELECT min(client_key) FROM dim_clients d "
+        "WHERE d.client_id = f.client_id) WHERE f.client_id = %s",
+        (client_id,),
     )
 
 

@@ -212,7 +212,9 @@ def test_period_boundaries(
 def test_dst_switch_with_new_york_17h_trading_day(
     stack_settings: OrionSettings, warehouse: psycopg.Connection
 ) -> None:
-    ny = TradingDaySettings(timezone="America/New_York", cutoff="17:00")
+    # calendar trading days (the FX week, on by default for this convention, would roll the
+    # Sunday into Monday: tests/integration/test_fx_week.py)
+    ny = TradingDaySettings(timezone="America/New_York", cutoff="17:00", fx_week=False)
     settings = stack_settings.model_copy(update={"trading_day": ny})
     zone = ("America/New_York", "17:00")
     # DST starts Sunday 8 March 2026. Trading day 9 March = [8 Mar 21:00 UTC, 9 Mar 21:00 UTC);

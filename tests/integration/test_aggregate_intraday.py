@@ -16,7 +16,7 @@ from tests.integration.aggfacts import C1, C2, DAY, I2, L2, NEXT, at, insert, tr
 
 pytestmark = pytest.mark.integration
 
-VOLATILE = {"id", "created_at", "updated_at", "is_final"}
+VOLATILE = {"id", "created_at", "updated_at"}
 
 
 @pytest.fixture(autouse=True)

@@ -235,7 +235,11 @@ def test_one_alert_per_new_failure_none_on_rerun_and_a_recovery(
     assert webhook.take() == []
     assert again.exit_code == 2 and again.issues_recorded == 2 and again.deliveries == []
 
-    add_client(warehouse, missing_client)  # fix the orphan
+    add_client(warehouse, missing_client)  # fix the orphan (and key it, as the loader would)
+    warehouse.execute(
+        "UPDATE fact_trades f SET client_key = d.client_key FROM dim_clients d "
+        "WHERE d.client_id = f.client_id AND f.client_key IS NULL"
+    )
     fixed = run()
     bodies = webhook.take()
     assert len(bodies) == 1

@@ -10,7 +10,7 @@ import pytest
 from orion_etl.config import load_settings
 from orion_etl.config.dq import build_catalog
 from orion_etl.config.models import DqSettings, OrionSettings
-from orion_etl.core.quality import DEFAULT_AUDIT_RULES, DEFAULT_RULES, RuleKind, Severity
+from orion_etl.core.quality import DEFAULT_AUDIT_RULES, DEFAULT_RULES, RuleKind, Severity, fact_key_rules
 from orion_etl.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "dq-rules.example.toml"
@@ -26,7 +26,10 @@ def by_key(cat) -> dict:
 
 def test_defaults_are_the_story_rules_plus_audit_rules() -> None:
     cat = catalog()
-    assert [r.key for r in cat.rules] == [r.key for r in [*DEFAULT_RULES, *DEFAULT_AUDIT_RULES]]
+    assert [r.key for r in cat.rules] == [
+        r.key for r in [*DEFAULT_RULES, *DEFAULT_AUDIT_RULES, *fact_key_rules()]
+    ]
+    assert "fact_trades.client_key_point_in_time" in by_key(cat)
     rules = by_key(cat)
     assert rules["fact_trades.tenant_required"].label == "[tenant_required] tenant_id is required"
     assert rules["fact_trades.client_exists"].kind is RuleKind.RELATIONSHIPS
