@@ -98,6 +98,9 @@ class DeadLetterPublisher:
         self.published: set[Origin] = set()  # delivered (or found in the DLQ by `recall`)
         self._queued: set[Origin] = set()  # produced, delivery not reported yet
         self._floors: dict[str, dict[int, int]] = {}  # DLQ topic -> partition -> floor
+        # letters found by `recall` for records not committed yet -> where they lie in the DLQ:
+        # they keep the floors stored with later claims below them until their records commit
+        self._recalled: dict[Origin, tuple[str, int, int]] = {}
 
     def topic_for(self, origin: str) -> str:
         return f"{origin}{self.suffix}"
@@ -112,13 +115,27 @@ class DeadLetterPublisher:
                 floors[partition] = max(floors.get(partition, 0), high)
 
     def floors(self, origin_topics: Iterable[str]) -> dict[str, dict[int, int]]:
-        """Current floors of the DLQ topics of `origin_topics` (those known), by origin topic."""
+        """Current floors of the DLQ topics of `origin_topics` (those known), by origin topic.
+
+        A floor is never above a letter `recall` found for a record not committed yet: a claim
+        that stores it must let the next reader of the partition find that letter again (after a
+        reset backwards, or a second crash before the re-read passed the record).
+        """
         with self._lock:
-            return {
-                t: dict(self._floors[self.topic_for(t)])
-                for t in origin_topics
-                if self.topic_for(t) in self._floors
-            }
+            lowest: dict[str, dict[int, int]] = {}
+            for dlq, dlq_partition, dlq_offset in self._recalled.values():
+                pins = lowest.setdefault(dlq, {})
+                pins[dlq_partition] = min(pins.get(dlq_partition, dlq_offset), dlq_offset)
+            found: dict[str, dict[int, int]] = {}
+            for t in origin_topics:
+                dlq = self.topic_for(t)
+                if dlq not in self._floors:
+                    continue
+                floors = dict(self._floors[dlq])
+                for dlq_partition, offset in lowest.get(dlq, {}).items():
+                    floors[dlq_partition] = min(floors.get(dlq_partition, offset), offset)
+                found[t] = floors
+            return found
 
     def recall(self, reader: DlqReader, partitions: dict[tuple[str, int], tuple[int, dict[int, int]]]) -> int:
         """Mark as published the letters already in the DLQ for records about to be re-read.
@@ -142,8 +159,10 @@ class DeadLetterPublisher:
                 if m.consumer_group != self.group or key not in partitions or m.origin_offset is None:
                     continue
                 if m.origin_offset >= partitions[key][0]:
+                    origin = (key[0], key[1], m.origin_offset)
                     with self._lock:
-                        self.published.add((key[0], key[1], m.origin_offset))
+                        self.published.add(origin)
+                        self._recalled[origin] = (m.dlq_topic, m.dlq_partition, m.dlq_offset)
                     found += 1
         if found:
             log.info(
@@ -153,13 +172,15 @@ class DeadLetterPublisher:
 
     def forget(self, partitions: dict[tuple[str, int], int | None]) -> None:
         """Drop what is remembered of records below these positions (or of revoked partitions: None)."""
+
+        def kept(o: Origin) -> bool:
+            return (o[0], o[1]) not in partitions or (
+                (pos := partitions[(o[0], o[1])]) is not None and o[2] >= pos
+            )
+
         with self._lock:
-            self.published = {
-                o
-                for o in self.published
-                if (o[0], o[1]) not in partitions
-                or ((pos := partitions[(o[0], o[1])]) is not None and o[2] >= pos)
-            }
+            self.published = {o for o in self.published if kept(o)}
+            self._recalled = {o: where for o, where in self._recalled.items() if kept(o)}
 
     # --- publishing ----------------------------------------------------------------------
 

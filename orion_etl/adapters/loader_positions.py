@@ -94,16 +94,32 @@ def stored_positions(conn: psycopg.Connection, group: str) -> dict[tuple[str, in
 
 
 def write_positions(conn: psycopg.Connection, group: str, plan: list[PlannedReset]) -> int:
-    """Set the planned positions in one statement (a running loader would be fenced by it)."""
+    """Set the planned positions in one statement (a running loader would be fenced by it).
+
+    Exactly one letter per record across a reset: a partition that will re-read records gets the
+    empty DLQ floor `{}` (every DLQ partition from its earliest offset), so the next loader's
+    recall finds the letters already published for the records it re-reads and does not publish
+    them again; its claims keep the floor below those letters until the re-read passes them
+    (`DeadLetterPublisher.floors`). A move forwards keeps the stored floor (it still lies below
+    every letter of the records at or after the new position).
+    """
     rows = [r for r in plan if r.changes]
     if not rows:
         return 0
     conn.execute(
-        "INSERT INTO etl_consumer_offsets (consumer_group, topic, partition, next_offset) "
-        "SELECT %s, * FROM unnest(%s::text[], %s::int[], %s::bigint[]) "
+        "INSERT INTO etl_consumer_offsets (consumer_group, topic, partition, next_offset, dlq_floor) "
+        "SELECT %s, t, p, o, CASE WHEN re THEN '{}'::jsonb END "
+        "FROM unnest(%s::text[], %s::int[], %s::bigint[], %s::bool[]) AS u(t, p, o, re) "
         "ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET "
-        "next_offset = EXCLUDED.next_offset, updated_at = now()",
-        (group, [r.topic for r in rows], [r.partition for r in rows], [r.new for r in rows]),
+        "next_offset = EXCLUDED.next_offset, "
+        "dlq_floor = COALESCE(EXCLUDED.dlq_floor, etl_consumer_offsets.dlq_floor), updated_at = now()",
+        (
+            group,
+            [r.topic for r in rows],
+            [r.partition for r in rows],
+            [r.new for r in rows],
+            [r.rereads for r in rows],
+        ),
     )
     return len(rows)
 

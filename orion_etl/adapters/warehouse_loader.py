@@ -342,7 +342,8 @@ class WarehouseLoader:
         wanted = list(partitions)
         conn = self.open_reader()
         found = positions.stored_with_floors(conn, self.group, wanted)
-        recall = {tp: (offset, floor) for tp, (offset, floor) in found.items() if floor}
+        # an empty floor `{}` (set by `stream offsets reset`) means: the whole DLQ
+        recall = {tp: (offset, floor) for tp, (offset, floor) in found.items() if floor is not None}
         never = [tp for tp in wanted if tp not in found]
         recall.update(
             {tp: (0, floor) for tp, floor in positions.first_floors(conn, self.group, never).items()}

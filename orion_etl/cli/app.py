@@ -91,6 +91,39 @@ def _fast_plain_options() -> None:
 
 _fast_plain_options()
 
+
+def _one_line_usage_errors() -> None:
+    """Click's usage errors (unknown option, bad choice, missing argument) on one line, exit 2.
+
+    Typer draws them as a multi-line panel under the usage text; every other error of orion-etl is
+    one `error:` line (plus a JSON document under `--format json`), which is what cron mail, the
+    journal and scripts expect. Typer's `_main` only uses its markup mode to pick that panel, so it
+    is run without one, and the plain path (`ClickException.show`) prints through `_report`.
+    """
+    try:  # Typer internals (0.2x vendors click as typer._click); without them errors stay boxed
+        from typer import core
+
+        click_exceptions = core._click.exceptions
+        original = core._main
+    except (ImportError, AttributeError):
+        return
+
+    def _main(self: Any, *args: Any, **kwargs: Any) -> Any:
+        kwargs["rich_markup_mode"] = None
+        return original(self, *args, **kwargs)
+
+    def show(self: Any, file: Any = None) -> None:
+        ctx = getattr(self, "ctx", None)
+        hint = f"see '{ctx.command_path} --help'" if ctx is not None else None
+        _report(self.format_message(), hint, self.exit_code, _json_requested(sys.argv[1:]))
+
+    core._main = _main
+    for cls in (click_exceptions.ClickException, click_exceptions.UsageError):
+        setattr(cls, "show", show)  # noqa: B010 - a method replaced on the class
+
+
+_one_line_usage_errors()
+
 app = typer.Typer(
     name="orion-etl",
     help="CDC-to-warehouse ETL toolkit: Debezium/Kafka streams into a PostgreSQL star schema.",

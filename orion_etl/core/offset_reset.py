@@ -69,6 +69,13 @@ class PlannedReset:
     def changes(self) -> bool:
         return self.current != self.new
 
+    @property
+    def rereads(self) -> bool:
+        """Records at or after `new` may have been read (and dead-lettered) before: a move
+        backwards, or a position never stored (an earlier run may have died before its first
+        commit)."""
+        return self.current is None or self.new < self.current
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "topic": self.topic,

@@ -90,7 +90,7 @@ class _Drain:
     def _stored(self, keys: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         with connect(self.settings.warehouse, autocommit=True) as conn:
             found = positions.stored_with_floors(conn, self.group, keys)
-            recall = {tp: (o, f) for tp, (o, f) in found.items() if f}
+            recall = {tp: (o, f) for tp, (o, f) in found.items() if f is not None}
             never = [tp for tp in keys if tp not in found]
             recall.update({tp: (0, f) for tp, f in positions.first_floors(conn, self.group, never).items()})
         if recall:
@@ -125,6 +125,8 @@ class _Drain:
         rounds: dict[tuple[str, Any], int] = defaultdict(int)
         offsets: dict[tuple[str, int], int] = {}
         letters: list[DeadLetter] = []
+        # counted once the claim holds: a fenced batch is read again and must not count twice
+        undecodable: dict[str, int] = defaultdict(int)
         for seq, msg in enumerate(messages):
             rec = _record(msg)
             offsets[(rec.topic, rec.partition)] = max(
@@ -134,7 +136,7 @@ class _Drain:
             try:
                 change = decode_change(rec.value, spec)
             except UndecodableChangeError as exc:
-                self.reports[spec.name].undecodable += 1
+                undecodable[spec.name] += 1
                 log.warning(
                     "dims %s: dead-lettered %s[%d]@%d: %s",
                     spec.name,
@@ -149,7 +151,7 @@ class _Drain:
                 continue
             refused = [k for k, v in change.attrs.items() if isinstance(v, str) and REFUSED.search(v)]
             if refused:  # like a fact column: not altered, the change is dead-lettered
-                self.reports[spec.name].undecodable += 1
+                undecodable[spec.name] += 1
                 error = f"{refused[0]}: contains a character PostgreSQL cannot store (NUL)"
                 letters.append(DeadLetter(rec, ErrorClass.INVALID_VALUE, error, source_table=spec.table))
                 continue
@@ -160,6 +162,8 @@ class _Drain:
         with connect(self.settings.warehouse) as wh:
             floors = self.publisher.floors({t for t, _ in offsets})
             positions.claim(wh, self.group, offsets, expected, floors)
+            for name, count in undecodable.items():
+                self.reports[name].undecodable += count
             for spec in {s.name: s for s in self.specs.values()}.values():
                 staged = by_spec.get(spec.name)
                 if not staged:

@@ -11,9 +11,12 @@ from typing import Any
 import psycopg
 import pytest
 
+from orion_etl.adapters.dlq import DeadLetterPublisher
+from orion_etl.adapters.dlq_reader import DlqReader
 from orion_etl.adapters.kafka import ensure_topics, make_producer
 from orion_etl.config.models import DimsTopicSettings, OrionSettings
 from orion_etl.core.scd import INFINITY
+from orion_etl.jobs import dims_cdc
 from orion_etl.jobs.dims import sync_batch
 from orion_etl.jobs.dims_cdc import sync_cdc
 from tests.integration.dims_helpers import TENANT, add_client, dict_cursor, ts, update_client, with_dims
@@ -195,3 +198,94 @@ def test_undecodable_and_refused_changes_are_dead_lettered_once(
         (group, topic),
     ).fetchone()
     assert stored == (5,)
+
+
+def test_a_fenced_cdc_batch_re_seeks_and_applies_each_change_once(
+    stack_settings: OrionSettings,
+    warehouse: psycopg.Connection,
+    topic_name: Callable[[str], str],
+    run_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another claimant of the group applies the first part of a batch this drain has read, and
+    stores its positions, before this drain claims: the claim is fenced (compare-and-set), the
+    transaction rolls back, the drain re-seeks to the stored positions and applies only the rest.
+    The dimension ends as an undisturbed drain leaves it; the bad change is dead-lettered once."""
+    warehouse.execute("TRUNCATE dim_clients RESTART IDENTITY CASCADE")
+    warehouse.execute("TRUNCATE etl_dim_sync_state")
+    a, b = uuid.uuid4(), uuid.uuid4()
+    topic = topic_name("clients")
+    ensure_topics(stack_settings.kafka, [topic])
+    events = [
+        ("r", None, client_row(a, "TIER_2", "A", ts(1), ts(1))),
+        ("c", None, client_row(b, "TIER_3", "B", ts(1), ts(1))),
+        ("u", None, client_row(a, "TIER_1", "A", ts(1), ts(2))),
+        ("u", None, client_row(a, "TIER_1", "A renamed", ts(1), ts(3))),
+        ("u", None, client_row(a, "TIER_3", "A again", ts(1), ts(4))),
+        ("u", None, client_row(b, "TIER_3", "B\u0000", ts(1), ts(5))),  # dead-lettered INVALID_VALUE
+        ("d", {"id": str(b)}, None),
+    ]
+    producer = make_producer(stack_settings.kafka)
+    for i, (op, before, after) in enumerate(events):
+        key = str((after or before)["id"])
+        producer.produce(topic, key=key, value=envelope(op, before, after, 1704499200000 + i, schema=True))
+    producer.flush(30)
+    settings = with_dims(stack_settings, cdc_topics=DimsTopicSettings(client=topic), cdc_idle_timeout_s=1.0)
+    group = f"dims-fence-{run_id}-{uuid.uuid4().hex[:6]}"
+    suffix = settings.stream.dlq_suffix
+
+    original = dims_cdc._Drain.apply_batch
+    raced: list[int] = []
+    reseeks: list[int] = []
+    other_reports: list[dict[str, Any]] = []
+
+    def apply_batch(self: dims_cdc._Drain, messages: list[Any]) -> dict[tuple[str, int], int]:
+        if not raced:  # the other claimant takes the first half of what this drain read
+            half = messages[: max(1, len(messages) // 2)]
+            raced.append(len(half))
+            publisher = DeadLetterPublisher(make_producer(settings.kafka), suffix, group)
+            reader = DlqReader(settings.kafka, suffix)
+            try:
+                marks = reader.watermarks(topic + suffix)
+                publisher.start_floors(topic + suffix, {p: high for p, (_, high) in marks.items()})
+                other = dims_cdc._Drain(settings, self.specs, group, publisher, reader)
+                other.expected = dict(self.expected)
+                original(other, half)
+                other_reports.extend(r.as_dict() for r in other.reports.values())
+            finally:
+                reader.close()
+        return original(self, messages)
+
+    def reseek(self: dims_cdc._Drain, consumer: Any) -> None:
+        reseeks.append(1)
+        original_reseek(self, consumer)
+
+    original_reseek = dims_cdc._Drain.reseek
+    with monkeypatch.context() as m:
+        m.setattr(dims_cdc._Drain, "apply_batch", apply_batch)
+        m.setattr(dims_cdc._Drain, "reseek", reseek)
+        report = sync_cdc(settings, "client", group_id=group).dimensions[0].as_dict()
+    assert raced and reseeks == [1]
+    counts = ("read", "inserted", "scd2", "scd1", "closed", "undecodable")
+    (theirs,) = other_reports
+    together = tuple(report[k] + theirs[k] for k in counts)
+    assert together == (6, 2, 2, 1, 1, 1), (report, theirs)  # each change applied once
+    stored = warehouse.execute(
+        "SELECT next_offset FROM etl_consumer_offsets WHERE consumer_group = %s AND topic = %s",
+        (group, topic),
+    ).fetchone()
+    assert stored == (len(events),)
+    raced_state = dimension_state(warehouse)
+    letters = DlqReader(settings.kafka, suffix)
+    try:
+        low, high = letters.watermarks(topic + suffix)[0]
+    finally:
+        letters.close()
+    assert high - low == 1  # one letter for the bad change
+
+    # the same changes drained undisturbed by a fresh group give the same dimension
+    warehouse.execute("TRUNCATE dim_clients RESTART IDENTITY CASCADE")
+    warehouse.execute("TRUNCATE etl_dim_sync_state")
+    plain = sync_cdc(settings, "client", group_id=group + "-plain").dimensions[0].as_dict()
+    assert tuple(plain[k] for k in counts) == together
+    assert dimension_state(warehouse) == raced_state

@@ -130,3 +130,29 @@ def test_global_options_after_the_subcommand_and_choices_in_any_case(tmp_path: P
     assert json.loads(result.stdout)["source"] == str(config)
     bad = cli("--log-format", "foo", "config", "show")
     assert bad.returncode == 2
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("dims", "sync", "--bogus"),
+        ("aggregate", "--period"),
+        ("jobs", "list", "--format", "yaml"),
+        ("no-such-command",),
+    ],
+)
+def test_usage_errors_are_one_line_exit_2(args: tuple[str, ...]) -> None:
+    result = cli(*args)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("error: "), result.stderr
+    assert all(line.startswith(("error: ", "hint: ")) for line in lines), result.stderr
+    assert not any(ch in result.stderr for ch in "╭│╰"), result.stderr
+    assert result.stdout == ""
+
+
+def test_usage_error_under_json_is_a_json_document() -> None:
+    result = cli("dims", "sync", "--bogus", "--format", "json")
+    assert result.returncode == 2
+    doc = json.loads(result.stdout)
+    assert doc["exit_code"] == 2 and "--bogus" in doc["error"]

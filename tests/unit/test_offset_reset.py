@@ -45,6 +45,8 @@ def test_every_new_position_is_retained_and_matches_the_target(
         }[target.kind]
         assert row.new == expected
         assert row.as_dict()["to_load"] == s.high - row.new >= 0
+        # a move that may re-read records gets the whole-DLQ floor (exactly one letter per record)
+        assert row.rereads == (s.stored is None or row.new < s.stored)
 
 
 @given(partitions())
