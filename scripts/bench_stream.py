@@ -2,7 +2,8 @@
 """Benchmark of `orion-etl stream` (not a test). Writes results into docs/benchmarks.md.
 
     PYTHONPATH=. .venv/bin/python scripts/bench_stream.py [--events 1000000] [--story-sample 3000]
-        [--latency-rate 2000] [--latency-seconds 20] [--db-rtt-ms 0.5] [--no-write]
+        [--latency-rates 500,2000,20000] [--latency-seconds 10] [--compare-with DIR] [--db-rtt-ms 0.5]
+        [--no-write]
 
 Side by side in one run, over the same N pre-produced trade CDC events (Debezium JSON with the
 embedded schema, as `value.converter.schemas.enable=true` produces them):
@@ -13,8 +14,10 @@ embedded schema, as `value.converter.schemas.enable=true` produces them):
   (d) the loader: `orion-etl stream --until-caught-up` as a separate process (peak RSS measured);
 with --db-rtt-ms X, (c) and (d) once more with all their PostgreSQL traffic through a relay that
 adds X ms to every round trip (scripts/netdelay.py: a userspace delay, this kernel has no netem);
-then latency at a steady rate: events produced at --latency-rate per second with source ts_ms =
-produce time, loaded by a running loader; p50/p99 of (warehouse commit - ts_ms).
+then latency at steady rates: events produced at each of --latency-rates per second with source
+ts_ms = produce time, loaded by a running loader; p50/p99 of (warehouse commit - ts_ms).
+With --compare-with DIR (a checkout of the code before, e.g. `git archive main orion_etl | tar -x -C
+DIR`), the loader drain and the latency table run with that code too, in the same run.
 
 Uses its own warehouse database and topics on the local stack and removes them afterwards.
 """
@@ -240,11 +243,14 @@ def story_approach(conn: psycopg.Connection, settings: OrionSettings, topic: str
     return sample / elapsed
 
 
-def loader_env(settings: OrionSettings, topic: str, group: str, batch: int) -> dict[str, str]:
+def loader_env(
+    settings: OrionSettings, topic: str, group: str, batch: int, code: Path = REPO
+) -> dict[str, str]:
+    """The loader's environment; `code` is the checkout whose `orion_etl` runs (--compare-with)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORION_ETL_")}
     wh = settings.warehouse
     env.update(
-        PYTHONPATH=str(REPO),
+        PYTHONPATH=str(code),
         ORION_ETL_WAREHOUSE__DBNAME=wh.dbname,
         ORION_ETL_WAREHOUSE__PORT=str(wh.port),
         ORION_ETL_WAREHOUSE__PASSWORD=wh.password.get_secret_value(),
@@ -279,7 +285,8 @@ def run_loader(env: dict[str, str], extra: list[str]) -> tuple[dict[str, Any], f
         *extra,
     ]
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO)
+    cwd = env.get("PYTHONPATH", str(REPO))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=cwd)
     peak = [0]
 
     def watch() -> None:
@@ -329,6 +336,52 @@ def over_network(args: argparse.Namespace, settings: OrionSettings, topic: str, 
 
 
 # --- report -----------------------------------------------------------------------------------
+
+
+def latency_at(
+    settings: OrionSettings, topic: str, group: str, batch: int, code: Path, rate: float, seconds: float
+) -> dict[str, Any]:
+    """Events produced at `rate`/s (source ts_ms = produce time) into a fresh topic, loaded by a
+    running loader from `code`: p50/p99 of (warehouse commit - ts_ms), the rate reached, peak RSS."""
+    n = int(rate * seconds)
+    ensure_topics(settings.kafka, [topic], partitions=2)
+    env = loader_env(settings, topic, group, batch, code)
+    result: dict[str, Any] = {}
+
+    def loader() -> None:
+        result["stats"], _, result["rss"] = run_loader(env, ["--max-messages", str(n)])
+
+    thread = threading.Thread(target=loader)
+    thread.start()
+    time.sleep(5)  # let it join the group and get its partitions
+    t0 = time.monotonic()
+    produce_events(settings, topic, 10_000_000, n, rate=rate)
+    produced = n / (time.monotonic() - t0)
+    thread.join(600)
+    stats = result["stats"]
+    log(f"latency at {rate:,.0f}/s ({code.name}): reached {produced:,.0f}/s, "
+        f"p50 {stats['latency_p50_ms']} ms, p99 {stats['latency_p99_ms']} ms")  # fmt: skip
+    p50, p99 = stats["latency_p50_ms"], stats["latency_p99_ms"]
+    return {"rate": rate, "produced": produced, "p50": p50, "p99": p99, "rss": result["rss"]}
+
+
+def latency_lines(table: dict[str, list[dict[str, Any]]], seconds: float) -> list[str]:
+    """The latency-vs-rate table, one column pair per code variant."""
+    names = list(table)
+    head = " | ".join(f"{n}: p50 / p99 (ms)" for n in names)
+    lines = [
+        "",
+        f"Latency vs rate (source ts_ms -> warehouse commit; {seconds:.0f} s of steady production per rate, "
+        "2 partitions; targets p99 < 250 ms at 2,000/s, < 1,000 ms at 20,000/s):",
+        "",
+        f"| rate asked (events/s) | rate reached | {head} |",
+        "|---:|---:|" + "---:|" * len(names),
+    ]
+    for i, row in enumerate(table[names[0]]):
+        cells = " | ".join(f"{table[n][i]['p50']} / {table[n][i]['p99']}" for n in names)
+        reached = " / ".join(f"{table[n][i]['produced']:,.0f}" for n in names)
+        lines.append(f"| {row['rate']:,.0f} | {reached} | {cells} |")
+    return lines
 
 
 def machine_info(conn: psycopg.Connection) -> dict[str, str]:
@@ -393,8 +446,12 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=2)
     ap.add_argument("--batch", type=int, default=5000)
     ap.add_argument("--story-sample", type=int, default=3000)
-    ap.add_argument("--latency-rate", type=float, default=2000)
-    ap.add_argument("--latency-seconds", type=float, default=20)
+    ap.add_argument("--latency-rates", default="500,2000,20000", help="comma-separated events/s")
+    ap.add_argument("--latency-seconds", type=float, default=10)
+    ap.add_argument(
+        "--compare-with", type=Path, default=None,
+        help="a checkout of the code before (its orion_etl/ runs as 'before'): loader, latency side by side",
+    )  # fmt: skip
     ap.add_argument(
         "--db-rtt-ms", type=float, default=0.0,
         help="also run (c) and the loader with this many ms added to every PostgreSQL round trip",
@@ -447,22 +504,30 @@ def main() -> None:
             f"(in-loop rate {stats['rate_per_s']:,.0f}/s), peak RSS {rss / 1024:.0f} MiB")  # fmt: skip
         net = over_network(args, settings, topic, run) if args.db_rtt_ms > 0 else None
 
-        # latency at a steady rate, loader already running
-        n_lat = int(args.latency_rate * args.latency_seconds)
-        env = loader_env(settings, lat_topic, f"bench-latency-{run}", args.batch)
-        result: dict[str, Any] = {}
+        before: tuple[float, int] | None = None
+        if args.compare_with is not None:  # the same drain with the code before, same topic, new groups,
+            walls, peaks = [], []  # once more after too, so neither side has the warm caches alone
+            for i, code in enumerate([args.compare_with, REPO]):
+                with connect(settings.warehouse, autocommit=True) as conn:
+                    conn.execute("TRUNCATE fact_trades")
+                env = loader_env(settings, topic, f"bench-again-{i}-{run}", args.batch, code)
+                _, wall_i, rss_i = run_loader(env, ["--until-caught-up"])
+                log(f"(d) loader {'before' if i == 0 else 'after, again'}: {args.events / wall_i:,.0f} msg/s")
+                walls.append(wall_i)
+                peaks.append(rss_i)
+            d = args.events / ((wall + walls[1]) / 2)  # after: mean of its two drains
+            before = (args.events / walls[0], peaks[0])
 
-        def loader() -> None:
-            result["stats"], _, result["rss"] = run_loader(env, ["--max-messages", str(n_lat)])
-
-        thread = threading.Thread(target=loader)
-        thread.start()
-        time.sleep(5)  # let it join the group and get its partitions
-        log(f"latency: producing {n_lat:,} events at {args.latency_rate:,.0f}/s")
-        produce_events(settings, lat_topic, 10_000_000, n_lat, rate=args.latency_rate)
-        thread.join(300)
-        lat = result["stats"]
-        log(f"latency p50 {lat['latency_p50_ms']} ms, p99 {lat['latency_p99_ms']} ms")
+        # latency at steady rates, loader already running; each variant and rate on its own topic
+        variants = {"after": REPO} | ({"before": args.compare_with} if args.compare_with else {})
+        table: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+        for rate in [float(r) for r in args.latency_rates.split(",")]:
+            for name, code in variants.items():
+                lat_topic = f"bench.{run}.latency.{name}.{int(rate)}"
+                table[name].append(
+                    latency_at(settings, lat_topic, f"bench-latency-{name}-{int(rate)}-{run}", args.batch,
+                               code, rate, args.latency_seconds)
+                )  # fmt: skip
     finally:
         with connect(admin_pg, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
@@ -494,12 +559,19 @@ def main() -> None:
         "",
         f"- Targets: loader >= 0.5 x min(a, b) -> {d / floor:.2f} x ({'met' if d >= 0.5 * floor else 'NOT met'}); "  # noqa: E501
         f">= 20 x (c) -> {d / c:.1f} x ({'met' if d >= 20 * c else 'NOT met'}).",
-        f"- Latency at a steady {args.latency_rate:,.0f} events/s for {args.latency_seconds:.0f} s "
-        f"(source ts_ms -> warehouse commit): p50 {lat['latency_p50_ms']} ms, p99 {lat['latency_p99_ms']} ms "
-        f"(target p99 < 1000 ms: {'met' if (lat['latency_p99_ms'] or 1e9) < 1000 else 'NOT met'}).",
+        *(
+            [
+                f"- The loader before (`--compare-with {args.compare_with}`), same events, same run: "
+                f"{before[0]:,.0f} events/s ({d / before[0]:.2f} x after/before), "
+                f"peak RSS {before[1] / 1024:.0f} MiB."
+            ]
+            if before
+            else []
+        ),
         f"- Peak RSS of the loader process: {rss / 1024:.0f} MiB draining {args.events:,} events, "
-        f"{result['rss'] / 1024:.0f} MiB in the latency run (target < 500 MiB).",
+        f"{max(r['rss'] for r in table['after']) / 1024:.0f} MiB in the latency runs (target < 500 MiB).",
         *network_lines(args, net, c, d),
+        *latency_lines(table, args.latency_seconds),
         "",
         "Machine: " + "; ".join(f"{k} {v}" for k, v in info.items()) + ".",
         "The machine is shared with other work (2 cores), so absolute rates vary between runs; the ratios "

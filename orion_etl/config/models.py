@@ -197,8 +197,12 @@ class StreamSettings(Section):
     group_id: str = "orion-etl-loader"
     topics: TopicSettings = Field(default_factory=TopicSettings)
     start_from: Literal["earliest", "latest"] = "earliest"
+    # A batch closes on size, on the age of its oldest record (batch_max_ms: the latency target of
+    # batching) or when the consumer has had nothing more for batch_linger_ms while the commit thread
+    # has room (orion_etl.core.batching: small batches at low rates, large at high rates).
     batch_max_messages: int = Field(5000, ge=1)
     batch_max_ms: int = Field(250, ge=1)
+    batch_linger_ms: int = Field(5, ge=0)
     dlq_suffix: str = ".dlq"
     quote_sample_every: int = Field(10, ge=1)
     quote_spread_change_bps: float = Field(5.0, ge=0)

@@ -5,10 +5,12 @@ warehouse transaction as the rows they produced. On partition assignment the con
 those stored positions (first deployment: `stream.start_from`). Offsets are also committed to Kafka
 asynchronously after each warehouse commit, for lag monitoring only; they are never read back.
 
-Batches are bounded by `stream.batch_max_messages` and `stream.batch_max_ms`. Infrastructure
-failures (PostgreSQL or Kafka unavailable) retry the same batch with exponential backoff until
-they succeed or the process is asked to stop; nothing is ever skipped. SIGTERM/SIGINT finish the
-batch in hand (commit it), then close the consumer so the group rebalances at once.
+A batch closes on size (`stream.batch_max_messages`), on the age of its oldest record
+(`stream.batch_max_ms`, the latency target) or when the consumer has nothing more to give while the
+commit thread has room (`orion_etl.core.batching`: small batches at low rates, large at high
+rates). Infrastructure failures (PostgreSQL or Kafka unavailable) retry the same batch with
+exponential backoff until they succeed or the process is asked to stop; nothing is ever skipped.
+SIGTERM/SIGINT finish the batch in hand (commit it), then close the consumer so the group rebalances at once.
 
 No advisory lock: several processes in one consumer group are the scaling model; the
 compare-and-set on `etl_consumer_offsets` fences a process that lost a partition.
@@ -43,6 +45,7 @@ from orion_etl.adapters.kafka import ensure_topics, is_unreachable, make_consume
 from orion_etl.adapters.positions import FencedError
 from orion_etl.adapters.warehouse_loader import LoadCounts, Rejection, WarehouseLoader
 from orion_etl.config.models import OrionSettings
+from orion_etl.core.batching import BatchPolicy, next_poll
 from orion_etl.core.debezium import KafkaRecord
 from orion_etl.errors import ExitCode, OrionError, TransientError
 from orion_etl.jobs.stream_batch import BatchPreparer, PreparedBatch
@@ -394,16 +397,40 @@ class StreamJob:
         )  # fmt: skip
 
     def _collect(self, consumer: Consumer) -> None:
-        """Fill `pending` up to the batch bounds (count and time)."""
+        """Fill `pending` until the batch policy closes it (size, age, drained while idle).
+
+        The policy is `orion_etl.core.batching.next_poll`; the age of a batch runs from the moment
+        its first record was read.
+        """
         limit = self.st.batch_max_messages
         if self.max_messages is not None:
             limit = max(1, min(limit, self.max_messages - self.submitted))
-        deadline = time.monotonic() + self.st.batch_max_ms / 1000
-        while len(self.pending) < limit and not self.stopping:
-            timeout = deadline - time.monotonic()
-            if timeout <= 0:
+        policy = BatchPolicy(limit, self.st.batch_max_ms / 1000, self.st.batch_linger_ms / 1000)
+        started = time.monotonic()
+        first_at: float | None = None
+        drained = False
+        while not self.stopping:
+            now = time.monotonic()
+            if first_at is None and self.pending:
+                first_at = now
+            poll = next_poll(
+                policy,
+                count=len(self.pending),
+                age_s=0.0 if first_at is None else now - first_at,
+                waited_s=now - started,
+                drained=drained,
+                # busy: the commit thread has one batch in its commit and one waiting (a batch
+                # closed now would wait anyway); with room, a drained batch goes and is prepared
+                # while the one before commits, so the two threads keep overlapping.
+                committer_busy=sum(not future.done() for future, _ in self.inflight) >= PIPELINE_DEPTH,
+            )
+            if poll is None:
                 break
-            messages = consumer.consume(num_messages=limit - len(self.pending), timeout=timeout)
+            messages = consumer.consume(num_messages=poll.messages, timeout=poll.timeout_s)
+            # Drained: nothing came within the linger, and the broker holds nothing more either (a
+            # fetch hiccup under load is not the end of the stream; a short return is normal at
+            # saturation too, the prefetch queue is bounded).
+            drained = not messages and not self.stopping and not self._broker_has_more(consumer)
             # Bound only now: a rebalance callback run inside consume() replaces `self.pending`.
             assigned, append = self.assigned, self.pending.append  # (a hot loop: one pass per record)
             for msg in messages:
@@ -430,6 +457,19 @@ class StreamJob:
                         else None,
                     )
                 )
+
+    def _broker_has_more(self, consumer: Consumer) -> bool:
+        """Whether an assigned partition's high watermark (librdkafka's cached one: no request) is past
+        the consumer's position, i.e. records exist that have not reached the prefetch queue yet."""
+        tps = [TopicPartition(t, p) for t, p in self.assigned]
+        try:
+            for tp in consumer.position(tps):
+                marks = consumer.get_watermark_offsets(tp, cached=True)
+                if marks and tp.offset >= 0 and marks[1] > tp.offset:
+                    return True
+        except KafkaException:
+            return False
+        return False
 
     def _submit(self, consumer: Consumer, publisher: DeadLetterPublisher, records: list[KafkaRecord]) -> None:
         """Prepare a batch while earlier ones commit, then queue it for the commit thread.
