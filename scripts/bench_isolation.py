@@ -30,8 +30,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import bench_stream as bs  # noqa: E402
 
-from orion_etl.adapters import migrations  # noqa: E402
-from orion_etl.adapters.kafka import ensure_topics, make_admin, make_producer  # noqa: E402
+from orion_etl.adapters.kafka import ensure_topics, make_producer  # noqa: E402
 from orion_etl.adapters.postgres import connect  # noqa: E402
 from orion_etl.config.models import OrionSettings  # noqa: E402
 
@@ -71,16 +70,9 @@ def main() -> None:
     args = ap.parse_args()
 
     run = uuid.uuid4().hex[:8]
-    base = OrionSettings()
-    admin_pg = base.warehouse.model_copy(update={"dbname": "postgres"})
-    db = f"orion_wh_bench_{run}"
-    with connect(admin_pg, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
-    settings = base.model_copy(update={"warehouse": base.warehouse.model_copy(update={"dbname": db})})
     clean, dirty = f"bench.{run}.clean.trades", f"bench.{run}.dirty.trades"
-    try:
+    with bs.bench_deployment(run) as settings:
         with connect(settings.warehouse, autocommit=True) as conn:
-            migrations.migrate(conn, "warehouse")
             conn.execute(
                 sql.SQL(
                     "ALTER TABLE fact_trades ADD CONSTRAINT bench_refuse CHECK (trade_reference NOT LIKE {})"
@@ -113,14 +105,6 @@ def main() -> None:
             rates[name] = (args.events / wall, rss, stats)
             bs.log(f"({name}) loader: {args.events / wall:,.0f} msg/s, rejected {stats['rejected']}, "
                    f"peak RSS {rss / 1024:.0f} MiB")  # fmt: skip
-    finally:
-        with connect(admin_pg, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
-        admin = make_admin(settings.kafka)
-        names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"bench.{run}")]
-        if names:
-            for f in admin.delete_topics(names, operation_timeout=60).values():
-                f.result()
 
     d0, rss0, _ = rates["d0"]
     d1, rss1, _ = rates["d1"]

@@ -34,6 +34,8 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -440,6 +442,36 @@ def write_report(path: Path, text: str) -> None:
     path.write_text(new)
 
 
+@contextmanager
+def bench_deployment(run: str) -> Iterator[OrionSettings]:
+    """Settings for a benchmark run: its own migrated warehouse database on the local stack.
+
+    On the way out the database and every topic named `bench.<run>...` are removed, whatever
+    happened in between.
+    """
+    base = OrionSettings()
+    admin_pg = base.warehouse.model_copy(update={"dbname": "postgres"})
+    db = f"orion_wh_bench_{run}"
+    with connect(admin_pg, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
+    settings = base.model_copy(update={"warehouse": base.warehouse.model_copy(update={"dbname": db})})
+    try:
+        with connect(settings.warehouse, autocommit=True) as conn:
+            migrations.migrate(conn, "warehouse")
+        yield settings
+    finally:
+        with connect(admin_pg, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+        admin = make_admin(settings.kafka)
+        names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"bench.{run}")]
+        if names:
+            for f in admin.delete_topics(names, operation_timeout=60).values():
+                try:
+                    f.result()
+                except Exception as exc:
+                    log(f"topic clean-up: {exc}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=1_000_000)
@@ -460,16 +492,8 @@ def main() -> None:
     args = ap.parse_args()
 
     run = uuid.uuid4().hex[:8]
-    base = OrionSettings()
-    admin_pg = base.warehouse.model_copy(update={"dbname": "postgres"})
-    db = f"orion_wh_bench_{run}"
-    with connect(admin_pg, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
-    settings = base.model_copy(update={"warehouse": base.warehouse.model_copy(update={"dbname": db})})
     topic, lat_topic = f"bench.{run}.cdc.public.trades", f"bench.{run}.latency.trades"
-    try:
-        with connect(settings.warehouse, autocommit=True) as conn:
-            migrations.migrate(conn, "warehouse")
+    with bench_deployment(run) as settings:
         ensure_topics(settings.kafka, [topic, lat_topic], partitions=args.partitions)
         log(f"producing {args.events:,} trade CDC events (schemas enabled) to {topic}")
         t0 = time.monotonic()
@@ -528,17 +552,6 @@ def main() -> None:
                     latency_at(settings, lat_topic, f"bench-latency-{name}-{int(rate)}-{run}", args.batch,
                                code, rate, args.latency_seconds)
                 )  # fmt: skip
-    finally:
-        with connect(admin_pg, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
-        admin = make_admin(settings.kafka)
-        names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"bench.{run}")]
-        if names:
-            for f in admin.delete_topics(names, operation_timeout=60).values():
-                try:
-                    f.result()
-                except Exception as exc:
-                    log(f"topic clean-up: {exc}")
 
     floor = min(a, b)
     lines = [
