@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping
 
 import psycopg
 
+from orion_etl.adapters.postgres import connect
+from orion_etl.config.models import WarehouseSettings
 from orion_etl.errors import OrionError
 
 TopicPartition = tuple[str, int]
@@ -49,6 +51,21 @@ def stored_with_floors(
         (t, p): (o, {int(k): int(v) for k, v in floor.items()} if isinstance(floor, dict) else None)
         for t, p, o, floor in rows
     }
+
+
+def stored_floors(
+    conn: psycopg.Connection, group: str, partitions: Iterable[TopicPartition]
+) -> tuple[dict[TopicPartition, int], dict[TopicPartition, tuple[int, Floors]]]:
+    """Stored positions (absent: never committed), and for the DLQ recall each partition's
+    (first offset that will be re-read, floor), where a floor is known: the floor stored with the
+    position, else the one noted before the partition's first commit (`note_first_floors`). An
+    empty floor `{}` (set by `stream offsets reset`) means: the whole DLQ."""
+    wanted = list(partitions)
+    found = stored_with_floors(conn, group, wanted)
+    recall = {tp: (offset, floor) for tp, (offset, floor) in found.items() if floor is not None}
+    never = [tp for tp in wanted if tp not in found]
+    recall.update({tp: (0, floor) for tp, floor in first_floors(conn, group, never).items()})
+    return {tp: offset for tp, (offset, _) in found.items()}, recall
 
 
 def first_floors(
@@ -114,3 +131,37 @@ def claim(
                 f"positions of {topic}[{partition}] were committed by another consumer of group "
                 f"{group!r}; the batch is discarded and the partition re-read"
             )
+
+
+class OffsetStore:
+    """A group's positions read and noted on their own autocommit connection (kept open, re-opened
+    when broken); the claim itself runs in the caller's transaction (`claim`)."""
+
+    def __init__(self, settings: WarehouseSettings, group: str) -> None:
+        self.settings = settings
+        self.group = group
+        self.conn: psycopg.Connection | None = None
+
+    def _open(self) -> psycopg.Connection:
+        if self.conn is None or self.conn.closed or self.conn.broken:
+            self.close()
+            self.conn = connect(self.settings, autocommit=True)
+        return self.conn
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            finally:
+                self.conn = None
+
+    def stored_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        return stored(self._open(), self.group, partitions)
+
+    def stored_floors(
+        self, partitions: Iterable[TopicPartition]
+    ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, tuple[int, Floors]]]:
+        return stored_floors(self._open(), self.group, partitions)
+
+    def note_first_floors(self, floors: dict[TopicPartition, Floors]) -> None:
+        note_first_floors(self._open(), self.group, floors)
