@@ -306,9 +306,9 @@ class RecordConsumer:
         *,
         on_assign: Callable[[list[Partition]], Mapping[Partition, int]],
         on_revoke: Callable[[list[Partition]], None],
-        lost_is_revoked: bool = True,
     ) -> None:
-        """Subscribe; rebalances call back (inside `consume`) before partitions move."""
+        """Subscribe; rebalances call back (inside `consume`) before partitions move (partitions
+        lost without a revoke, e.g. after a session timeout, are revoked too)."""
 
         def assign(consumer: Consumer, parts: list[TopicPartition]) -> None:
             stored = on_assign([(p.topic, p.partition) for p in parts])
@@ -323,10 +323,7 @@ class RecordConsumer:
             log.info("revoked %s", ", ".join(f"{t}[{p}]" for t, p in sorted(set(keys))))
             consumer.unassign()
 
-        if lost_is_revoked:
-            self.raw.subscribe(topics, on_assign=assign, on_revoke=revoke, on_lost=revoke)
-        else:
-            self.raw.subscribe(topics, on_assign=assign, on_revoke=revoke)
+        self.raw.subscribe(topics, on_assign=assign, on_revoke=revoke, on_lost=revoke)
 
     def consume(
         self, max_messages: int, timeout_s: float, assigned: Collection[Partition] | None = None

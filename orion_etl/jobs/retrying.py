@@ -24,8 +24,8 @@ class Retry:
 
     `stopping()` turns true when the process is asked to stop: the pause is cut short; with
     `finish_on_stop` (a batch in hand) the work gets one more attempt, otherwise the last failure
-    is raised at once. `on_retry` hears of every retry; `reset` (or `default_reset`) runs before it
-    (drop a connection that may be broken).
+    is raised at once; after `attempts` the last failure is raised too. `on_retry` hears of every
+    retry; `reset` (or `default_reset`) runs before it (drop a connection that may be broken).
     """
 
     def __init__(
@@ -35,8 +35,10 @@ class Retry:
         max_backoff_s: float,
         on_retry: Callable[[], None] = lambda: None,
         default_reset: Callable[[], None] = lambda: None,
+        attempts: int = 10_000,
     ) -> None:
         self.stopping = stopping
+        self.attempts = attempts
         self.max_backoff_s = max_backoff_s
         self.on_retry = on_retry
         self.default_reset = default_reset
@@ -67,7 +69,8 @@ class Retry:
             retry=retry_if_exception(is_transient),
             wait=wait_exponential(multiplier=0.5, max=self.max_backoff_s),
             stop=lambda state: (
-                (self.stopping() and state.attempt_number > after_stop) or stop_after_attempt(10_000)(state)
+                (self.stopping() and state.attempt_number > after_stop)
+                or stop_after_attempt(self.attempts)(state)
             ),
             sleep=sleep,
             before_sleep=before_sleep,
