@@ -39,7 +39,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from orion_etl.adapters.dlq import DeadLetter, DeadLetterPublisher
+from orion_etl.adapters.dlq import DeadLetter
 from orion_etl.adapters.dlq_reader import DlqReader
 from orion_etl.adapters.positions import FencedError, Floors
 from orion_etl.core.debezium import KafkaRecord
@@ -71,6 +71,20 @@ class PositionConsumer(Protocol):
     def commit_async(self, offsets: Mapping[Partition, int]) -> None: ...
 
 
+class LetterSink(Protocol):
+    """Where dead letters go, exactly once per record (`orion_etl.adapters.dlq.DeadLetterPublisher`)."""
+
+    def floors(self, origin_topics: Iterable[str]) -> dict[str, Floors]: ...
+
+    def publish(self, letters: list[DeadLetter]) -> int: ...
+
+    def flush(self, timeout_s: float = ...) -> None: ...
+
+    def forget(self, partitions: dict[Partition, int | None]) -> None: ...
+
+    def recall(self, reader: DlqReader, partitions: dict[Partition, tuple[int, Floors]]) -> int: ...
+
+
 @dataclass
 class Batch(Generic[B]):
     """A batch of the checkpoint: what the job made of it, and the next position per partition."""
@@ -86,7 +100,7 @@ class LetterHooks:
 
     def __init__(
         self,
-        publisher: DeadLetterPublisher | None,
+        publisher: LetterSink | None,
         store: OffsetStore,
         offsets: Mapping[Partition, int],
         expected: Mapping[Partition, int | None],
@@ -128,7 +142,7 @@ class Checkpoint(Generic[B, C]):
         store: OffsetStore,
         retry: Retry,
         *,
-        publisher: DeadLetterPublisher | None = None,
+        publisher: LetterSink | None = None,
         reader: DlqReader | None = None,
         invalidate: Callable[[], None] = lambda: None,
         depth: int = 2,
