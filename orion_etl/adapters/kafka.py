@@ -13,8 +13,10 @@ import logging
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from confluent_kafka import (
@@ -31,7 +33,8 @@ from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
 from orion_etl.config.models import KafkaSettings
 from orion_etl.core.debezium import KafkaRecord
-from orion_etl.errors import ServiceUnavailableError
+from orion_etl.core.offset_reset import PartitionState
+from orion_etl.errors import ServiceUnavailableError, UsageError
 from orion_etl.logs import redactor
 
 log = logging.getLogger(__name__)
@@ -380,3 +383,69 @@ class RecordConsumer:
 
     def close(self) -> None:
         self.raw.close()
+
+
+# --- the loader's positions as Kafka sees them (`stream status`, `stream offsets`) ----------------
+
+
+def _kafka_error(settings: KafkaSettings, exc: KafkaException) -> ServiceUnavailableError:
+    err = exc.args[0] if exc.args else exc
+    text = err.str() if hasattr(err, "str") else str(err)
+    return ServiceUnavailableError(
+        f"Kafka at {settings.bootstrap_servers}: {redactor.redact(text)}",
+        hint="is the broker running? (local stack: scripts/stack.sh up)",
+    )
+
+
+def partition_states(
+    settings: KafkaSettings,
+    topics: list[str],
+    stored: dict[tuple[str, int], int],
+    *,
+    at: datetime | None = None,
+    timeout_s: float = 10.0,
+) -> list[PartitionState]:
+    """Every partition of `topics` with its watermarks, stored position and (with `at`) the first
+    offset at or after `at`. A topic that does not exist is a usage error."""
+    # A throw-away group id: this consumer never joins a group nor commits.
+    consumer = make_consumer(settings, f"orion-etl-inspect-{uuid.uuid4().hex[:8]}")
+    try:
+        metadata = consumer.list_topics(timeout=timeout_s)
+        wanted: list[TopicPartition] = []
+        for topic in topics:
+            meta = metadata.topics.get(topic)
+            if meta is None or meta.error is not None:
+                raise UsageError(f"topic {topic!r} does not exist in Kafka at {settings.bootstrap_servers}")
+            wanted += [TopicPartition(topic, p) for p in sorted(meta.partitions)]
+        at_time: dict[tuple[str, int], int] = {}
+        if at is not None and wanted:
+            ms = int(at.timestamp() * 1000)
+            found = consumer.offsets_for_times(
+                [TopicPartition(t.topic, t.partition, ms) for t in wanted], timeout_s
+            )
+            at_time = {(t.topic, t.partition): t.offset for t in found}
+        states = []
+        for tp in wanted:
+            low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
+            key = (tp.topic, tp.partition)
+            states.append(
+                PartitionState(tp.topic, tp.partition, low, high, stored.get(key), at_time.get(key))
+            )
+        return states
+    except KafkaException as exc:
+        raise _kafka_error(settings, exc) from None
+    finally:
+        consumer.close()
+
+
+def group_members(settings: KafkaSettings, group: str, timeout_s: float = 10.0) -> list[str]:
+    """Client ids and hosts of the live members of a consumer group (empty: nobody consumes)."""
+    admin = make_admin(settings)
+    try:
+        futures = admin.describe_consumer_groups([group], request_timeout=timeout_s)
+        description = futures[group].result()
+    except KafkaException as exc:
+        raise _kafka_error(settings, exc) from None
+    finally:
+        admin.poll(0)
+    return [f"{m.client_id}@{m.host}" for m in description.members]
