@@ -308,9 +308,3 @@ class Checkpoint(Generic[B, C]):
             self.inflight.popleft()[0].exception()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
-
-    # --- where the consumer stands -------------------------------------------------------
-
-    def done(self, partition: Partition) -> int | None:
-        """Position after the last committed batch (None: nothing committed yet)."""
-        return self.committed.get(partition)
