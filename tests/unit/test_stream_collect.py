@@ -16,7 +16,7 @@ from confluent_kafka import TopicPartition
 
 from orion_etl.adapters.kafka import RecordConsumer
 from orion_etl.config.models import OrionSettings
-from orion_etl.core.debezium import KafkaRecord
+from orion_etl.core.records import KafkaRecord
 from orion_etl.jobs.stream import StreamJob
 
 
