@@ -32,8 +32,8 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
 from orion_etl.config.models import KafkaSettings
-from orion_etl.core.debezium import KafkaRecord
 from orion_etl.core.offset_reset import PartitionState
+from orion_etl.core.records import KafkaRecord
 from orion_etl.errors import ServiceUnavailableError, UsageError
 from orion_etl.logs import redactor
 

@@ -42,7 +42,7 @@ from typing import Generic, Protocol, TypeVar
 from orion_etl.adapters.dlq import DeadLetter
 from orion_etl.adapters.dlq_reader import DlqReader
 from orion_etl.adapters.positions import FencedError, Floors
-from orion_etl.core.debezium import KafkaRecord
+from orion_etl.core.records import KafkaRecord
 from orion_etl.jobs.retrying import Retry
 
 log = logging.getLogger(__name__)

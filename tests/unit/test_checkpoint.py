@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from orion_etl.adapters.positions import FencedError, Floors
-from orion_etl.core.debezium import KafkaRecord
+from orion_etl.core.records import KafkaRecord
 from orion_etl.jobs.checkpoint import Batch, Checkpoint, LetterHooks
 from orion_etl.jobs.retrying import Retry
 
