@@ -212,9 +212,6 @@ class OffsetStore:
             finally:
                 self.conn = None
 
-    def stored_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
-        return stored(self._open(), self.group, partitions)
-
     def stored_floors(
         self, partitions: Iterable[TopicPartition]
     ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, tuple[int, Floors]]]:

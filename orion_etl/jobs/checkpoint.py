@@ -54,8 +54,6 @@ C = TypeVar("C")  # what committing a batch returned (e.g. LoadCounts)
 class OffsetStore(Protocol):
     """Where positions are stored (the warehouse; `WarehouseLoader`, `positions.OffsetStore`)."""
 
-    def stored_offsets(self, partitions: Iterable[Partition]) -> dict[Partition, int]: ...
-
     def stored_floors(
         self, partitions: Iterable[Partition]
     ) -> tuple[dict[Partition, int], dict[Partition, tuple[int, Floors]]]: ...

@@ -29,13 +29,10 @@ class Store:
         self.positions = dict(positions or {})
         self.first_floors: dict[Partition, Floors] = {}
 
-    def stored_offsets(self, partitions: Iterable[Partition]) -> dict[Partition, int]:
-        return {tp: self.positions[tp] for tp in partitions if tp in self.positions}
-
     def stored_floors(
         self, partitions: Iterable[Partition]
     ) -> tuple[dict[Partition, int], dict[Partition, tuple[int, Floors]]]:
-        stored = self.stored_offsets(partitions)
+        stored = {tp: self.positions[tp] for tp in partitions if tp in self.positions}
         return stored, {tp: (o, {0: 0}) for tp, o in stored.items()}
 
     def note_first_floors(self, floors: dict[Partition, Floors]) -> None:
