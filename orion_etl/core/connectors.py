@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from orion_etl.core.connector_config import mask_value
-from orion_etl.errors import ExitCode
+from orion_etl.errors import Verdict
 
 Action = Literal["add", "change", "remove"]
 
@@ -96,7 +96,7 @@ class TaskHealth:
 
 @dataclass(frozen=True)
 class ConnectorHealth:
-    """A connector's state, its tasks, and the exit code monitoring should see."""
+    """A connector's state, its tasks, and the verdict monitoring should see."""
 
     name: str
     state: str
@@ -106,15 +106,16 @@ class ConnectorHealth:
     tasks: list[TaskHealth]
 
     @property
-    def exit_code(self) -> int:
+    def verdict(self) -> Verdict:
+        """Failed when the connector or a task FAILED; warnings when paused, unassigned or taskless."""
         states = {self.state, *(t.state for t in self.tasks)}
         if states & FAILED_STATES:
-            return int(ExitCode.FAILURE)
+            return Verdict.FAILED
         if states & WARNING_STATES or not self.tasks:
-            return int(ExitCode.WARNINGS)
-        return int(ExitCode.OK)
+            return Verdict.WARNINGS
+        return Verdict.OK
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_document(self) -> dict[str, Any]:
         return {
             "connector": self.name,
             "state": self.state,
@@ -124,7 +125,6 @@ class ConnectorHealth:
             "tasks": [
                 {"id": t.id, "state": t.state, "worker_id": t.worker_id, "trace": t.trace} for t in self.tasks
             ],
-            "exit_code": self.exit_code,
         }
 
 
