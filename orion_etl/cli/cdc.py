@@ -24,7 +24,7 @@ def prepare(
 
     Exit 0 when ready, 1 with warnings, 4 when something could not be done.
     """
-    from orion_etl.core.cdc_target import resolve_target
+    from orion_etl.config.cdc_target import resolve_target
     from orion_etl.jobs import cdc as job
 
     settings = state(ctx).settings()
@@ -53,7 +53,7 @@ def status(ctx: typer.Context, env: EnvOpt = None, fmt: FormatOpt = None) -> Non
     Exit 0 healthy, 1 warnings (inactive slot, WAL above the warn threshold, stale heartbeat),
     4 failures (slot missing or lost, inactive slot over max_retained_wal_bytes, tables not published).
     """
-    from orion_etl.core.cdc_target import resolve_target
+    from orion_etl.config.cdc_target import resolve_target
     from orion_etl.core.replication_health import human_bytes
     from orion_etl.jobs import cdc as job
 
@@ -117,7 +117,7 @@ def snapshot(
     The rows are re-read in chunks while streaming continues and arrive as `op = r` events; the
     loader's upserts absorb them (refreshed, never doubled). Exit 0 when the signal was sent.
     """
-    from orion_etl.core.cdc_target import resolve_target
+    from orion_etl.config.cdc_target import resolve_target
     from orion_etl.jobs import cdc as job
 
     settings = state(ctx).settings()

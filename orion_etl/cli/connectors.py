@@ -25,8 +25,8 @@ from orion_etl.errors import UsageError, exit_code_for
 from orion_etl.logs import redactor
 
 if TYPE_CHECKING:
+    from orion_etl.config.cdc_target import CdcTarget
     from orion_etl.config.models import ConnectSettings
-    from orion_etl.core.cdc_target import CdcTarget
     from orion_etl.core.connectors import ConnectorHealth
 
 app = typer.Typer(help="Manage the Debezium connector in Kafka Connect.", no_args_is_help=True)
@@ -47,7 +47,7 @@ class RenderFormat(StrEnum):
 
 
 def _target(ctx: typer.Context, env: str | None) -> CdcTarget:
-    from orion_etl.core.cdc_target import resolve_target
+    from orion_etl.config.cdc_target import resolve_target
 
     return resolve_target(state(ctx).settings(), env)
 

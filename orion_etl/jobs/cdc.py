@@ -13,8 +13,8 @@ from orion_etl.adapters import metrics
 from orion_etl.adapters import replication as repl
 from orion_etl.adapters.jobruns import record_job_run
 from orion_etl.adapters.postgres import advisory_lock, connect
+from orion_etl.config.cdc_target import CdcTarget
 from orion_etl.config.models import PostgresSettings
-from orion_etl.core.cdc_target import CdcTarget
 from orion_etl.core.replication_health import (
     Finding,
     Thresholds,

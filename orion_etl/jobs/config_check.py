@@ -37,8 +37,8 @@ class ConfigCheckReport:
 def config_problems(settings: OrionSettings, source: Path | None) -> list[str]:
     """What commands would reject beyond the model: the rules file and every rule, CDC names
     of every environment."""
+    from orion_etl.config.cdc_target import resolve_target
     from orion_etl.config.dq import build_catalog
-    from orion_etl.core.cdc_target import resolve_target
 
     problems: list[str] = []
     try:

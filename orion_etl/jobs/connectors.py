@@ -10,13 +10,14 @@ from typing import Any, Literal
 from orion_etl.adapters import replication as repl
 from orion_etl.adapters.connect import ConnectClient, ConnectError, ConnectorNotFoundError
 from orion_etl.adapters.postgres import connect
+from orion_etl.config.cdc_target import CdcTarget
+from orion_etl.config.connector_config import CONNECTOR_CLASS, ConnectorSpec, render_connector
 from orion_etl.config.models import ConnectSettings
-from orion_etl.core.cdc_target import CdcTarget
-from orion_etl.core.connector_config import CONNECTOR_CLASS, ConnectorSpec, mask_config, render_connector
 from orion_etl.core.connectors import (
     ConfigPlan,
     ConnectorHealth,
     connector_health,
+    mask_config,
     plan_config,
     validation_errors,
 )

@@ -87,7 +87,7 @@ def run_doctor(
 
 
 def _source(settings: OrionSettings) -> list[Check]:
-    from orion_etl.core.cdc_target import resolve_target
+    from orion_etl.config.cdc_target import resolve_target
     from orion_etl.jobs.cdc import replication_status
 
     target = resolve_target(settings)
@@ -121,7 +121,7 @@ def _kafka(settings: OrionSettings) -> list[Check]:
 
 def _connect(settings: OrionSettings) -> list[Check]:
     from orion_etl.adapters.connect import ConnectClient, ConnectorNotFoundError
-    from orion_etl.core.cdc_target import resolve_target
+    from orion_etl.config.cdc_target import resolve_target
     from orion_etl.jobs import connectors as job
 
     with ConnectClient(settings.connect, rebalance_timeout_s=5) as client:

@@ -7,8 +7,7 @@ import pytest
 
 from orion_etl.adapters.connect import ConnectClient, ConnectError, ConnectorNotFoundError
 from orion_etl.config.models import ConnectSettings
-from orion_etl.core.connector_config import MASK
-from orion_etl.core.connectors import connector_health, plan_config, trim_trace, validation_errors
+from orion_etl.core.connectors import MASK, connector_health, plan_config, trim_trace, validation_errors
 from orion_etl.core.replication_health import (
     Thresholds,
     check_heartbeat,
