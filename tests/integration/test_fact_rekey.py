@@ -1,7 +1,7 @@
 """Late dimension versions re-key facts (issue 15), on the real warehouse and loader.
 
 Every sequence ends with `dims check` finding no fact keyed to another version than the one valid
-at its event time; one test shows the check does find such a fact (exit 2 from the CLI).
+at its event time; one test shows the check does find such a fact (exit 4 from the CLI).
 """
 
 from __future__ import annotations
