@@ -4,7 +4,7 @@
     orion-etl aggregate --intraday [--periods daily,weekly,monthly|all]
     orion-etl aggregate validate [--period daily] [--date D]
 
-Exit codes: 0 ok, 2 consistency check failed or bad usage, 3 could not run (lock held, DB down).
+Exit codes: 0 ok, 4 a consistency check failed, 2 bad usage, 3 could not run (lock held, DB down).
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def aggregate(
 
     Without a sub-command: recompute a period (default: daily, the last complete trading day).
 
-    Exit codes: 0 ok, 2 a consistency check failed or bad usage, 3 could not run (lock held,
+    Exit codes: 0 ok, 4 a consistency check failed, 2 bad usage, 3 could not run (lock held,
     database down).
     """
     if ctx.invoked_subcommand is not None:
