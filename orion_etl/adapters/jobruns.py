@@ -40,7 +40,6 @@ from orion_etl.logs import redactor
 
 log = logging.getLogger(__name__)
 
-OUTCOMES = ("SUCCESS", "WARNING", "FAILED", "ERROR", "INTERRUPTED")
 STATUSES = ("RUNNING", "COMPLETED", "FAILED", "ABANDONED")
 
 
