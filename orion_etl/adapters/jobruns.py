@@ -325,3 +325,13 @@ def get_job_run(warehouse: PostgresSettings, run_id: str) -> JobRunRecord | None
     if len(rows) != 1:
         return None
     return JobRunRecord(*rows[0])
+
+
+def running_loaders(conn: psycopg.Connection, group: str) -> list[dict[str, Any]]:
+    """Loader runs of the group the ledger shows RUNNING (call `mark_abandoned` first)."""
+    rows = conn.execute(
+        "SELECT id::text, host, pid, started_at FROM etl_job_runs WHERE status = 'RUNNING' "
+        "AND job_type = 'STREAM' AND metadata->>'group' = %s ORDER BY started_at",
+        (group,),
+    ).fetchall()
+    return [{"run_id": r, "host": h, "pid": p, "started_at": s} for r, h, p, s in rows]

@@ -1,4 +1,5 @@
-"""Typed factories around confluent-kafka: one place that turns settings into librdkafka clients.
+"""Typed factories around confluent-kafka: one place that turns settings into librdkafka clients,
+and `RecordConsumer`, the consumer as the jobs see it (`KafkaRecord`s, (topic, partition) keys).
 
 librdkafka's own log lines go through Python logging (logger `orion_etl.librdkafka`), so they get
 the process's log format (JSON lines off a terminal) and secret redaction instead of being printed
@@ -12,14 +13,28 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
 from orion_etl.config.models import KafkaSettings
-from orion_etl.errors import ServiceUnavailableError
+from orion_etl.core.offset_reset import PartitionState
+from orion_etl.core.records import KafkaRecord
+from orion_etl.errors import ServiceUnavailableError, UsageError
 from orion_etl.logs import redactor
 
 log = logging.getLogger(__name__)
@@ -234,3 +249,203 @@ def ensure_topics(
     finally:
         admin.poll(0)
     return created
+
+
+Partition = tuple[str, int]  # (topic, partition)
+
+
+@dataclass
+class Polled:
+    """What one `RecordConsumer.consume` returned."""
+
+    records: list[KafkaRecord] = field(default_factory=list)
+    errors: list[KafkaError] = field(default_factory=list)  # except end-of-partition notices
+    count: int = 0  # messages librdkafka handed over (records, errors, records of other partitions)
+
+
+def records_of(messages: list[Message], assigned: Collection[Partition] | None = None) -> Polled:
+    """Messages as records (of `assigned` partitions only, when given) and errors."""
+    out = Polled(count=len(messages))
+    append = out.records.append  # (a hot loop: one pass per record)
+    for msg in messages:
+        err = msg.error()
+        if err is not None:
+            if err.code() != KafkaError._PARTITION_EOF:
+                out.errors.append(err)
+            continue
+        if assigned is not None and (msg.topic(), msg.partition()) not in assigned:
+            continue
+        ts_type, ts = msg.timestamp()
+        headers = msg.headers()
+        append(
+            KafkaRecord(
+                msg.topic(),  # type: ignore[arg-type]  # never None for a message without error
+                msg.partition(),  # type: ignore[arg-type]
+                msg.offset(),  # type: ignore[arg-type]
+                msg.key(),
+                msg.value(),
+                ts if ts_type else None,
+                [(k, v) for k, v in headers if isinstance(v, bytes)] if isinstance(headers, list) else None,
+            )
+        )
+    return out
+
+
+class RecordConsumer:
+    """A confluent-kafka `Consumer` seen through records and (topic, partition) keys.
+
+    Rebalance callbacks hear partition keys; `on_assign` returns the stored position of each
+    partition it knows, the others start from `start_from` ("earliest" or "latest"). Positions
+    the caller commits to Kafka are informational (lag tools): the caller owns the real ones.
+    """
+
+    def __init__(self, consumer: Consumer, *, start_from: str = "earliest") -> None:
+        self.raw = consumer
+        self.fallback = OFFSET_BEGINNING if start_from == "earliest" else OFFSET_END
+
+    def subscribe(
+        self,
+        topics: list[str],
+        *,
+        on_assign: Callable[[list[Partition]], Mapping[Partition, int]],
+        on_revoke: Callable[[list[Partition]], None],
+    ) -> None:
+        """Subscribe; rebalances call back (inside `consume`) before partitions move (partitions
+        lost without a revoke, e.g. after a session timeout, are revoked too)."""
+
+        def assign(consumer: Consumer, parts: list[TopicPartition]) -> None:
+            stored = on_assign([(p.topic, p.partition) for p in parts])
+            for p in parts:
+                p.offset = stored.get((p.topic, p.partition), self.fallback)
+            log.info("assigned %s", ", ".join(f"{p.topic}[{p.partition}]@{p.offset}" for p in parts))
+            consumer.assign(parts)
+
+        def revoke(consumer: Consumer, parts: list[TopicPartition]) -> None:
+            keys = [(p.topic, p.partition) for p in parts]
+            on_revoke(keys)
+            log.info("revoked %s", ", ".join(f"{t}[{p}]" for t, p in sorted(set(keys))))
+            consumer.unassign()
+
+        self.raw.subscribe(topics, on_assign=assign, on_revoke=revoke, on_lost=revoke)
+
+    def consume(
+        self, max_messages: int, timeout_s: float, assigned: Collection[Partition] | None = None
+    ) -> Polled:
+        """Up to `max_messages` records within `timeout_s` (rebalance callbacks run in here)."""
+        return records_of(self.raw.consume(num_messages=max_messages, timeout=timeout_s), assigned)
+
+    def seek(self, partition: Partition, offset: int | None) -> None:
+        """Continue `partition` from `offset` (None: from `start_from`)."""
+        self.raw.seek(TopicPartition(partition[0], partition[1], self.fallback if offset is None else offset))
+
+    def commit_async(self, offsets: Mapping[Partition, int]) -> None:
+        """Tell Kafka the next positions (lag monitoring only; never read back); failures logged."""
+        try:
+            self.raw.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=True
+            )
+        except KafkaException as exc:
+            log.debug("async Kafka commit failed: %s", exc)
+
+    def watermarks(self, partition: Partition) -> tuple[int, int]:
+        """(low, high): as seen in librdkafka's last fetch/statistics, else asked (slow);
+        `ServiceUnavailableError` when Kafka does not answer.
+
+        An uncached query waits behind the in-flight fetch request, so the cached value is used
+        whenever the partition has been fetched at least once.
+        """
+        tp = TopicPartition(*partition)
+        try:
+            low, high = self.raw.get_watermark_offsets(tp, cached=True) or (-1, -1)
+            if high < 0 or low < 0:
+                low, high = self.raw.get_watermark_offsets(tp, timeout=10, cached=False) or (0, 0)
+        except KafkaException as exc:
+            raise ServiceUnavailableError(
+                f"Kafka watermarks of {partition[0]}[{partition[1]}]: {exc}"
+            ) from exc
+        return low, high
+
+    def has_more(self, partitions: Iterable[Partition]) -> bool:
+        """Whether a partition's high watermark (librdkafka's cached one: no request) is past the
+        consumer's position, i.e. records exist that have not reached the prefetch queue yet."""
+        try:
+            for tp in self.raw.position([TopicPartition(t, p) for t, p in partitions]):
+                marks = self.raw.get_watermark_offsets(tp, cached=True)
+                if marks and tp.offset >= 0 and marks[1] > tp.offset:
+                    return True
+        except KafkaException:
+            return False
+        return False
+
+    def existing_topics(self, timeout_s: float) -> set[str]:
+        """Names of the topics the cluster has."""
+        return set(self.raw.list_topics(timeout=timeout_s).topics)
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+# --- the loader's positions as Kafka sees them (`stream status`, `stream offsets`) ----------------
+
+
+def _kafka_error(settings: KafkaSettings, exc: KafkaException) -> ServiceUnavailableError:
+    err = exc.args[0] if exc.args else exc
+    text = err.str() if hasattr(err, "str") else str(err)
+    return ServiceUnavailableError(
+        f"Kafka at {settings.bootstrap_servers}: {redactor.redact(text)}",
+        hint="is the broker running? (local stack: scripts/stack.sh up)",
+    )
+
+
+def partition_states(
+    settings: KafkaSettings,
+    topics: list[str],
+    stored: dict[tuple[str, int], int],
+    *,
+    at: datetime | None = None,
+    timeout_s: float = 10.0,
+) -> list[PartitionState]:
+    """Every partition of `topics` with its watermarks, stored position and (with `at`) the first
+    offset at or after `at`. A topic that does not exist is a usage error."""
+    # A throw-away group id: this consumer never joins a group nor commits.
+    consumer = make_consumer(settings, f"orion-etl-inspect-{uuid.uuid4().hex[:8]}")
+    try:
+        metadata = consumer.list_topics(timeout=timeout_s)
+        wanted: list[TopicPartition] = []
+        for topic in topics:
+            meta = metadata.topics.get(topic)
+            if meta is None or meta.error is not None:
+                raise UsageError(f"topic {topic!r} does not exist in Kafka at {settings.bootstrap_servers}")
+            wanted += [TopicPartition(topic, p) for p in sorted(meta.partitions)]
+        at_time: dict[tuple[str, int], int] = {}
+        if at is not None and wanted:
+            ms = int(at.timestamp() * 1000)
+            found = consumer.offsets_for_times(
+                [TopicPartition(t.topic, t.partition, ms) for t in wanted], timeout_s
+            )
+            at_time = {(t.topic, t.partition): t.offset for t in found}
+        states = []
+        for tp in wanted:
+            low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
+            key = (tp.topic, tp.partition)
+            states.append(
+                PartitionState(tp.topic, tp.partition, low, high, stored.get(key), at_time.get(key))
+            )
+        return states
+    except KafkaException as exc:
+        raise _kafka_error(settings, exc) from None
+    finally:
+        consumer.close()
+
+
+def group_members(settings: KafkaSettings, group: str, timeout_s: float = 10.0) -> list[str]:
+    """Client ids and hosts of the live members of a consumer group (empty: nobody consumes)."""
+    admin = make_admin(settings)
+    try:
+        futures = admin.describe_consumer_groups([group], request_timeout=timeout_s)
+        description = futures[group].result()
+    except KafkaException as exc:
+        raise _kafka_error(settings, exc) from None
+    finally:
+        admin.poll(0)
+    return [f"{m.client_id}@{m.host}" for m in description.members]

@@ -339,16 +339,7 @@ class WarehouseLoader:
     ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, tuple[int, Floors]]]:
         """Stored positions (absent: never committed), and for the DLQ recall each partition's
         (first offset that will be re-read, floor), where a floor is known."""
-        wanted = list(partitions)
-        conn = self.open_reader()
-        found = positions.stored_with_floors(conn, self.group, wanted)
-        # an empty floor `{}` (set by `stream offsets reset`) means: the whole DLQ
-        recall = {tp: (offset, floor) for tp, (offset, floor) in found.items() if floor is not None}
-        never = [tp for tp in wanted if tp not in found]
-        recall.update(
-            {tp: (0, floor) for tp, floor in positions.first_floors(conn, self.group, never).items()}
-        )
-        return {tp: offset for tp, (offset, _) in found.items()}, recall
+        return positions.stored_floors(self.open_reader(), self.group, partitions)
 
     def note_first_floors(self, floors: dict[TopicPartition, Floors]) -> None:
         """`positions.note_first_floors` on the (autocommit) read connection."""

@@ -2,9 +2,12 @@
 
 Drains the dimension topics with its own consumer group until no message arrives for
 `dims.cdc_idle_timeout_s`. Each polled batch is decoded, staged and applied in ONE warehouse
-transaction together with the next offsets in `etl_consumer_offsets`, claimed like the streaming
-loader's (`orion_etl.adapters.positions`: compare-and-set against the positions read at assignment;
-a process that lost a partition is fenced and re-reads from the stored positions). On start the
+transaction together with the next offsets in `etl_consumer_offsets`, through the streaming
+loader's checkpoint (`orion_etl.jobs.checkpoint.Checkpoint`: positions claimed by compare-and-set
+against the positions read at assignment, letters flushed before the commit, Kafka's commit after
+it; a process that lost a partition is fenced and re-reads from the stored positions). A batch
+whose transaction fails for a transient reason (the warehouse restarted) is retried on a new
+connection (`RETRY_ATTEMPTS`); otherwise one connection serves every batch. On start the
 consumer seeks to those stored positions, so a crash between the commit and Kafka's own commit
 neither loses nor re-applies a change (effectively-once). Several changes to one member in a batch
 are applied in `round`s (the k-th change of every member in round k), keeping every intermediate
@@ -25,13 +28,13 @@ from collections import defaultdict
 from typing import Any
 
 import psycopg
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from orion_etl.adapters import dim_store, fact_rekey, positions
 from orion_etl.adapters.dlq import DeadLetter, DeadLetterPublisher
 from orion_etl.adapters.dlq_reader import DlqReader
+from orion_etl.adapters.failures import describe_rejection
 from orion_etl.adapters.jobruns import record_job_run
-from orion_etl.adapters.kafka import ensure_topics, make_consumer, make_producer
+from orion_etl.adapters.kafka import Partition, RecordConsumer, ensure_topics, make_consumer, make_producer
 from orion_etl.adapters.postgres import connect
 from orion_etl.adapters.warehouse_loader import is_data_rejection
 from orion_etl.config.models import OrionSettings
@@ -41,6 +44,7 @@ from orion_etl.core.pgtext import REFUSED
 from orion_etl.core.records import KafkaRecord
 from orion_etl.core.scd import DimensionSpec, resolve_spec
 from orion_etl.errors import ServiceUnavailableError, exit_code_for
+from orion_etl.jobs.checkpoint import Batch, Checkpoint, LetterHooks
 from orion_etl.jobs.dims import (
     JOB_NAME,
     JOB_TYPE,
@@ -51,25 +55,21 @@ from orion_etl.jobs.dims import (
     prepare,
     selected,
 )
+from orion_etl.jobs.retrying import Retry
 
 log = logging.getLogger(__name__)
 ASSIGN_TIMEOUT_S = 60.0
+# A batch's transaction is retried on transient failures (the warehouse restarted, a connection
+# dropped) this many times, backing off up to `stream.retry_max_backoff_s`: about a minute at the
+# defaults; then the drain stops with the failure (a batch command, unlike the loader, does not
+# wait for ever). Nothing of a failed batch is kept: the next run reads it again.
+RETRY_ATTEMPTS = 8
 Staged = tuple[list[Any], KafkaRecord]  # a stage row and the record it came from
 
 
-def _record(msg: Message) -> KafkaRecord:
-    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-    assert topic is not None and partition is not None and offset is not None
-    ts_type, ts = msg.timestamp()
-    headers = msg.headers()
-    return KafkaRecord(
-        topic, partition, offset, msg.key(), msg.value(), ts if ts_type else None,
-        [(k, v) for k, v in headers if isinstance(v, bytes)] if isinstance(headers, list) else None,
-    )  # fmt: skip
-
-
 class _Drain:
-    """Consumer loop state (kept small: one batch = one transaction)."""
+    """Consumer loop state (kept small: one batch = one transaction); positions, fencing, reseek
+    and the commit order are the shared `Checkpoint`'s."""
 
     def __init__(
         self,
@@ -82,54 +82,69 @@ class _Drain:
         self.settings = settings
         self.specs = specs  # topic -> spec
         self.group = group
-        self.publisher = publisher
-        self.reader = reader
         self.assigned = False
-        self.expected: dict[tuple[str, int], int | None] = {}  # positions this process claims from
         self.reports = {s.name: DimensionReport(s.name) for s in specs.values()}
+        self.conn: psycopg.Connection | None = None  # the warehouse connection, kept across batches
+        self.store = positions.OffsetStore(settings.warehouse, group)
+        retry = Retry(
+            stopping=lambda: False,
+            max_backoff_s=settings.stream.retry_max_backoff_s,
+            attempts=RETRY_ATTEMPTS,
+            default_reset=self.store.close,
+        )
+        self.checkpoint: Checkpoint[list[KafkaRecord], dict[str, DimensionReport]] = Checkpoint(
+            self.store, retry, publisher=publisher, reader=reader, reset=self.close
+        )
 
-    def _stored(self, keys: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        with connect(self.settings.warehouse, autocommit=True) as conn:
-            found = positions.stored_with_floors(conn, self.group, keys)
-            recall = {tp: (o, f) for tp, (o, f) in found.items() if f is not None}
-            never = [tp for tp in keys if tp not in found]
-            recall.update({tp: (0, f) for tp, f in positions.first_floors(conn, self.group, never).items()})
-        if recall:
-            self.publisher.recall(self.reader, recall)
-        return {tp: o for tp, (o, _) in found.items()}
+    @property
+    def expected(self) -> dict[tuple[str, int], int | None]:
+        """Positions this process claims from."""
+        return self.checkpoint.expected
 
-    def on_assign(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
-        stored = self._stored([(p.topic, p.partition) for p in parts])
-        for p in parts:
-            p.offset = stored.get((p.topic, p.partition), OFFSET_BEGINNING)
-            self.expected[(p.topic, p.partition)] = stored.get((p.topic, p.partition))
-        consumer.assign(parts)
+    @expected.setter
+    def expected(self, value: dict[tuple[str, int], int | None]) -> None:
+        self.checkpoint.expected = value
+
+    def close(self) -> None:
+        """Drop the warehouse connections (a retried batch reconnects)."""
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            finally:
+                self.conn = None
+        self.store.close()
+
+    def _connection(self) -> psycopg.Connection:
+        if self.conn is None or self.conn.closed or self.conn.broken:
+            self.close()
+            self.conn = connect(self.settings.warehouse)
+        return self.conn
+
+    def on_assign(self, partitions: list[Partition]) -> dict[Partition, int]:
+        stored = self.checkpoint.assign(partitions)
         self.assigned = True
+        return stored
 
-    def on_revoke(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
-        gone = {(p.topic, p.partition) for p in parts}
-        for key in gone:
-            self.expected.pop(key, None)
-        self.publisher.forget(dict.fromkeys(gone))
-        consumer.unassign()
+    def on_revoke(self, partitions: list[Partition]) -> None:
+        self.checkpoint.revoke(partitions)
 
-    def reseek(self, consumer: Consumer) -> None:
+    def reseek(self, consumer: RecordConsumer) -> None:
         """After a fenced batch: continue from the positions the new owner stored."""
-        stored = self._stored(sorted(self.expected))
-        for key in list(self.expected):
-            self.expected[key] = stored.get(key)
-            consumer.seek(TopicPartition(key[0], key[1], stored.get(key, OFFSET_BEGINNING)))
+        self.checkpoint.consumer = consumer
+        self.checkpoint.reseek()
 
-    def apply_batch(self, messages: list[Message]) -> dict[tuple[str, int], int]:
-        """Decode, stage and apply one polled batch; returns the next offset per partition."""
+    def apply_batch(self, records: list[KafkaRecord]) -> dict[tuple[str, int], int]:
+        """Decode, stage and apply one polled batch; returns the next offset per partition.
+
+        `FencedError` when another consumer moved a position of the batch (call `reseek`).
+        """
         by_spec: dict[str, list[Staged]] = defaultdict(list)
         rounds: dict[tuple[str, Any], int] = defaultdict(int)
         offsets: dict[tuple[str, int], int] = {}
         letters: list[DeadLetter] = []
-        # counted once the claim holds: a fenced batch is read again and must not count twice
+        # counted once the batch commits: a fenced or retried batch must not count twice
         undecodable: dict[str, int] = defaultdict(int)
-        for seq, msg in enumerate(messages):
-            rec = _record(msg)
+        for seq, rec in enumerate(records):
             offsets[(rec.topic, rec.partition)] = max(
                 offsets.get((rec.topic, rec.partition), 0), rec.offset + 1
             )
@@ -159,36 +174,36 @@ class _Drain:
             rounds[(spec.name, change.natural_id)] += 1
             row = stage_row(spec, change, seq, rounds[(spec.name, change.natural_id)])
             by_spec[spec.name].append((row, rec))
-        expected = {tp: self.expected.get(tp) for tp in offsets}
-        with connect(self.settings.warehouse) as wh:
-            floors = self.publisher.floors({t for t, _ in offsets})
-            positions.claim(wh, self.group, offsets, expected, floors)
-            for name, count in undecodable.items():
-                self.reports[name].undecodable += count
-            for spec in {s.name: s for s in self.specs.values()}.values():
-                staged = by_spec.get(spec.name)
-                if not staged:
-                    continue
-                report = self.reports[spec.name]
-                _, rehashed = prepare(wh, spec)
-                report.rehashed += rehashed
-                report.read += len(staged)
-                letters += self._apply_isolating(wh, spec, staged, report)
-                dim_store.write_state(
-                    wh, spec.name, watermark=None, fingerprint=spec.fingerprint(), full=False
-                )
-            if letters:
-                first = {tp for tp in offsets if expected.get(tp) is None}
-                if first:
-                    with connect(self.settings.warehouse, autocommit=True) as side:
-                        positions.note_first_floors(
-                            side, self.group, {tp: floors[tp[0]] for tp in first if tp[0] in floors}
-                        )
-                self.publisher.publish(letters)
-                self.publisher.flush()
-            wh.commit()
-        self.expected.update(offsets)
-        self.publisher.forget(dict(offsets))
+        attempt: list[DeadLetter] = []  # the letters of the attempt that commits
+        batch = Batch(records, offsets, lambda: attempt)
+
+        def transaction(
+            expected: dict[Partition, int | None], hooks: LetterHooks
+        ) -> dict[str, DimensionReport]:
+            attempt[:] = letters
+            reports = {name: DimensionReport(name) for name in self.reports}
+            wh = self._connection()
+            with wh.transaction():
+                positions.claim(wh, self.group, offsets, expected, hooks.floors())  # 1. the fence
+                for spec in {s.name: s for s in self.specs.values()}.values():  # 2. the changes
+                    staged = by_spec.get(spec.name)
+                    if not staged:
+                        continue
+                    report = reports[spec.name]
+                    _, report.rehashed = prepare(wh, spec)
+                    report.read = len(staged)
+                    attempt.extend(self._apply_isolating(wh, spec, staged, report))
+                    dim_store.write_state(
+                        wh, spec.name, watermark=None, fingerprint=spec.fingerprint(), full=False
+                    )
+                hooks.before_commit()  # 3. the letters, flushed; 4. the commit (leaving the block)
+            return reports
+
+        reports = self.checkpoint.commit(batch, transaction)
+        for name, count in undecodable.items():
+            self.reports[name].undecodable += count
+        for name, done in reports.items():
+            _merge(self.reports[name], done)
         return offsets
 
     def _apply_isolating(
@@ -208,7 +223,7 @@ class _Drain:
                     dim_store.write_stage_rows(wh, spec, [row for row, _ in piece])
                     counts = dim_store.apply_staged(wh, spec)
                     rekeyed = fact_rekey.rekey_after_sync(wh, spec)
-            except psycopg.Error as exc:
+            except Exception as exc:
                 if not is_data_rejection(exc):
                     raise
                 if len(piece) > 1:
@@ -216,18 +231,28 @@ class _Drain:
                     todo += [piece[half:], piece[:half]]
                     continue
                 rec = piece[0][1]
-                error = " ".join(f"SQLSTATE {exc.sqlstate}: {exc.diag.message_primary or exc}".split())[:1000]
+                sqlstate, error = describe_rejection(exc)
                 log.warning("dims %s: dead-lettered %s[%d]@%d: the warehouse refused it: %s",
                             spec.name, rec.topic, rec.partition, rec.offset, error)  # fmt: skip
                 report.rejected += 1
                 letters.append(
                     DeadLetter(rec, ErrorClass.LOAD_REJECTED, f"the warehouse refused the row ({error})",
-                               source_table=spec.table, sqlstate=exc.sqlstate or "")
+                               source_table=spec.table, sqlstate=sqlstate)
                 )  # fmt: skip
                 continue
             report.counts.update(counts)
             report.rekeyed.update(rekeyed)
         return letters
+
+
+def _merge(into: DimensionReport, done: DimensionReport) -> None:
+    """Add a committed batch's report of one dimension to the run's."""
+    into.read += done.read
+    into.rehashed += done.rehashed
+    into.rejected += done.rejected
+    into.undecodable += done.undecodable
+    into.counts.update(done.counts)
+    into.rekeyed.update(done.rekeyed)
 
 
 def sync_cdc(
@@ -246,13 +271,13 @@ def sync_cdc(
         record_job_run(settings.warehouse, JOB_NAME, JOB_TYPE, {"mode": "cdc", "group": group}) as run,
     ):
         report.job_run_id = str(run.id)
-        consumer = make_consumer(settings.kafka, group)
+        consumer = RecordConsumer(make_consumer(settings.kafka, group), start_from="earliest")
         producer = make_producer(settings.kafka)
         publisher = DeadLetterPublisher(producer, suffix, group)
         publisher.job_run_id = str(run.id)
         reader = DlqReader(settings.kafka, suffix)
         try:
-            existing = set(consumer.list_topics(timeout=15).topics)
+            existing = consumer.existing_topics(timeout_s=15)
             topics = [t for t in specs if t in existing]
             for missing in sorted(set(specs) - set(topics)):
                 log.warning("dims: topic %s does not exist (yet); skipped", missing)
@@ -262,9 +287,12 @@ def sync_cdc(
                     marks = reader.watermarks(t + suffix)
                     publisher.start_floors(t + suffix, {p: high for p, (_, high) in marks.items()})
                 drain = _Drain(settings, specs, group, publisher, reader)
+                drain.checkpoint.consumer = consumer
                 consumer.subscribe(topics, on_assign=drain.on_assign, on_revoke=drain.on_revoke)
                 _drain(consumer, drain, settings, step)
         finally:
+            if drain is not None:
+                drain.close()
             consumer.close()
             producer.flush(10)
             reader.close()
@@ -281,28 +309,22 @@ def sync_cdc(
     return report
 
 
-def _drain(consumer: Consumer, drain: _Drain, settings: OrionSettings, step: Progress) -> None:
+def _drain(consumer: RecordConsumer, drain: _Drain, settings: OrionSettings, step: Progress) -> None:
     started = time.monotonic()
     idle_since: float | None = None
     while True:
-        messages = consumer.consume(settings.dims.cdc_batch_max_messages, timeout=0.5)
-        errors = [m for m in messages if m.error()]
-        if errors:
-            raise ServiceUnavailableError(f"kafka: {errors[0].error()}")
-        if messages:
+        polled = consumer.consume(settings.dims.cdc_batch_max_messages, timeout_s=0.5)
+        if polled.errors:
+            raise ServiceUnavailableError(f"kafka: {polled.errors[0]}")
+        if polled.records:
             idle_since = None
-            for name in {drain.specs[m.topic() or ""].name for m in messages}:
+            for name in {drain.specs[r.topic].name for r in polled.records}:
                 step(name, "applying changes")
             try:
-                done = drain.apply_batch(messages)
+                drain.apply_batch(polled.records)  # (its positions also go to Kafka, for lag tools)
             except positions.FencedError as exc:
                 log.warning("dims: %s", exc.message)
                 drain.reseek(consumer)
-                continue
-            # Informational only (lag tools): the warehouse holds the positions that count.
-            consumer.commit(
-                offsets=[TopicPartition(t, p, o) for (t, p), o in done.items()], asynchronous=True
-            )
             continue
         now = time.monotonic()
         if not drain.assigned:

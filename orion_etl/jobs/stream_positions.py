@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from orion_etl.adapters import loader_positions as positions
-from orion_etl.adapters.jobruns import mark_abandoned
+from orion_etl.adapters import positions
+from orion_etl.adapters.jobruns import mark_abandoned, running_loaders
+from orion_etl.adapters.kafka import group_members, partition_states
 from orion_etl.adapters.postgres import connect
 from orion_etl.config.models import OrionSettings
 from orion_etl.core.offset_reset import PartitionState, PlannedReset, ResetTarget, TargetKind, plan_reset
@@ -73,10 +74,10 @@ def positions_report(
     with connect(settings.warehouse, autocommit=True) as conn:
         mark_abandoned(conn)
         stored = positions.stored_positions(conn, group)
-        running = positions.running_loaders(conn, group)
+        running = running_loaders(conn, group)
         watermarks = positions.cdc_watermarks(conn)
-    states = positions.partition_states(settings.kafka, _topics(settings, topics), stored)
-    members = positions.group_members(settings.kafka, group)
+    states = partition_states(settings.kafka, _topics(settings, topics), stored)
+    members = group_members(settings.kafka, group)
     return PositionsReport(group, states, members, running, watermarks)
 
 
@@ -113,8 +114,8 @@ def reset_offsets(
         raise UsageError("--to-offset moves one topic: give --topic (and --partition for one partition)")
     with connect(settings.warehouse, autocommit=True) as conn:
         mark_abandoned(conn)
-        running = positions.running_loaders(conn, group)
-        members = positions.group_members(settings.kafka, group)
+        running = running_loaders(conn, group)
+        members = group_members(settings.kafka, group)
         if not dry_run and (members or running):
             who = ", ".join(members) or ", ".join(f"pid {r['pid']} on {r['host']}" for r in running)
             raise LoaderRunningError(
@@ -124,7 +125,7 @@ def reset_offsets(
             )
         stored = positions.stored_positions(conn, group)
         at = target.at if target.kind is TargetKind.DATETIME else None
-        states = positions.partition_states(settings.kafka, _topics(settings, topics), stored, at=at)
+        states = partition_states(settings.kafka, _topics(settings, topics), stored, at=at)
         if partition is not None:
             states = [s for s in states if s.partition == partition]
             if not states:

@@ -289,3 +289,59 @@ def test_a_fenced_cdc_batch_re_seeks_and_applies_each_change_once(
     plain = sync_cdc(settings, "client", group_id=group + "-plain").dimensions[0].as_dict()
     assert tuple(plain[k] for k in counts) == together
     assert dimension_state(warehouse) == raced_state
+
+
+def test_a_cdc_batch_whose_connection_drops_is_retried_on_a_new_connection(
+    stack_settings: OrionSettings,
+    warehouse: psycopg.Connection,
+    topic_name: Callable[[str], str],
+    run_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The warehouse drops the drain's connection (a restart, a network cut) before its second
+    batch: that batch is retried on a new connection and every change is applied once; otherwise
+    one connection serves every batch."""
+    warehouse.execute("TRUNCATE dim_clients RESTART IDENTITY CASCADE")
+    warehouse.execute("TRUNCATE etl_dim_sync_state")
+    topic = topic_name("clients-drop")
+    ensure_topics(stack_settings.kafka, [topic])
+    clients = [uuid.uuid4() for _ in range(6)]
+    producer = make_producer(stack_settings.kafka)
+    for i, cid in enumerate(clients):
+        row = client_row(cid, "TIER_2", f"C{i}", ts(1), ts(1))
+        producer.produce(topic, key=str(cid), value=envelope("c", None, row, 1704499200000 + i, schema=True))
+    producer.flush(30)
+    settings = with_dims(
+        stack_settings,
+        cdc_topics=DimsTopicSettings(client=topic),
+        cdc_idle_timeout_s=1.0,
+        cdc_batch_max_messages=2,
+    )
+    group = f"dims-drop-{run_id}-{uuid.uuid4().hex[:6]}"
+    original = dims_cdc._Drain.apply_batch
+    backends: list[int] = []  # the drain's warehouse connection after each batch
+
+    def apply_batch(self: dims_cdc._Drain, records: list[Any]) -> dict[tuple[str, int], int]:
+        if len(backends) == 1 and self.conn is not None:  # before the second batch: cut it
+            warehouse.execute("SELECT pg_terminate_backend(%s)", (self.conn.info.backend_pid,))
+        done = original(self, records)
+        assert self.conn is not None
+        backends.append(self.conn.info.backend_pid)
+        return done
+
+    with monkeypatch.context() as m:
+        m.setattr(dims_cdc._Drain, "apply_batch", apply_batch)
+        report = sync_cdc(settings, "client", group_id=group).dimensions[0].as_dict()
+    assert len(backends) >= 3
+    assert len(set(backends)) == 2 and backends[0] != backends[1]  # reconnected once, then kept
+    assert (report["read"], report["inserted"]) == (6, 6)  # the retried batch counted once
+    stored = warehouse.execute(
+        "SELECT next_offset FROM etl_consumer_offsets WHERE consumer_group = %s AND topic = %s",
+        (group, topic),
+    ).fetchone()
+    assert stored == (len(clients),)
+    rows = warehouse.execute(
+        "SELECT count(*), count(DISTINCT client_id) FROM dim_clients WHERE client_id = ANY(%s)",
+        (clients,),
+    ).fetchone()
+    assert rows == (6, 6)

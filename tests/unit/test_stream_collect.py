@@ -1,7 +1,7 @@
 """Collecting a batch across a rebalance: records consumed after the callbacks are kept.
 
-librdkafka runs the rebalance callbacks inside `consume()`; `_on_revoke` drops the pending records of
-the revoked partitions by replacing the pending list. A regression (found by
+librdkafka runs the rebalance callbacks inside `consume()`; the checkpoint's `revoke` drops the
+pending records of the revoked partitions by replacing the pending list. A regression (found by
 `scripts/reliability.py --medium --only group`) kept appending to the list of before the
 callback, so the records of that consume() call were lost and the next batch's positions skipped
 them. The consumer here is a stand-in that plays librdkafka's part of the protocol (no broker);
@@ -14,6 +14,7 @@ from typing import Any
 
 from confluent_kafka import TopicPartition
 
+from orion_etl.adapters.kafka import RecordConsumer
 from orion_etl.config.models import OrionSettings
 from orion_etl.core.records import KafkaRecord
 from orion_etl.jobs.stream import StreamJob
@@ -53,11 +54,15 @@ class RebalancingConsumer:
 
     def __init__(self, job: StreamJob, topic: str) -> None:
         self.job, self.topic, self.calls = job, topic, 0
+        self.on_revoke: Any = None
+
+    def subscribe(self, topics: list[str], *, on_assign: Any, on_revoke: Any, on_lost: Any) -> None:
+        self.on_revoke = on_revoke
 
     def consume(self, num_messages: int, timeout: float) -> list[Any]:
         self.calls += 1
         if self.calls == 1:
-            self.job._on_revoke(self, [TopicPartition(self.topic, 1)])  # type: ignore[arg-type]
+            self.on_revoke(self, [TopicPartition(self.topic, 1)])
             return [Message(self.topic, 0, 10), Message(self.topic, 0, 11)]
         self.job.stopping = True  # end the collect loop
         return []
@@ -70,10 +75,13 @@ def test_records_consumed_in_the_call_that_rebalanced_are_kept() -> None:
     settings = OrionSettings()
     topic = settings.stream.topics.trades_cdc
     job = StreamJob(settings)
+    checkpoint = job.checkpoint
     try:
-        job.assigned = {(topic, 0), (topic, 1)}
-        job.pending = [KafkaRecord(topic, 0, 9, None, b"{}"), KafkaRecord(topic, 1, 5, None, b"{}")]
-        job._collect(RebalancingConsumer(job, topic))  # type: ignore[arg-type]
-        assert [(r.partition, r.offset) for r in job.pending] == [(0, 9), (0, 10), (0, 11)]
+        checkpoint.assigned = {(topic, 0), (topic, 1)}
+        checkpoint.pending = [KafkaRecord(topic, 0, 9, None, b"{}"), KafkaRecord(topic, 1, 5, None, b"{}")]
+        consumer = RecordConsumer(RebalancingConsumer(job, topic))  # type: ignore[arg-type]
+        consumer.subscribe([topic], on_assign=checkpoint.assign, on_revoke=checkpoint.revoke)
+        job._collect(consumer)
+        assert [(r.partition, r.offset) for r in checkpoint.pending] == [(0, 9), (0, 10), (0, 11)]
     finally:
-        job.executor.shutdown()
+        checkpoint.close()
