@@ -37,7 +37,6 @@ from orion_etl.core.fact_model import (  # noqa: F401 - the source columns, re-e
     TRADE_EVENT_RENAME,
     TRADE_REQUIRED,
 )
-from orion_etl.core.fact_model import POSITION as POSITION_COLUMNS
 from orion_etl.core.pgtext import refused_in
 from orion_etl.core.quality import DEFAULT_RULES, Rule, Severity, applicable, evaluate_rows, split_valid
 from orion_etl.core.tradingday import date_key_expr, trading_date_expr
@@ -50,7 +49,9 @@ RISK_PCT_LIMIT = Decimal(100_000)
 # Text columns and their warehouse widths (the fact model's `text_limits`, sql/warehouse/V003): a
 # longer value, or a NUL character (PostgreSQL text cannot hold one), marks the row invalid (dead
 # letter) instead of failing the whole batch in COPY and stopping the loader on a poison record.
-TEXT_LIMITS: dict[str, dict[str, int]] = {m.table: m.text_limits for m in FACT_MODELS.values() if m.text_limits}
+TEXT_LIMITS: dict[str, dict[str, int]] = {
+    m.table: m.text_limits for m in FACT_MODELS.values() if m.text_limits
+}
 
 
 def text_errors(table: str) -> list[pl.Expr]:
