@@ -434,3 +434,18 @@ ROUTES: dict[Route, tuple[FactModel, Source]] = {
 def model_of(route: Route) -> FactModel:
     """The fact table a route feeds."""
     return ROUTES[route][0]
+
+
+def markdown_table() -> str:
+    """The fact model as the table docs/stream.md shows (a unit test keeps the two equal)."""
+    lines = [
+        "| fact table | routes (source) | key | dimension ids | event time |",
+        "|---|---|---|---|---|",
+    ]
+    for m in FACT_MODELS.values():
+        sources = ", ".join(f"`{s.route}` ({s.origin} `{s.name}`)" for s in m.sources)
+        dims = ", ".join(f"`{d.column}`" for d in m.dims)
+        lines.append(
+            f"| `{m.table}` | {sources} | {f'`{m.key}`' if m.key else '-'} | {dims} | `{m.time_column}` |"
+        )
+    return "\n".join(lines)

@@ -6,6 +6,7 @@ import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import polars as pl
 from polars.testing import assert_frame_equal
@@ -20,7 +21,7 @@ from orion_etl.core.batch_draft import (
 )
 from orion_etl.core.batch_plan import Lookup, inferred_members, plan_batch, with_keys
 from orion_etl.core.debezium import UNAVAILABLE, ErrorClass, KafkaRecord
-from orion_etl.core.fact_model import DIMENSION_TABLES, FACT_MODELS, Route
+from orion_etl.core.fact_model import DIMENSION_TABLES, FACT_MODELS, Route, markdown_table
 from orion_etl.core.quality import DEFAULT_RULES
 from orion_etl.core.sampling import SamplerState
 from orion_etl.core.scd import CATALOG
@@ -332,3 +333,8 @@ def test_event_and_cdc_rows_of_one_trade_keep_the_cdc_change() -> None:
     plan = plan_batch(draft_batch(records, POLICY), Lookup(versions=KNOWN), POLICY)
     assert plan.rows["fact_trades"].select("trade_id", "src_origin").rows() == [(T1, "cdc")]
     assert plan.counts.superseded == 1
+
+
+def test_docs_show_the_fact_model() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "stream.md").read_text()
+    assert markdown_table() in docs
