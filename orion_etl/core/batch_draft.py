@@ -25,20 +25,13 @@ from typing import Any
 import polars as pl
 
 from orion_etl.core import facts
-from orion_etl.core.debezium import (
-    Change,
-    DecodeError,
-    ErrorClass,
-    KafkaRecord,
-    Kind,
-    Tombstone,
-    cdc_frame,
-    decode_cdc,
-    decode_event,
-    to_frame,
-)
+from orion_etl.core.cdc_batch import cdc_frame
+from orion_etl.core.columns import to_frame
+from orion_etl.core.dead_letter_classes import DecodeError, ErrorClass
+from orion_etl.core.envelopes import decode_cdc, decode_event
 from orion_etl.core.fact_model import FACT_MODELS, ROUTES, FactModel, Route
 from orion_etl.core.quality import ERRORS_COLUMN, FAILED_RULES_COLUMN, WARNINGS_COLUMN, Rule, Severity
+from orion_etl.core.records import Change, KafkaRecord, Kind, Tombstone
 from orion_etl.core.sampling import SamplerKey, sampler_keys
 
 Coordinates = tuple[str, int, int]  # topic, partition, offset of a Kafka record
@@ -387,7 +380,7 @@ def draft_batch(records: list[KafkaRecord], policy: BatchPolicy) -> Draft:
             issues.append(RowIssue(IssueSeverity.ERROR, reason, origin, ErrorClass.UNKNOWN_TOPIC))
             continue
         routed[route].append(rec)
-    # The usual CDC batch decodes in one go (core.debezium.cdc_frame); any other batch of a
+    # The usual CDC batch decodes in one go (core.cdc_batch.cdc_frame); any other batch of a
     # route, record by record.
     decoded: dict[Route, pl.DataFrame] = {}
     for route, (model, source) in ROUTES.items():

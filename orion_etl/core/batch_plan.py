@@ -26,7 +26,7 @@ from orion_etl.core.batch_draft import (
     check_trades_or_orders,
     rejections,
 )
-from orion_etl.core.debezium import ErrorClass
+from orion_etl.core.dead_letter_classes import ErrorClass
 from orion_etl.core.dimension_gate import split_missing
 from orion_etl.core.dimension_keys import empty_versions, resolve_dimension_keys
 from orion_etl.core.fact_model import FACT_MODELS, POSITION, FactModel

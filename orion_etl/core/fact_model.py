@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
-from orion_etl.core.debezium import Kind
+from orion_etl.core.records import Kind
 
 # dimension -> (table, surrogate key column, natural id column), as in core.scd.CATALOG (a unit test
 # holds them equal; not imported from there, which would make every reader of the model import config)

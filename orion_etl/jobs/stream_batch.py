@@ -28,14 +28,15 @@ from typing import Any
 import polars as pl
 
 from orion_etl.adapters import batch_lookup
-from orion_etl.adapters.dlq import DeadLetter, fingerprint
+from orion_etl.adapters.dlq import DeadLetter, letter_id
 from orion_etl.adapters.warehouse_loader import BatchWrite, Rejection, WarehouseLoader
 from orion_etl.config.dq import build_catalog
 from orion_etl.config.models import OrionSettings
 from orion_etl.core.batch_draft import BatchPolicy, Coordinates, Draft, RowIssue, draft_batch
 from orion_etl.core.batch_plan import Lookup, Plan, inferred_members, plan_batch, with_keys
-from orion_etl.core.debezium import UNAVAILABLE, ErrorClass, KafkaRecord
+from orion_etl.core.dead_letter_classes import ErrorClass
 from orion_etl.core.fact_model import Route, model_of
+from orion_etl.core.records import UNAVAILABLE, KafkaRecord
 from orion_etl.core.sampling import SamplerKey, SamplerState
 
 log = logging.getLogger(__name__)
@@ -246,7 +247,7 @@ class BatchPreparer:
                 "partition": r.partition,
                 "offset": r.offset,
                 "timestamp_ms": r.timestamp_ms,
-                "fingerprint": fingerprint(r),
+                "fingerprint": letter_id(r),
                 "error_class": letter.error_class,
                 "dlq_topic": f"{r.topic}{self.settings.stream.dlq_suffix}",
             },

@@ -20,9 +20,10 @@ from orion_etl.core.batch_draft import (
     draft_batch,
 )
 from orion_etl.core.batch_plan import Lookup, inferred_members, plan_batch, with_keys
-from orion_etl.core.debezium import UNAVAILABLE, ErrorClass, KafkaRecord
+from orion_etl.core.dead_letter_classes import ErrorClass
 from orion_etl.core.fact_model import DIMENSION_TABLES, FACT_MODELS, Route, markdown_table
 from orion_etl.core.quality import DEFAULT_RULES
+from orion_etl.core.records import UNAVAILABLE, KafkaRecord
 from orion_etl.core.sampling import SamplerState
 from orion_etl.core.scd import CATALOG
 from orion_etl.jobs.stream_batch import letter_of, warning_row
