@@ -1,8 +1,8 @@
 """Warehouse side of the streaming loader: one transaction per micro-batch.
 
-Before the transaction, while the previous batch commits, `dimension_keys` (read connection)
-inserts inferred members for natural ids that have no dimension row at all and resolves the
-point-in-time dimension keys of the batch's rows. Then, inside one transaction, in this order:
+This is phase D of a micro-batch (`orion_etl.jobs.stream_batch`): the batch arrives planned, its
+dimension keys resolved and inferred members written (`orion_etl.adapters.batch_lookup`, while
+the previous batch commits). Inside one transaction, in this order:
 
 1. claim the Kafka positions of the batch in `etl_consumer_offsets` (compare-and-set against the
    positions this process started from: a process that lost its partitions in a rebalance cannot
@@ -25,7 +25,6 @@ from __future__ import annotations
 import io
 import logging
 import re
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cache, partial
@@ -39,7 +38,17 @@ from orion_etl.adapters import fact_rekey, positions
 from orion_etl.adapters.positions import FencedError, Floors  # noqa: F401 - re-exported
 from orion_etl.adapters.postgres import connect
 from orion_etl.config.models import WarehouseSettings
-from orion_etl.core.dimension_keys import empty_versions, resolve_dimension_keys
+from orion_etl.core.fact_model import (
+    FACT_MODELS,
+    LINEAGE,
+    ORDERS,
+    POSITION,
+    POSITIONS,
+    QUOTES,
+    RISK,
+    TRADES,
+    FactModel,
+)
 from orion_etl.core.pgtext import pg_json, storable
 from orion_etl.core.sampling import SamplerKey, SamplerState
 from orion_etl.sqlfiles import read_sql
@@ -48,71 +57,17 @@ log = logging.getLogger(__name__)
 
 TopicPartition = tuple[str, int]
 
-TRADE_FACT_COLUMNS = [
-    "trade_id", "tenant_id", "trade_reference", "order_id", "trade_date", "trade_date_key",
-    "settlement_date", "client_id", "instrument_id", "lp_id", "side", "order_type", "quantity",
-    "price", "notional_value", "fees", "net_amount", "currency", "execution_venue",
-    "fill_latency_ms", "fill_count", "is_partial_fill",
-]  # fmt: skip
-ORDER_FACT_COLUMNS = [
-    "order_id", "tenant_id", "order_date", "order_date_key", "client_id", "instrument_id", "lp_id",
-    "order_type", "side", "final_status", "requested_quantity", "filled_quantity", "fill_rate",
-    "limit_price", "avg_fill_price", "fill_count", "total_latency_ms", "routing_latency_ms",
-    "was_rejected", "was_cancelled",
-]  # fmt: skip
-QUOTE_FACT_COLUMNS = [
-    "tenant_id", "quote_timestamp", "quote_date", "quote_date_key", "instrument_id", "lp_id",
-    "bid_price", "ask_price", "bid_size", "ask_size", "mid_price", "spread", "spread_bps",
-    "is_stale", "latency_ms", "src_topic", "src_partition", "src_offset",
-]  # fmt: skip
-POSITION_FACT_COLUMNS = [
-    "position_id", "tenant_id", "client_id", "instrument_id", "changed_at", "change_date_key",
-    "quantity", "avg_price", "realized_pnl", "unrealized_pnl", "opened_at", "is_deleted", "src_op",
-]  # fmt: skip
-RISK_FACT_COLUMNS = [
-    "tenant_id", "client_id", "snapshot_time", "snapshot_date", "snapshot_date_key", "exposure",
-    "margin_used", "utilization_pct", "soft_breach_count", "hard_breach_count", "risk_score",
-]  # fmt: skip
-POSITION = ["src_origin", "src_commit_lsn", "src_lsn", "src_event_version", "src_event_ts"]
-LINEAGE = ["src_topic", "src_partition", "src_offset"]  # the Kafka record that last wrote the row
+# What each fact table loads: the fact model (orion_etl.core.fact_model) is the one description.
+FactSpec = FactModel
+
+FACT_SPECS = FACT_MODELS
+QUOTE_FACT_COLUMNS = list(QUOTES.columns)
+POSITION_FACT_COLUMNS = list(POSITIONS.columns)
+RISK_FACT_COLUMNS = list(RISK.columns)
 DQ_COLUMNS = [
     "job_run_id", "source_table", "record_id", "rule_name", "severity", "error_message",
     "record_data", "origin",
 ]  # fmt: skip
-
-
-@dataclass(frozen=True)
-class FactSpec:
-    """How one upsertable fact table is loaded."""
-
-    table: str
-    key: str
-    time_column: str  # event time used for the point-in-time dimension lookup
-    columns: list[str]
-    dims: tuple[str, ...]  # which of client / instrument / lp it references
-
-
-TRADES = FactSpec("fact_trades", "trade_id", "trade_date", TRADE_FACT_COLUMNS, ("client", "instrument", "lp"))
-ORDERS = FactSpec("fact_orders", "order_id", "order_date", ORDER_FACT_COLUMNS, ("client", "instrument", "lp"))
-QUOTES = FactSpec("fact_quotes", "", "quote_timestamp", QUOTE_FACT_COLUMNS, ("instrument", "lp"))
-POSITIONS = FactSpec(
-    "fact_positions", "position_id", "changed_at", POSITION_FACT_COLUMNS, ("client", "instrument")
-)
-RISK = FactSpec("fact_risk_snapshots", "", "snapshot_time", RISK_FACT_COLUMNS, ("client",))
-FACT_SPECS = {spec.table: spec for spec in (TRADES, ORDERS, QUOTES, POSITIONS, RISK)}
-
-
-def _load_columns(spec: FactSpec) -> list[str]:
-    """The columns a trades/orders batch loads: facts, dimension keys, source position, lineage."""
-    return [*spec.columns, *(DIMS[d][2] for d in spec.dims), *POSITION, *LINEAGE]
-
-
-# dimension -> (table, natural id column, surrogate key column, tenant known)
-DIMS = {
-    "client": ("dim_clients", "client_id", "client_key", True),
-    "instrument": ("dim_instruments", "instrument_id", "instrument_key", False),
-    "lp": ("dim_liquidity_providers", "lp_id", "lp_key", False),
-}
 
 
 def pos(alias: str) -> sql.Composed:
@@ -345,44 +300,6 @@ class WarehouseLoader:
         """`positions.note_first_floors` on the (autocommit) read connection."""
         positions.note_first_floors(self.open_reader(), self.group, floors)
 
-    def sampler_state(self, keys: list[SamplerKey]) -> dict[SamplerKey, SamplerState]:
-        """Stored sampler state of the given keys."""
-        if not keys:
-            return {}
-        conn = self.open_reader()
-        cols = list(zip(*keys, strict=True))
-        rows = conn.execute(
-            "SELECT s.topic, s.partition, s.tenant_id::text, s.instrument_id::text, s.lp_id::text, "
-            "s.seen_since_kept, s.last_kept_spread_bps, s.last_kept_offset "
-            "FROM etl_quote_sampler_state s JOIN unnest(%s::text[], %s::int[], %s::uuid[], %s::uuid[], "
-            "%s::uuid[]) AS k(topic, partition, tenant_id, instrument_id, lp_id) "
-            "USING (topic, partition, tenant_id, instrument_id, lp_id) WHERE s.consumer_group = %s",
-            [*(list(c) for c in cols), self.group],
-        ).fetchall()
-        return {(r[0], r[1], r[2], r[3], r[4]): SamplerState(r[5], r[6], r[7]) for r in rows}
-
-    def stored_values(self, table: str, key: str, columns: list[str], keys: list[str]) -> pl.DataFrame:
-        """Current stored values of some columns of fact rows (to replace TOAST placeholders)."""
-        conn = self.open_reader()
-        query = sql.SQL("SELECT {key}::text, {cols} FROM {table} WHERE {key} = ANY(%s::uuid[])").format(
-            key=sql.Identifier(key),
-            cols=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
-            table=sql.Identifier(table),
-        )
-        if table == "fact_positions":  # a history: the position's latest change
-            query = sql.SQL(
-                "SELECT DISTINCT ON ({key}) {key}::text, {cols} FROM {table} WHERE {key} = ANY(%s::uuid[]) "
-                "ORDER BY {key}, src_commit_lsn DESC, src_lsn DESC"
-            ).format(
-                key=sql.Identifier(key),
-                cols=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
-                table=sql.Identifier(table),
-            )
-        rows = conn.execute(query, (keys,)).fetchall()
-        # UUID values (e.g. a position delete's client_id) as text, the frame's type for them
-        rows = [tuple(str(v) if isinstance(v, uuid.UUID) else v for v in row) for row in rows]
-        return pl.DataFrame(rows, schema=[key, *columns], orient="row", infer_schema_length=None)
-
     # --- the batch transaction -----------------------------------------------------------
 
     def commit_batch(
@@ -486,7 +403,7 @@ class WarehouseLoader:
         epoch yet waits for this commit and then re-keys these facts itself. One short query per
         batch when nothing changed.
         """
-        dims = {d for spec, _ in keyed for d in spec.dims}
+        dims = {d for spec, _ in keyed for d in spec.dimension_names}
         if not dims:
             return set()
         now = fact_rekey.read_epochs(conn, dims, lock=True)
@@ -619,78 +536,7 @@ class WarehouseLoader:
 
     def copy_payload(self, table: str, frame: pl.DataFrame) -> bytes:
         """The COPY data of fact rows of `fact_trades` / `fact_orders`, as `_upsert` loads them."""
-        return _csv(frame.select(_load_columns(FACT_SPECS[table])))
-
-    def dimension_keys(
-        self,
-        frame: pl.DataFrame,
-        dims: Iterable[str],
-        time_column: str,
-        *,
-        insert_inferred: bool = True,
-        epochs: dict[str, int] | None = None,
-    ) -> pl.DataFrame:
-        """`frame` plus the key of each dimension version valid at `time_column` (read connection).
-
-        Natural ids without any dimension row first get an inferred member (Kimball's late-arriving
-        dimension, completed later by `dims sync`); then the versions of the batch's members are
-        read and the keys resolved for all rows at once (core.dimension_keys). This runs while the
-        previous batch commits, outside the batch transaction: an inferred member is an idempotent
-        placeholder (NOT EXISTS + ON CONFLICT DO NOTHING), harmless if the batch is later retried,
-        and the commit itself then only writes facts. Without `insert_inferred` (a dry run) unknown
-        ids get a null key. `epochs` receives the dimensions' key epochs, read BEFORE the versions
-        (`commit_batch` compares them again under lock: see `_dimensions_changed`).
-        """
-        conn = self.open_reader()
-        dims = list(dims)
-        if epochs is not None:
-            for dim, epoch in fact_rekey.read_epochs(conn, dims).items():
-                epochs[dim] = min(epochs.get(dim, epoch), epoch)
-        for dim in dims:
-            table, natural, key, has_tenant = DIMS[dim]
-            members = frame.select(natural, *(["tenant_id"] if has_tenant else [])).drop_nulls(natural)
-            members = members.unique(subset=[natural], keep="first", maintain_order=True)
-            ids = members.get_column(natural).to_list()
-            if not ids:
-                frame = frame.with_columns(pl.lit(None, pl.Int64).alias(key))
-                continue
-            if insert_inferred:
-                tenant = sql.SQL(", tenant_id") if has_tenant else sql.SQL("")
-                tenant_val = sql.SQL(", s.tenant_id") if has_tenant else sql.SQL("")
-                tenant_arg = sql.SQL(", %s::uuid[]") if has_tenant else sql.SQL("")
-                args: list[Any] = [ids, *([members.get_column("tenant_id").to_list()] if has_tenant else [])]
-                conn.execute(
-                    sql.SQL(
-                        "INSERT INTO {dim} ({nat}{tenant}, valid_from, valid_to, is_current, version, "
-                        "is_inferred) SELECT s.{nat}{tenant_val}, '-infinity', 'infinity', true, 1, true "
-                        "FROM unnest(%s::uuid[]{tenant_arg}) AS s({nat}{tenant}) "
-                        "WHERE NOT EXISTS (SELECT 1 FROM {dim} d WHERE d.{nat} = s.{nat}) "
-                        "ORDER BY s.{nat} ON CONFLICT DO NOTHING"
-                    ).format(
-                        dim=sql.Identifier(table),
-                        nat=sql.Identifier(natural),
-                        tenant=tenant,
-                        tenant_val=tenant_val,
-                        tenant_arg=tenant_arg,
-                    ),
-                    args,
-                )
-            # valid_from as epoch microseconds, +-infinity clamped to the representable range
-            rows = conn.execute(
-                sql.SQL(
-                    "SELECT {nat}::text, {key}, (extract(epoch FROM GREATEST(LEAST(valid_from, "
-                    "'9999-12-31 00:00+00'), '0001-01-01 00:00+00')) * 1000000)::bigint, version "
-                    "FROM {dim} WHERE {nat} = ANY(%s::uuid[])"
-                ).format(dim=sql.Identifier(table), nat=sql.Identifier(natural), key=sql.Identifier(key)),
-                (ids,),
-            ).fetchall()
-            versions = pl.DataFrame(
-                rows, schema=["natural_id", "key", "valid_from", "version"], orient="row"
-            ).with_columns(pl.from_epoch("valid_from", time_unit="us").dt.replace_time_zone("UTC"))
-            if versions.is_empty():
-                versions = empty_versions()
-            frame = resolve_dimension_keys(frame, natural, time_column, versions, key)
-        return frame
+        return _csv(frame.select(FACT_SPECS[table].load_columns))
 
     def _existing_keys(
         self, conn: psycopg.Connection, spec: FactSpec, keys: list[str], *, facts: bool = True
@@ -732,7 +578,7 @@ class WarehouseLoader:
         keys, fails the COPY with a unique violation; the caller then runs the batch again with
         `append=False`, and keys are looked up first until a batch is all new again.
         """
-        target_cols = _load_columns(spec)
+        target_cols = spec.load_columns
         written = 0
         if append:
             # After a batch of only new keys, only tombstones are looked up (the fact table's

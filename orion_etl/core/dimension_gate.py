@@ -9,27 +9,11 @@ from __future__ import annotations
 
 import polars as pl
 
-# fact table -> (natural id column, dimension table, rule name)
+from orion_etl.core.fact_model import FACT_MODELS
+
+# fact table -> (natural id column, dimension table, rule name), from the fact model
 DIMENSION_REFS: dict[str, tuple[tuple[str, str, str], ...]] = {
-    "fact_trades": (
-        ("client_id", "dim_clients", "client_exists"),
-        ("instrument_id", "dim_instruments", "instrument_exists"),
-        ("lp_id", "dim_liquidity_providers", "lp_exists"),
-    ),
-    "fact_orders": (
-        ("client_id", "dim_clients", "client_exists"),
-        ("instrument_id", "dim_instruments", "instrument_exists"),
-        ("lp_id", "dim_liquidity_providers", "lp_exists"),
-    ),
-    "fact_quotes": (
-        ("instrument_id", "dim_instruments", "instrument_exists"),
-        ("lp_id", "dim_liquidity_providers", "lp_exists"),
-    ),
-    "fact_positions": (
-        ("client_id", "dim_clients", "client_exists"),
-        ("instrument_id", "dim_instruments", "instrument_exists"),
-    ),
-    "fact_risk_snapshots": (("client_id", "dim_clients", "client_exists"),),
+    m.table: tuple((d.column, d.table, d.gate_rule) for d in m.dims) for m in FACT_MODELS.values()
 }
 
 

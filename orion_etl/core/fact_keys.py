@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from orion_etl.core.fact_model import FACT_MODELS
 from orion_etl.core.scd import CATALOG
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -107,22 +108,10 @@ def mismatch_predicate(ref: FactKeyRef, alias: str = "t") -> str:
     return f"({member} IS NOT NULL AND {key} IS DISTINCT FROM {point_in_time_sql(ref, alias)})"
 
 
-_TRADE_ID = ("trade_id",)
-_ORDER_ID = ("order_id",)
-_QUOTE_ID = ("src_topic", "src_partition", "src_offset")
-_RISK_ID = ("client_id", "snapshot_time")
-_POSITION_ID = ("position_id", "src_commit_lsn", "src_lsn")
-for _ref in (
-    FactKeyRef("fact_trades", "client", "client_key", "client_id", "trade_date", _TRADE_ID),
-    FactKeyRef("fact_trades", "instrument", "instrument_key", "instrument_id", "trade_date", _TRADE_ID),
-    FactKeyRef("fact_trades", "lp", "lp_key", "lp_id", "trade_date", _TRADE_ID),
-    FactKeyRef("fact_orders", "client", "client_key", "client_id", "order_date", _ORDER_ID),
-    FactKeyRef("fact_orders", "instrument", "instrument_key", "instrument_id", "order_date", _ORDER_ID),
-    FactKeyRef("fact_orders", "lp", "lp_key", "lp_id", "order_date", _ORDER_ID),
-    FactKeyRef("fact_quotes", "instrument", "instrument_key", "instrument_id", "quote_timestamp", _QUOTE_ID),
-    FactKeyRef("fact_quotes", "lp", "lp_key", "lp_id", "quote_timestamp", _QUOTE_ID),
-    FactKeyRef("fact_risk_snapshots", "client", "client_key", "client_id", "snapshot_time", _RISK_ID),
-    FactKeyRef("fact_positions", "client", "client_key", "client_id", "changed_at", _POSITION_ID),
-    FactKeyRef("fact_positions", "instrument", "instrument_key", "instrument_id", "changed_at", _POSITION_ID),
-):
-    register(_ref)
+for _model in FACT_MODELS.values():  # every keyed column of the fact model
+    for _dim in _model.dims:
+        register(
+            FactKeyRef(
+                _model.table, _dim.dimension, _dim.key_column, _dim.column, _model.time_column, _model.row_id
+            )
+        )

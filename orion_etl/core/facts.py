@@ -21,159 +21,36 @@ from decimal import Decimal
 
 import polars as pl
 
+from orion_etl.core.fact_model import (  # noqa: F401 - the source columns, re-exported
+    FACT_MODELS,
+    ORDER_COLUMNS,
+    ORDER_REQUIRED,
+    POSITION_ROW_COLUMNS,
+    POSITION_ROW_REQUIRED,
+    QUOTE_COLUMNS,
+    QUOTE_EVENT_RENAME,
+    QUOTE_REQUIRED,
+    RISK_COLUMNS,
+    RISK_EVENT_RENAME,
+    RISK_REQUIRED,
+    TRADE_COLUMNS,
+    TRADE_EVENT_RENAME,
+    TRADE_REQUIRED,
+)
 from orion_etl.core.pgtext import refused_in
-from orion_etl.core.quality import DEFAULT_RULES, Rule, evaluate_rows, split_valid
-from orion_etl.core.records import Kind
+from orion_etl.core.quality import DEFAULT_RULES, Rule, Severity, applicable, evaluate_rows, split_valid
 from orion_etl.core.tradingday import date_key_expr, trading_date_expr
 
 DEC = pl.Decimal(38, 10)
 
-TRADE_COLUMNS: dict[str, Kind] = {
-    "id": Kind.UUID,
-    "tenant_id": Kind.UUID,
-    "trade_reference": Kind.STRING,
-    "order_id": Kind.UUID,
-    "client_id": Kind.UUID,
-    "instrument_id": Kind.UUID,
-    "lp_id": Kind.UUID,
-    "trade_date": Kind.TIMESTAMP,
-    "settlement_date": Kind.DATE,
-    "side": Kind.STRING,
-    "order_type": Kind.STRING,
-    "quantity": Kind.DECIMAL,
-    "price": Kind.DECIMAL,
-    "fees": Kind.DECIMAL,
-    "currency": Kind.STRING,
-    "execution_venue": Kind.STRING,
-    "fill_latency_ms": Kind.INT,
-    "fill_count": Kind.INT,
-    "is_partial_fill": Kind.BOOL,
-}
-TRADE_REQUIRED = ("id", "trade_date")
-# trade.executed payload (the story's handleTradeEvent) -> trades column names.
-TRADE_EVENT_RENAME = {
-    "tradeId": "id",
-    "tenantId": "tenant_id",
-    "executionTime": "trade_date",
-    "settlementDate": "settlement_date",
-    "clientId": "client_id",
-    "instrumentId": "instrument_id",
-    "lpId": "lp_id",
-    "tradeReference": "trade_reference",
-    "orderId": "order_id",
-    "side": "side",
-    "orderType": "order_type",
-    "quantity": "quantity",
-    "price": "price",
-    "fees": "fees",
-    "currency": "currency",
-    "venue": "execution_venue",
-    "latencyMs": "fill_latency_ms",
-    "fillCount": "fill_count",
-    "isPartialFill": "is_partial_fill",
-}
-
-ORDER_COLUMNS: dict[str, Kind] = {
-    "id": Kind.UUID,
-    "tenant_id": Kind.UUID,
-    "client_id": Kind.UUID,
-    "instrument_id": Kind.UUID,
-    "lp_id": Kind.UUID,
-    "order_type": Kind.STRING,
-    "side": Kind.STRING,
-    "status": Kind.STRING,
-    "requested_quantity": Kind.DECIMAL,
-    "filled_quantity": Kind.DECIMAL,
-    "limit_price": Kind.DECIMAL,
-    "avg_fill_price": Kind.DECIMAL,
-    "fill_count": Kind.INT,
-    "total_latency_ms": Kind.INT,
-    "routing_latency_ms": Kind.INT,
-    "created_at": Kind.TIMESTAMP,
-    "updated_at": Kind.TIMESTAMP,
-}
-ORDER_REQUIRED = ("id", "created_at")
-
-QUOTE_COLUMNS: dict[str, Kind] = {
-    "tenant_id": Kind.UUID,
-    "instrument_id": Kind.UUID,
-    "lp_id": Kind.UUID,
-    "quote_timestamp": Kind.TIMESTAMP,
-    "bid_price": Kind.DECIMAL,
-    "ask_price": Kind.DECIMAL,
-    "bid_size": Kind.DECIMAL,
-    "ask_size": Kind.DECIMAL,
-    "is_stale": Kind.BOOL,
-    "latency_ms": Kind.INT,
-}
-QUOTE_REQUIRED = ("tenant_id", "instrument_id", "lp_id", "quote_timestamp", "bid_price", "ask_price")
-QUOTE_EVENT_RENAME = {
-    "tenantId": "tenant_id",
-    "instrumentId": "instrument_id",
-    "lpId": "lp_id",
-    "timestamp": "quote_timestamp",
-    "bid": "bid_price",
-    "ask": "ask_price",
-    "bidSize": "bid_size",
-    "askSize": "ask_size",
-    "isStale": "is_stale",
-    "latencyMs": "latency_ms",
-}
-
-# Source `positions` rows (CDC); every change is kept (fact_positions is a history, see V050).
-POSITION_ROW_COLUMNS: dict[str, Kind] = {
-    "id": Kind.UUID,
-    "tenant_id": Kind.UUID,
-    "client_id": Kind.UUID,
-    "instrument_id": Kind.UUID,
-    "quantity": Kind.DECIMAL,
-    "avg_price": Kind.DECIMAL,
-    "realized_pnl": Kind.DECIMAL,
-    "unrealized_pnl": Kind.DECIMAL,
-    "opened_at": Kind.TIMESTAMP,
-    "updated_at": Kind.TIMESTAMP,
-}
-POSITION_ROW_REQUIRED = ("id",)
-
-# risk.snapshot payload (docs/stream.md) -> fact_risk_snapshots column names.
-RISK_COLUMNS: dict[str, Kind] = {
-    "tenant_id": Kind.UUID,
-    "client_id": Kind.UUID,
-    "snapshot_time": Kind.TIMESTAMP,
-    "exposure": Kind.DECIMAL,
-    "margin_used": Kind.DECIMAL,
-    "utilization_pct": Kind.DECIMAL,
-    "soft_breach_count": Kind.INT,
-    "hard_breach_count": Kind.INT,
-    "risk_score": Kind.DECIMAL,
-}
-RISK_REQUIRED = ("tenant_id", "client_id", "snapshot_time")
-RISK_EVENT_RENAME = {
-    "tenantId": "tenant_id",
-    "clientId": "client_id",
-    "snapshotTime": "snapshot_time",
-    "exposure": "exposure",
-    "marginUsed": "margin_used",
-    "utilizationPct": "utilization_pct",
-    "softBreachCount": "soft_breach_count",
-    "hardBreachCount": "hard_breach_count",
-    "riskScore": "risk_score",
-}
 # NUMERIC(9,4) columns of fact_risk_snapshots: larger values are dead-lettered, not a failed COPY.
 RISK_PCT_LIMIT = Decimal(100_000)
 
-# Text columns and their warehouse widths (sql/warehouse/V003): a longer value, or a NUL character
-# (PostgreSQL text cannot hold one), marks the row invalid (dead letter) instead of failing the
-# whole batch in COPY and stopping the loader on a poison record.
+# Text columns and their warehouse widths (the fact model's `text_limits`, sql/warehouse/V003): a
+# longer value, or a NUL character (PostgreSQL text cannot hold one), marks the row invalid (dead
+# letter) instead of failing the whole batch in COPY and stopping the loader on a poison record.
 TEXT_LIMITS: dict[str, dict[str, int]] = {
-    "fact_trades": {
-        "trade_reference": 100,
-        "side": 4,
-        "order_type": 20,
-        "currency": 10,
-        "execution_venue": 50,
-    },
-    "fact_orders": {"order_type": 20, "side": 4, "status": 20},
+    m.table: m.text_limits for m in FACT_MODELS.values() if m.text_limits
 }
 
 
@@ -186,10 +63,6 @@ def text_errors(table: str) -> list[pl.Expr]:
         out.append(pl.when(text.str.len_chars() > width).then(too_long))
         out.append(pl.when(refused_in(column)).then(pl.lit(f"{column}: contains NUL")))
     return out
-
-
-# Source position columns every fact row carries (see sql/warehouse/V003 and V010).
-POSITION_COLUMNS = ["src_origin", "src_commit_lsn", "src_lsn", "src_event_version", "src_event_ts"]
 
 
 def positions(origin: str) -> list[pl.Expr]:
@@ -285,19 +158,23 @@ def transform_orders(
 
 
 def transform_quotes(
-    frame: pl.DataFrame, timezone: str = "UTC", cutoff: str = "00:00", *, weekend_roll: bool = False
+    frame: pl.DataFrame,
+    timezone: str = "UTC",
+    cutoff: str = "00:00",
+    *,
+    weekend_roll: bool = False,
+    rules: list[Rule] | None = None,
 ) -> pl.DataFrame:
-    """Decoded quote events -> fact_quotes columns; `_error` set on quotes that make no sense."""
+    """Decoded quote events -> fact_quotes columns; `_error` set on quotes that make no sense.
+
+    "Make no sense" is the rule catalogue's ERROR rules of `fact_quotes` (`positive_bid`,
+    `positive_ask`, `crossed_quote` by default; `rules`, default `DEFAULT_RULES`): the first one a
+    quote violates is its `_error` (`[name] message`), after any decoding error.
+    """
     bid, ask = pl.col("bid_price").cast(DEC), pl.col("ask_price").cast(DEC)
     spread = ask - bid
     day = trading_date_expr("quote_timestamp", timezone, cutoff, weekend_roll=weekend_roll)
-    checks = pl.coalesce(
-        pl.col("_error"),
-        pl.when(bid <= 0).then(pl.lit("[positive_bid] bid must be positive")),
-        pl.when(ask <= 0).then(pl.lit("[positive_ask] ask must be positive")),
-        pl.when(ask < bid).then(pl.lit("[crossed_quote] ask must not be below bid")),
-    )
-    return frame.with_columns(
+    out = frame.with_columns(
         day.alias("quote_date"),
         date_key_expr(day).alias("quote_date_key"),
         ((bid + ask) / 2).cast(pl.Decimal(28, 10)).alias("mid_price"),
@@ -309,8 +186,12 @@ def transform_quotes(
         .alias("spread_bps"),
         pl.col("is_stale").fill_null(False),
         pl.col("latency_ms").fill_null(0),
-        checks.alias("_error"),
     )
+    active = applicable(DEFAULT_RULES if rules is None else rules, "fact_quotes", out.columns)
+    checks = [pl.when(r.violation()).then(pl.lit(r.label)) for r in active if r.severity is Severity.ERROR]
+    if not checks:
+        return out
+    return out.with_columns(pl.coalesce(pl.col("_error"), *checks).alias("_error"))
 
 
 def transform_positions(

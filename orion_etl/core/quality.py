@@ -19,6 +19,8 @@ from enum import StrEnum
 
 import polars as pl
 
+from orion_etl.core.fact_model import FACT_MODELS
+
 
 class Severity(StrEnum):
     """ERROR rejects a row (DLQ when streaming); WARNING records it and lets the row load."""
@@ -275,7 +277,24 @@ def _position_and_risk_rules() -> list[Rule]:
     ]  # fmt: skip
 
 
-DEFAULT_RULES: list[Rule] = [*_trade_and_order_rules(), *_position_and_risk_rules()]
+def _quote_rules() -> list[Rule]:
+    """The quote checks of the stream (`core.facts.transform_quotes` applies the ERROR ones).
+
+    Their names and messages are the labels the loader always wrote to the DLQ and the issue rows;
+    as catalogue rules `dq rules` lists them and `enabled = false` switches one off.
+    """
+    q, e = "fact_quotes", Severity.ERROR
+    return [
+        Rule("positive_bid", q, RuleKind.POSITIVE, "bid must be positive", e, column="bid_price"),
+        Rule("positive_ask", q, RuleKind.POSITIVE, "ask must be positive", e, column="ask_price"),
+        Rule(
+            "crossed_quote", q, RuleKind.LESS_OR_EQUAL, "ask must not be below bid", e,
+            column="bid_price", other_column="ask_price",
+        ),
+    ]  # fmt: skip
+
+
+DEFAULT_RULES: list[Rule] = [*_trade_and_order_rules(), *_position_and_risk_rules(), *_quote_rules()]
 
 
 @dataclass(frozen=True)
@@ -287,16 +306,12 @@ class TableSpec:
     key_column: str | None = None
 
 
+# (from the fact model: each fact table's event time and natural key)
 DEFAULT_TABLES: dict[str, TableSpec] = {
-    t.name: t
-    for t in (
-        TableSpec("fact_trades", "trade_date", "trade_id"),
-        TableSpec("fact_orders", "order_date", "order_id"),
-        TableSpec("fact_quotes", "quote_timestamp", None),
-        TableSpec("fact_risk_snapshots", "snapshot_time", None),
-        TableSpec("fact_positions", "changed_at", "position_id"),
-    )
-}
+    m.table: TableSpec(m.table, m.time_column, m.key or None)
+    for m in (FACT_MODELS[t] for t in ("fact_trades", "fact_orders", "fact_quotes", "fact_risk_snapshots",
+                                       "fact_positions"))
+}  # fmt: skip
 
 
 def _audit_rules() -> list[Rule]:

@@ -1,12 +1,12 @@
 """`orion-etl dlq replay`: dead letters back through the loader's own pipeline.
 
 Each selected letter becomes the `KafkaRecord` the loader originally read (ORIGIN topic, partition,
-offset, Kafka timestamp, original headers, key and value byte for byte) and goes through
-`BatchPreparer.prepare` (decoding, TOAST filling, computed fields, rules, dimension gate) and
-`WarehouseLoader.commit_batch` (inferred members, point-in-time keys, position-guarded upserts,
-tombstones, quotes keyed by their origin coordinates). So a replay loads exactly what the loader
-would load now, subject to the ordering guard: an older change never overwrites a newer one, and a
-second replay of the same letter changes nothing.
+offset, Kafka timestamp, original headers, key and value byte for byte) and goes through the
+loader's own phases (`orion_etl.jobs.stream_batch`: decoding, TOAST filling, computed fields, rules,
+dimension gate, inferred members, point-in-time keys) and `WarehouseLoader.commit_batch`
+(position-guarded upserts, tombstones, quotes keyed by their origin coordinates). So a replay
+loads exactly what the loader would load now, subject to the ordering guard: an older change never
+overwrites a newer one, and a second replay of the same letter changes nothing.
 
 What differs from the loader, on purpose:
 
@@ -16,7 +16,9 @@ What differs from the loader, on purpose:
   replay never marks unselected letters as done.
 * A letter that fails again is not re-published (it is already in the DLQ) and gets no new
   `etl_data_quality_issues` row; the attempt is recorded in `etl_dlq_replays` (same transaction).
-* Quote sampling is off (every replayed quote is kept; the loader's sampler state is untouched).
+  Its rejection (`RowIssue`) is the outcome; only the plan's warnings become issue rows.
+* Quote sampling is off (the replay's `BatchPolicy`: every replayed quote is kept; the loader's
+  sampler state is neither read nor written).
 * `--dry-run` runs the same preparation and the same commit inside a transaction that is rolled
   back: it reports what would load (and upsert/stale/duplicate counts) and what would fail again.
 """
@@ -37,12 +39,13 @@ from orion_etl.adapters.jobruns import record_job_run
 from orion_etl.adapters.postgres import advisory_lock, connect
 from orion_etl.adapters.warehouse_loader import BatchWrite, LoadCounts, WarehouseLoader
 from orion_etl.config.models import OrionSettings
+from orion_etl.core.batch_draft import Coordinates, RowIssue
 from orion_etl.core.dead_letter_classes import ErrorClass
 from orion_etl.core.dead_letters import DlqMessage, FailureGroup, Selection, group_failures, parse_letter
 from orion_etl.core.records import KafkaRecord
 from orion_etl.errors import ConfigError, ExitCode, OrionError, ServiceUnavailableError
 from orion_etl.jobs.dlq import configured_dlq_topics, resolve_topics, scan_ranges
-from orion_etl.jobs.stream_batch import FACT_TABLE, BatchPreparer, routes
+from orion_etl.jobs.stream_batch import BatchPreparer, fact_table_of, policy_for, warning_row
 
 log = logging.getLogger(__name__)
 LOCK_NAME = "orion-etl:dlq-replay"
@@ -151,12 +154,11 @@ class _Replay:
         self.retry_failed = retry_failed
         self.progress = progress
         self.result = ReplayResult(dry_run)
-        # Sampling off for replays: a dead letter is rare and each one should load.
-        stream = settings.stream.model_copy(update={"quote_sample_every": 1})
         self.loader = WarehouseLoader(settings.warehouse, settings.dlq.replay_group)
-        self.preparer = BatchPreparer(settings.model_copy(update={"stream": stream}), self.loader)
+        self.preparer = BatchPreparer(settings, self.loader)
         self.preparer.insert_inferred = not dry_run  # a dry run writes nothing, not even placeholders
-        self.routes = routes(settings)
+        # Sampling off for replays: a dead letter is rare and each one should load.
+        self.policy = policy_for(settings, sampling=False)
 
     def run(self, job_run_id: str | None) -> ReplayResult:
         self.result.job_run_id = job_run_id
@@ -237,39 +239,32 @@ class _Replay:
             rec = _origin_record(m)
             records.setdefault((rec.topic, rec.partition, rec.offset), rec)
         write = BatchWrite()
-        letters = {}
+        failed: dict[Coordinates, RowIssue] = {}
         if records:
-            prepared = self.preparer.prepare(list(records.values()))
-            write = prepared.write
-            letters = {
-                (lt.record.topic, lt.record.partition, lt.record.offset): lt for lt in prepared.letters
-            }
+            phased = self.preparer.phases(list(records.values()), self.policy)
+            failed = {i.origin: i for i in phased.plan.rejections}
             # failed-again letters stay where they are (no new DLQ record, no new ERROR issue);
             # warnings of letters an earlier replay already loaded are not repeated
-            write.issues = [
-                i for i in write.issues if i["severity"] != "ERROR" and _origin_of(i) not in previously_loaded
-            ]
-            write.sampler_state = {}
+            warnings = [warning_row(i) for i in phased.plan.warnings if i.origin not in previously_loaded]
+            write = self.preparer.write_of(phased, warnings)
         write.offsets = {}
         for m in todo:
             coords = (m.origin_topic or "", m.origin_partition or 0, m.origin_offset or 0)
-            letter = letters.get(coords)
-            if letter is None:
-                route = self.routes.get(m.origin_topic or "")
-                items.append(ReplayItem(m, "load", table=FACT_TABLE[route] if route else None))
+            issue = failed.get(coords)
+            if issue is None:
+                items.append(ReplayItem(m, "load", table=fact_table_of(self.settings, m.origin_topic or "")))
             else:
-                items.append(
-                    ReplayItem(m, "fail", letter.source_table, letter.error_class, letter.error, letter.rule)
-                )
+                error_class = str(issue.error_class)
+                items.append(ReplayItem(m, "fail", issue.table, error_class, issue.reason, issue.rule))
                 headers = [
-                    ("dlq.error_class", str(letter.error_class).encode()),
-                    ("dlq.error", letter.error.encode()),
-                    ("dlq.rule", letter.rule.encode()),
+                    ("dlq.error_class", error_class.encode()),
+                    ("dlq.error", issue.reason.encode()),
+                    ("dlq.rule", issue.rule.encode()),
                 ]
-                failed = parse_letter(
+                letter = parse_letter(
                     m.dlq_topic, m.dlq_partition, m.dlq_offset, m.timestamp_ms, None, None, headers, ""
                 )
-                group_failures([failed], r.failures)
+                group_failures([letter], r.failures)
         attempts = []
         for item in items:
             m = item.message
@@ -397,8 +392,3 @@ def run_replay(
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:200]
-
-
-def _origin_of(issue: dict[str, Any]) -> tuple[Any, Any, Any]:
-    o = issue.get("origin") or {}
-    return (o.get("topic"), o.get("partition"), o.get("offset"))
