@@ -29,7 +29,6 @@ import io
 import json
 import os
 import platform
-import subprocess
 import sys
 import threading
 import time
@@ -57,9 +56,12 @@ from orion_etl.jobs.stream import CONSUMER_TUNING  # noqa: E402
 from tests.stream_builders import envelope_schema  # noqa: E402
 
 sys.path.insert(0, str(REPO / "scripts"))
+from bench_cpu import CpuWatch, LoaderProcess, kafka_broker_pid, parent_of  # noqa: E402
 from netdelay import calibrated_port  # noqa: E402
 
 MARK_START, MARK_END = "<!-- bench_stream:start -->", "<!-- bench_stream:end -->"
+FORMS_MARKS = ("<!-- bench_stream_forms:start -->", "<!-- bench_stream_forms:end -->")
+SCALE_MARKS = ("<!-- bench_stream_scale:start -->", "<!-- bench_stream_scale:end -->")
 
 
 def log(msg: str) -> None:
@@ -101,9 +103,14 @@ def trade_values(i: int) -> dict[str, Any]:
 
 
 class EnvelopeWriter:
-    """Fast Debezium envelope bytes: the schema part is serialized once."""
+    """Fast Debezium envelope bytes: the schema part is serialized once.
 
-    def __init__(self) -> None:
+    `schemas=False`: the value as the JSON converter writes it with `schemas.enable=false`, the
+    payload alone (the same payload).
+    """
+
+    def __init__(self, schemas: bool = True) -> None:
+        self.schemas = schemas
         self.head = b'{"schema":' + json.dumps(envelope_schema("trades"), separators=(",", ":")).encode()
 
     def __call__(self, i: int, ts_ms: int) -> bytes:
@@ -119,14 +126,20 @@ class EnvelopeWriter:
             "op": "c",
             "ts_ms": ts_ms,
         }  # fmt: skip
-        return self.head + b',"payload":' + json.dumps(payload, separators=(",", ":")).encode() + b"}"
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        return self.head + b',"payload":' + body + b"}" if self.schemas else body
 
 
 def produce_events(
-    settings: OrionSettings, topic: str, start: int, count: int, rate: float | None = None
+    settings: OrionSettings,
+    topic: str,
+    start: int,
+    count: int,
+    rate: float | None = None,
+    schemas: bool = True,
 ) -> None:
     producer = make_producer(settings.kafka, **{"linger.ms": 20, "batch.size": 1_000_000})
-    write = EnvelopeWriter()
+    write = EnvelopeWriter(schemas)
     t0 = time.monotonic()
     for n, i in enumerate(range(start, start + count)):
         if rate:
@@ -270,46 +283,14 @@ def loader_env(
 
 
 def run_loader(env: dict[str, str], extra: list[str]) -> tuple[dict[str, Any], float, int]:
-    """(stats JSON, wall seconds, peak RSS in KiB) of one `orion-etl stream` process.
+    """(stats JSON, wall seconds, peak RSS in KiB) of one `orion-etl stream` process."""
+    stats, wall, peak, _ = start_loader(env, extra).wait()
+    return stats, wall, peak
 
-    The peak is the child's own VmHWM, polled from /proc: `ru_maxrss` of a child is useless here,
-    Linux carries the parent's high-water mark across fork + exec.
-    """
-    cmd = [
-        sys.executable,
-        "-m",
-        "orion_etl.cli.app",
-        "--log-format",
-        "json",
-        "stream",
-        "--format",
-        "json",
-        *extra,
-    ]
-    t0 = time.monotonic()
-    cwd = env.get("PYTHONPATH", str(REPO))
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=cwd)
-    peak = [0]
 
-    def watch() -> None:
-        status = Path(f"/proc/{proc.pid}/status")
-        while proc.poll() is None:
-            try:
-                for line in status.read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        peak[0] = max(peak[0], int(line.split()[1]))
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.1)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    out, _ = proc.communicate()
-    wall = time.monotonic() - t0
-    watcher.join(1)
-    if proc.returncode not in (0, 1):
-        raise SystemExit(f"loader failed: {out[-2000:]!r}")
-    return json.loads(out), wall, peak[0]
+def start_loader(env: dict[str, str], extra: list[str]) -> LoaderProcess:
+    """An `orion-etl stream` process of the code in env's PYTHONPATH (see bench_cpu)."""
+    return LoaderProcess(env, extra, sys.executable, env.get("PYTHONPATH", str(REPO)))
 
 
 def over_network(args: argparse.Namespace, settings: OrionSettings, topic: str, run: str) -> dict[str, Any]:
@@ -335,6 +316,204 @@ def over_network(args: argparse.Namespace, settings: OrionSettings, topic: str, 
         d = args.events / wall
         log(f"(d) loader over the network: {d:,.0f} msg/s, peak RSS {rss / 1024:.0f} MiB")
     return {"c": c, "d": d, "rss": rss, **model}
+
+
+# --- measured drains: schemaless envelopes, scale-out ---------------------------------------------
+
+
+def measured_drain(
+    settings: OrionSettings, topic: str, group: str, events: int, *, batch: int, procs: int = 1,
+    code: Path = REPO,
+) -> dict[str, Any]:  # fmt: skip
+    """`procs` loader processes in one consumer group drain `topic` (`--until-caught-up`) into an
+    empty fact_trades: wall time, the steady rate (10 % -> 90 % of the events committed, from the
+    group's positions in etl_consumer_offsets), CPU seconds and peak RSS per process, CPU seconds
+    of the database's backends, of the server's auxiliary processes and of the broker."""
+    with connect(settings.warehouse, autocommit=True) as conn:
+        conn.execute("TRUNCATE fact_trades")
+        backend = conn.execute("SELECT pg_backend_pid()").fetchone()
+        assert backend is not None
+        watch = CpuWatch(
+            parent_of(backend[0]), settings.warehouse.dbname,
+            kafka_broker_pid(os.environ.get("ORION_STACK_HOME")), exclude={backend[0]},
+        )  # fmt: skip
+        env = loader_env(settings, topic, group, batch, code)
+        marks: dict[float, float] = {}
+        watch.start()
+        t0 = time.monotonic()
+        loaders = [start_loader(env, ["--until-caught-up"]) for _ in range(procs)]
+        done = threading.Event()
+        results: list[tuple[dict[str, Any], float, int, float]] = []
+
+        def wait_all() -> None:
+            results.extend(loader.wait() for loader in loaders)
+            done.set()
+
+        waiter = threading.Thread(target=wait_all)
+        waiter.start()
+        while not done.wait(0.25):
+            row = conn.execute(
+                "SELECT coalesce(sum(next_offset), 0) FROM etl_consumer_offsets WHERE consumer_group = %s",
+                (group,),
+            ).fetchone()
+            committed = int(row[0]) if row else 0
+            for share in (0.1, 0.9):
+                if committed >= share * events and share not in marks:
+                    marks[share] = time.monotonic()
+        waiter.join()
+        wall = time.monotonic() - t0
+        cpu = watch.stop()
+        count = conn.execute("SELECT count(*) FROM fact_trades").fetchone()
+    assert count == (events,), (count, events)
+    steady = 0.8 * events / (marks[0.9] - marks[0.1]) if 0.1 in marks and 0.9 in marks else events / wall
+    return {
+        "procs": procs, "wall": wall, "rate": events / wall, "steady": steady,
+        "cpu": [r[3] for r in results], "rss": [r[2] for r in results], **cpu,
+    }  # fmt: skip
+
+
+def topic_disk_bytes(topic: str) -> int | None:
+    """Bytes of the topic's log segments on the local broker's disk (compressed record batches)."""
+    home = os.environ.get("ORION_STACK_HOME")
+    if not home:
+        return None
+    data = Path(home) / "kafka-data"
+    dirs = [d for d in data.glob(f"{topic}-*") if d.name.rsplit("-", 1)[1].isdigit()]
+    return sum(f.stat().st_size for d in dirs for f in d.glob("*.log")) or None
+
+
+def drain_line(label: str, r: dict[str, Any], events: int) -> str:
+    per_k = 1000 / events
+    return (
+        f"{label}: {r['rate']:,.0f}/s wall, {r['steady']:,.0f}/s steady, loader CPU "
+        f"{sum(r['cpu']):.1f} s ({sum(r['cpu']) * per_k * 1000:.0f} ms per 1,000), PG backends "
+        f"{r['pg_backends_s']:.1f} s, peak RSS {max(r['rss']) / 1024:.0f} MiB, "
+        f"machine busy {r['machine_busy']:.0%}"
+    )
+
+
+def schemaless_compare(
+    args: argparse.Namespace, settings: OrionSettings, run: str, embedded_topic: str
+) -> dict[str, Any]:
+    """The same events without the embedded schema, drained between two drains of the embedded form."""
+    topic = f"bench.{run}.schemaless.trades"
+    ensure_topics(settings.kafka, [topic], partitions=args.partitions)
+    produce_events(settings, topic, 0, args.events, schemas=False)
+    drains: dict[str, list[dict[str, Any]]] = {"embedded": [], "none": []}
+    for i, (form, t) in enumerate(
+        [("embedded", embedded_topic), ("none", topic), ("embedded", embedded_topic), ("none", topic)]
+    ):
+        r = measured_drain(settings, t, f"bench-forms-{i}-{run}", args.events, batch=args.batch)
+        log(drain_line(f"(e) loader, schemas {form}", r, args.events))
+        drains[form].append(r)
+    return {
+        "bytes": {"embedded": len(EnvelopeWriter(True)(0, 0)), "none": len(EnvelopeWriter(False)(0, 0))},
+        "disk": {"embedded": topic_disk_bytes(embedded_topic), "none": topic_disk_bytes(topic)},
+        "drains": drains,
+    }
+
+
+def schemaless_lines(args: argparse.Namespace, result: dict[str, Any], info: dict[str, str]) -> list[str]:
+    n = args.events
+    rows = []
+    for form, label in (
+        ("embedded", "schemas embedded (default)"),
+        ("none", 'schemaless (`cdc.schemas = "none"`)'),
+    ):
+        drains = result["drains"][form]
+        disk = result["disk"][form]
+        rows.append({
+            "label": label, "bytes": result["bytes"][form], "disk": disk / n if disk else None,
+            "rate": [d["rate"] for d in drains], "steady": [d["steady"] for d in drains],
+            "cpu_k": sum(sum(d["cpu"]) for d in drains) / len(drains) / n * 1e6,
+            "pg_k": sum(d["pg_backends_s"] for d in drains) / len(drains) / n * 1e6,
+            "rss": max(max(d["rss"]) for d in drains),
+        })  # fmt: skip
+    e, s = rows
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    lines = [
+        "## Envelope forms: embedded schema vs schemaless (`scripts/bench_stream.py --parts forms`)",
+        "",
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {n:,} trade CDC events in each form, {args.partitions} "
+        f"partitions, batch_max_messages={args.batch}, one loader process, drained alternately "
+        "(embedded, schemaless, embedded, schemaless) into an empty fact_trades. Same payload; the "
+        "schemaless value is the payload alone, as the JSON converter writes it with `schemas.enable=false`.",
+        "",
+        "| form | value bytes | on the broker (lz4) per event | drains (events/s, wall) | steady (10-90 %) | "
+        "loader CPU per 1,000 | PG backend CPU per 1,000 | peak RSS |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        disk = f"{r['disk']:,.0f} B" if r["disk"] else "n/a"
+        lines.append(
+            f"| {r['label']} | {r['bytes']:,} | {disk} | {' / '.join(f'{x:,.0f}' for x in r['rate'])} | "
+            f"{' / '.join(f'{x:,.0f}' for x in r['steady'])} | {r['cpu_k']:.0f} ms | {r['pg_k']:.0f} ms | "
+            f"{r['rss'] / 1024:.0f} MiB |"
+        )
+    lines += [
+        "",
+        f"- Schemaless / embedded: value bytes {s['bytes'] / e['bytes']:.2f} x"
+        + (f", bytes on the broker {s['disk'] / e['disk']:.2f} x" if s["disk"] and e["disk"] else "")
+        + f", loader throughput {mean(s['rate']) / mean(e['rate']):.2f} x (wall), "
+        f"{mean(s['steady']) / mean(e['steady']):.2f} x (steady), "
+        f"loader CPU per event {s['cpu_k'] / e['cpu_k']:.2f} x.",
+        "",
+        "Machine: " + "; ".join(f"{k} {v}" for k, v in info.items()) + ".",
+        "The machine is shared with other work (2 cores); compare the rows of one run.",
+    ]
+    return lines
+
+
+def scale_out(args: argparse.Namespace, settings: OrionSettings, run: str) -> list[dict[str, Any]]:
+    """1, 2, 4 ... loader processes in one consumer group over topics of 4 and 8 partitions."""
+    rows = []
+    n = args.scale_events or args.events
+    for parts in [int(x) for x in args.scale_partitions.split(",")]:
+        topic = f"bench.{run}.scale{parts}.trades"
+        ensure_topics(settings.kafka, [topic], partitions=parts)
+        produce_events(settings, topic, 0, n)
+        for procs in [int(x) for x in args.scale_procs.split(",")]:
+            r = measured_drain(
+                settings, topic, f"bench-scale-{parts}-{procs}-{run}", n, batch=args.batch, procs=procs
+            )
+            log(drain_line(f"(f) {procs} loader(s) over {parts} partitions", r, n))
+            rows.append({"partitions": parts, **r})
+    return rows
+
+
+def scale_lines(args: argparse.Namespace, rows: list[dict[str, Any]], info: dict[str, str]) -> list[str]:
+    n = args.scale_events or args.events
+    per_k = 1e6 / n  # seconds per event -> ms per 1,000 events
+    lines = [
+        "## Scale-out: loader processes in one consumer group (`scripts/bench_stream.py --parts scale`)",
+        "",
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {n:,} trade CDC events (embedded schema) per topic, "
+        f"batch_max_messages={args.batch}; each row drains the topic into an empty fact_trades with that "
+        "many `orion-etl stream --until-caught-up` processes started together in one group. CPU from "
+        "the processes themselves (loaders: rusage; PostgreSQL backends of the benchmark database, the "
+        "server's WAL writer/checkpointer/background writer/autovacuum and the Kafka broker: /proc, "
+        "sampled; the last two are shared with other work on the machine).",
+        "",
+        "| partitions | processes | events/s (wall) | steady (10-90 %) | CPU s per process "
+        "| loader CPU per 1,000 | PG backends per 1,000 | PG aux per 1,000 | broker per 1,000 "
+        "| peak RSS (max) | machine busy |",
+        "|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['partitions']} | {r['procs']} | {r['rate']:,.0f} | {r['steady']:,.0f} | "
+            f"{', '.join(f'{c:.1f}' for c in r['cpu'])} | {sum(r['cpu']) * per_k:.0f} ms | "
+            f"{r['pg_backends_s'] * per_k:.0f} ms | {r['pg_aux_s'] * per_k:.0f} ms | "
+            f"{r['broker_s'] * per_k:.0f} ms | "
+            f"{max(r['rss']) / 1024:.0f} MiB | {r['machine_busy']:.0%} |"
+        )
+    lines += [
+        "",
+        "Machine: " + "; ".join(f"{k} {v}" for k, v in info.items()) + ".",
+        "The machine has 2 cores shared with other work: the sum saturates them; read the CPU per 1,000 "
+        "events.",
+    ]
+    return lines
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -432,11 +611,13 @@ def network_lines(args: argparse.Namespace, net: dict[str, Any] | None, c: float
     ]
 
 
-def write_report(path: Path, text: str) -> None:
-    body = f"{MARK_START}\n{text.strip()}\n{MARK_END}"
+def write_report(path: Path, text: str, marks: tuple[str, str] = (MARK_START, MARK_END)) -> None:
+    """Replace the block between `marks` in `path` (append it when absent)."""
+    start, end = marks
+    body = f"{start}\n{text.strip()}\n{end}"
     old = path.read_text() if path.exists() else "# Benchmarks\n"
-    if MARK_START in old and MARK_END in old:
-        new = old[: old.index(MARK_START)] + body + old[old.index(MARK_END) + len(MARK_END) :]
+    if start in old and end in old:
+        new = old[: old.index(start)] + body + old[old.index(end) + len(end) :]
     else:
         new = old.rstrip() + "\n\n" + body + "\n"
     path.write_text(new)
@@ -472,89 +653,64 @@ def bench_deployment(run: str) -> Iterator[OrionSettings]:
                     log(f"topic clean-up: {exc}")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--events", type=int, default=1_000_000)
-    ap.add_argument("--partitions", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=5000)
-    ap.add_argument("--story-sample", type=int, default=3000)
-    ap.add_argument("--latency-rates", default="500,2000,20000", help="comma-separated events/s")
-    ap.add_argument("--latency-seconds", type=float, default=10)
-    ap.add_argument(
-        "--compare-with", type=Path, default=None,
-        help="a checkout of the code before (its orion_etl/ runs as 'before'): loader, latency side by side",
-    )  # fmt: skip
-    ap.add_argument(
-        "--db-rtt-ms", type=float, default=0.0,
-        help="also run (c) and the loader with this many ms added to every PostgreSQL round trip",
-    )  # fmt: skip
-    ap.add_argument("--no-write", action="store_true")
-    args = ap.parse_args()
+def classic(
+    args: argparse.Namespace, settings: OrionSettings, run: str, topic: str, info: dict[str, str]
+) -> list[str]:
+    """(a)-(d), the network variant, --compare-with and the latency table: the report's main block."""
+    # (a) is the better of librdkafka's defaults and the loader's consumer settings (with the
+    # defaults, fetch.queue.backoff.ms=1000 throttles a consume loop to a fraction of this)
+    a_default = bare_consume(settings, topic, args.events)
+    a_tuned = bare_consume(settings, topic, args.events, **CONSUMER_TUNING)
+    a = max(a_default, a_tuned)
+    log(
+        f"(a) bare consume: {a_default:,.0f} msg/s (defaults), {a_tuned:,.0f} msg/s (loader's fetch settings)"
+    )
+    with connect(settings.warehouse) as conn:
+        frame = fact_rows(args.events)
+        b = raw_copy(conn, frame)
+        del frame
+        log(f"(b) raw COPY: {b:,.0f} rows/s")
+        c = story_approach(conn, settings, topic, args.story_sample)
+        log(f"(c) story approach on {args.story_sample:,}: {c:,.0f} msg/s")
 
-    run = uuid.uuid4().hex[:8]
-    topic, lat_topic = f"bench.{run}.cdc.public.trades", f"bench.{run}.latency.trades"
-    with bench_deployment(run) as settings:
-        ensure_topics(settings.kafka, [topic, lat_topic], partitions=args.partitions)
-        log(f"producing {args.events:,} trade CDC events (schemas enabled) to {topic}")
-        t0 = time.monotonic()
-        produce_events(settings, topic, 0, args.events)
-        log(f"produced in {time.monotonic() - t0:.1f} s; sample size {len(EnvelopeWriter()(0, 0)):,} bytes")
+    stats, wall, rss = run_loader(
+        loader_env(settings, topic, f"bench-loader-{run}", args.batch), ["--until-caught-up"]
+    )
+    with connect(settings.warehouse) as conn:
+        count = conn.execute("SELECT count(*) FROM fact_trades").fetchone()
+    assert count == (args.events,), count
+    d = args.events / wall
+    log(f"(d) loader: {args.events:,} in {wall:.1f} s wall = {d:,.0f} msg/s "
+        f"(in-loop rate {stats['rate_per_s']:,.0f}/s), peak RSS {rss / 1024:.0f} MiB")  # fmt: skip
+    net = over_network(args, settings, topic, run) if args.db_rtt_ms > 0 else None
 
-        # (a) is the better of librdkafka's defaults and the loader's consumer settings (with the
-        # defaults, fetch.queue.backoff.ms=1000 throttles a consume loop to a fraction of this)
-        a_default = bare_consume(settings, topic, args.events)
-        a_tuned = bare_consume(settings, topic, args.events, **CONSUMER_TUNING)
-        a = max(a_default, a_tuned)
-        log(
-            f"(a) bare consume: {a_default:,.0f} msg/s (defaults), {a_tuned:,.0f} msg/s (loader's fetch settings)"  # noqa: E501
-        )
-        with connect(settings.warehouse) as conn:
-            frame = fact_rows(args.events)
-            b = raw_copy(conn, frame)
-            del frame
-            log(f"(b) raw COPY: {b:,.0f} rows/s")
-            c = story_approach(conn, settings, topic, args.story_sample)
-            log(f"(c) story approach on {args.story_sample:,}: {c:,.0f} msg/s")
-            info = machine_info(conn)
+    before: tuple[float, int] | None = None
+    if args.compare_with is not None:  # the same drain with the code before, same topic, new groups,
+        walls, peaks = [], []  # once more after too, so neither side has the warm caches alone
+        for i, code in enumerate([args.compare_with, REPO]):
+            with connect(settings.warehouse, autocommit=True) as conn:
+                conn.execute("TRUNCATE fact_trades")
+            env = loader_env(settings, topic, f"bench-again-{i}-{run}", args.batch, code)
+            _, wall_i, rss_i = run_loader(env, ["--until-caught-up"])
+            log(f"(d) loader {'before' if i == 0 else 'after, again'}: {args.events / wall_i:,.0f} msg/s")
+            walls.append(wall_i)
+            peaks.append(rss_i)
+        d = args.events / ((wall + walls[1]) / 2)  # after: mean of its two drains
+        before = (args.events / walls[0], peaks[0])
 
-        stats, wall, rss = run_loader(
-            loader_env(settings, topic, f"bench-loader-{run}", args.batch), ["--until-caught-up"]
-        )
-        with connect(settings.warehouse) as conn:
-            count = conn.execute("SELECT count(*) FROM fact_trades").fetchone()
-        assert count == (args.events,), count
-        d = args.events / wall
-        log(f"(d) loader: {args.events:,} in {wall:.1f} s wall = {d:,.0f} msg/s "
-            f"(in-loop rate {stats['rate_per_s']:,.0f}/s), peak RSS {rss / 1024:.0f} MiB")  # fmt: skip
-        net = over_network(args, settings, topic, run) if args.db_rtt_ms > 0 else None
-
-        before: tuple[float, int] | None = None
-        if args.compare_with is not None:  # the same drain with the code before, same topic, new groups,
-            walls, peaks = [], []  # once more after too, so neither side has the warm caches alone
-            for i, code in enumerate([args.compare_with, REPO]):
-                with connect(settings.warehouse, autocommit=True) as conn:
-                    conn.execute("TRUNCATE fact_trades")
-                env = loader_env(settings, topic, f"bench-again-{i}-{run}", args.batch, code)
-                _, wall_i, rss_i = run_loader(env, ["--until-caught-up"])
-                log(f"(d) loader {'before' if i == 0 else 'after, again'}: {args.events / wall_i:,.0f} msg/s")
-                walls.append(wall_i)
-                peaks.append(rss_i)
-            d = args.events / ((wall + walls[1]) / 2)  # after: mean of its two drains
-            before = (args.events / walls[0], peaks[0])
-
-        # latency at steady rates, loader already running; each variant and rate on its own topic
-        variants = {"after": REPO} | ({"before": args.compare_with} if args.compare_with else {})
-        table: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
-        for rate in [float(r) for r in args.latency_rates.split(",")]:
-            for name, code in variants.items():
-                lat_topic = f"bench.{run}.latency.{name}.{int(rate)}"
-                table[name].append(
-                    latency_at(settings, lat_topic, f"bench-latency-{name}-{int(rate)}-{run}", args.batch,
-                               code, rate, args.latency_seconds)
-                )  # fmt: skip
+    # latency at steady rates, loader already running; each variant and rate on its own topic
+    variants = {"after": REPO} | ({"before": args.compare_with} if args.compare_with else {})
+    table: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+    for rate in [float(r) for r in args.latency_rates.split(",")]:
+        for name, code in variants.items():
+            lat_topic = f"bench.{run}.latency.{name}.{int(rate)}"
+            table[name].append(
+                latency_at(settings, lat_topic, f"bench-latency-{name}-{int(rate)}-{run}", args.batch,
+                           code, rate, args.latency_seconds)
+            )  # fmt: skip
 
     floor = min(a, b)
-    lines = [
+    return [
         "## Streaming loader (`scripts/bench_stream.py`)",
         "",
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {args.events:,} pre-produced trade CDC events "
@@ -582,7 +738,7 @@ def main() -> None:
             else []
         ),
         f"- Peak RSS of the loader process: {rss / 1024:.0f} MiB draining {args.events:,} events, "
-        f"{max(r['rss'] for r in table['after']) / 1024:.0f} MiB in the latency runs (target < 500 MiB).",
+        f"{max(r['rss'] for r in table['after']) / 1024:.0f} MiB in the latency runs (target < 350 MiB).",
         *network_lines(args, net, c, d),
         *latency_lines(table, args.latency_seconds),
         "",
@@ -590,10 +746,68 @@ def main() -> None:
         "The machine is shared with other work (2 cores), so absolute rates vary between runs; the ratios "
         "are measured in one run.",
     ]
-    report = "\n".join(lines)
-    print(report)
-    if not args.no_write:
-        write_report(REPO / "docs" / "benchmarks.md", report)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--partitions", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=5000)
+    ap.add_argument("--story-sample", type=int, default=3000)
+    ap.add_argument("--latency-rates", default="500,2000,20000", help="comma-separated events/s")
+    ap.add_argument("--latency-seconds", type=float, default=10)
+    ap.add_argument(
+        "--compare-with", type=Path, default=None,
+        help="a checkout of the code before (its orion_etl/ runs as 'before'): loader, latency side by side",
+    )  # fmt: skip
+    ap.add_argument(
+        "--db-rtt-ms", type=float, default=0.0,
+        help="also run (c) and the loader with this many ms added to every PostgreSQL round trip",
+    )  # fmt: skip
+    ap.add_argument(
+        "--parts", default="main",
+        help="comma-separated: main ((a)-(d), latency), forms (embedded vs schemaless envelopes), scale "
+        "(several loader processes)",
+    )  # fmt: skip
+    ap.add_argument("--scale-procs", default="1,2,4", help="loader processes per scale-out row")
+    ap.add_argument("--scale-partitions", default="4,8", help="partitions of the scale-out topics")
+    ap.add_argument(
+        "--scale-events", type=int, default=0, help="events per scale-out topic (default --events)"
+    )
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+
+    run = uuid.uuid4().hex[:8]
+    parts = set(args.parts.split(","))
+    unknown = parts - {"main", "forms", "scale"}
+    if unknown:
+        ap.error(f"--parts: unknown {sorted(unknown)} (main, forms, scale)")
+    topic = f"bench.{run}.cdc.public.trades"
+    blocks: list[tuple[tuple[str, str], list[str]]] = []
+    with bench_deployment(run) as settings:
+        with connect(settings.warehouse) as conn:
+            info = machine_info(conn)
+        if parts & {"main", "forms"}:
+            ensure_topics(settings.kafka, [topic], partitions=args.partitions)
+            log(f"producing {args.events:,} trade CDC events (schemas enabled) to {topic}")
+            t0 = time.monotonic()
+            produce_events(settings, topic, 0, args.events)
+            log(
+                f"produced in {time.monotonic() - t0:.1f} s; "
+                f"sample size {len(EnvelopeWriter()(0, 0)):,} bytes"
+            )
+        if "main" in parts:
+            blocks.append(((MARK_START, MARK_END), classic(args, settings, run, topic, info)))
+        if "forms" in parts:
+            forms = schemaless_compare(args, settings, run, topic)
+            blocks.append((FORMS_MARKS, schemaless_lines(args, forms, info)))
+        if "scale" in parts:
+            blocks.append((SCALE_MARKS, scale_lines(args, scale_out(args, settings, run), info)))
+    for marks, lines in blocks:
+        report = "\n".join(lines)
+        print(report)
+        if not args.no_write:
+            write_report(REPO / "docs" / "benchmarks.md", report, marks)
 
 
 if __name__ == "__main__":
