@@ -152,7 +152,76 @@ class CpuWatch:
         return self.result
 
 
-class LoaderProcess:
+class ChildProcess:
+    """A child process: its stdout, wall time, CPU seconds (wait4's rusage) and peak RSS (VmHWM)."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str], cwd: str) -> None:
+        self.out = tempfile.TemporaryFile()  # noqa: SIM115 (closed in wait())
+        self.t0 = time.monotonic()
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self.out, stderr=subprocess.DEVNULL, cwd=cwd)
+        self.peak_kib = 0
+        self.smaps_at_peak: dict[str, int] = {}
+        self._watcher = threading.Thread(target=self._watch, daemon=True)
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        status = Path(f"/proc/{self.proc.pid}/status")
+        top = 0
+        while self.proc.returncode is None:
+            try:
+                for line in status.read_text().splitlines():
+                    if line.startswith("VmHWM:"):  # the kernel's own high-water mark
+                        self.peak_kib = max(self.peak_kib, int(line.split()[1]))
+                    elif line.startswith("VmRSS:") and int(line.split()[1]) > top:
+                        top = int(line.split()[1])
+                        self.smaps_at_peak = rss_by_kind(self.proc.pid) or self.smaps_at_peak
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.1)
+
+    def wait(self) -> tuple[bytes, float, int, float, int]:
+        """(stdout, wall seconds, peak RSS KiB sampled, CPU seconds, exit code)."""
+        _, status, usage = os.wait4(self.proc.pid, 0)
+        wall = time.monotonic() - self.t0
+        self.proc.returncode = os.waitstatus_to_exitcode(status)
+        self._watcher.join(1)
+        self.out.seek(0)
+        out = self.out.read()
+        self.out.close()
+        return out, wall, self.peak_kib, usage.ru_utime + usage.ru_stime, self.proc.returncode
+
+
+def rss_by_kind(pid: int) -> dict[str, int]:
+    """Resident KiB of a process by kind of mapping (/proc/<pid>/smaps): shared libraries and
+    files, the brk heap (glibc's main arena: the Python thread's small objects), anonymous
+    mappings of 64 MiB glibc thread arenas (librdkafka's and the other threads' malloc), and other
+    anonymous mappings (large allocations, Python's object arenas, polars/jemalloc extents)."""
+    out = {"files": 0, "heap": 0, "thread arenas": 0, "other anonymous": 0}
+    try:
+        text = Path(f"/proc/{pid}/smaps").read_text()
+    except OSError:
+        return {}
+    kind = "other anonymous"
+    start = end = 0
+    for line in text.splitlines():
+        head = line.split(None, 5)
+        if "-" in head[0] and len(head) >= 5 and ":" not in head[0]:
+            start, end = (int(x, 16) for x in head[0].split("-"))
+            name = head[5].strip() if len(head) > 5 else ""
+            if name == "[heap]":
+                kind = "heap"
+            elif name.startswith("/") or name.startswith("[v"):
+                kind = "files"
+            elif start % (64 << 20) == 0 and end - start <= (64 << 20):
+                kind = "thread arenas"  # glibc aligns each arena's heap to its 64 MiB size
+            else:
+                kind = "other anonymous"
+        elif line.startswith("Rss:"):
+            out[kind] += int(line.split()[1])
+    return out
+
+
+class LoaderProcess(ChildProcess):
     """One `orion-etl stream` process: its JSON summary, wall time, CPU seconds and peak RSS."""
 
     def __init__(self, env: dict[str, str], extra: list[str], python: str, cwd: str) -> None:
@@ -167,33 +236,11 @@ class LoaderProcess:
             "json",
             *extra,
         ]
-        self.out = tempfile.TemporaryFile()  # noqa: SIM115 (closed in wait())
-        self.t0 = time.monotonic()
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self.out, stderr=subprocess.DEVNULL, cwd=cwd)
-        self.peak_kib = 0
-        self._watcher = threading.Thread(target=self._watch, daemon=True)
-        self._watcher.start()
+        super().__init__(cmd, env, cwd)
 
-    def _watch(self) -> None:
-        status = Path(f"/proc/{self.proc.pid}/status")
-        while self.proc.returncode is None:
-            try:
-                for line in status.read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        self.peak_kib = max(self.peak_kib, int(line.split()[1]))
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.1)
-
-    def wait(self) -> tuple[dict[str, Any], float, int, float]:
+    def wait_loader(self) -> tuple[dict[str, Any], float, int, float]:
         """(stats JSON, wall seconds, peak RSS KiB, CPU seconds); SystemExit when it failed."""
-        _, status, usage = os.wait4(self.proc.pid, 0)
-        wall = time.monotonic() - self.t0
-        self.proc.returncode = os.waitstatus_to_exitcode(status)
-        self._watcher.join(1)
-        self.out.seek(0)
-        out = self.out.read()
-        self.out.close()
-        if self.proc.returncode not in (0, 1):
-            raise SystemExit(f"loader failed ({self.proc.returncode}): {out[-2000:]!r}")
-        return json.loads(out), wall, self.peak_kib, usage.ru_utime + usage.ru_stime
+        out, wall, peak, cpu, code = super().wait()
+        if code not in (0, 1):
+            raise SystemExit(f"loader failed ({code}): {out[-2000:]!r}")
+        return json.loads(out), wall, peak, cpu

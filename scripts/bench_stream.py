@@ -56,10 +56,11 @@ from orion_etl.jobs.stream import CONSUMER_TUNING  # noqa: E402
 from tests.stream_builders import envelope_schema  # noqa: E402
 
 sys.path.insert(0, str(REPO / "scripts"))
-from bench_cpu import CpuWatch, LoaderProcess, kafka_broker_pid, parent_of  # noqa: E402
+from bench_cpu import ChildProcess, CpuWatch, LoaderProcess, kafka_broker_pid, parent_of  # noqa: E402
 from netdelay import calibrated_port  # noqa: E402
 
 MARK_START, MARK_END = "<!-- bench_stream:start -->", "<!-- bench_stream:end -->"
+MEMORY_MARKS = ("<!-- bench_stream_memory:start -->", "<!-- bench_stream_memory:end -->")
 FORMS_MARKS = ("<!-- bench_stream_forms:start -->", "<!-- bench_stream_forms:end -->")
 SCALE_MARKS = ("<!-- bench_stream_scale:start -->", "<!-- bench_stream_scale:end -->")
 
@@ -284,7 +285,7 @@ def loader_env(
 
 def run_loader(env: dict[str, str], extra: list[str]) -> tuple[dict[str, Any], float, int]:
     """(stats JSON, wall seconds, peak RSS in KiB) of one `orion-etl stream` process."""
-    stats, wall, peak, _ = start_loader(env, extra).wait()
+    stats, wall, peak, _ = start_loader(env, extra).wait_loader()
     return stats, wall, peak
 
 
@@ -346,7 +347,7 @@ def measured_drain(
         results: list[tuple[dict[str, Any], float, int, float]] = []
 
         def wait_all() -> None:
-            results.extend(loader.wait() for loader in loaders)
+            results.extend(loader.wait_loader() for loader in loaders)
             done.set()
 
         waiter = threading.Thread(target=wait_all)
@@ -512,6 +513,99 @@ def scale_lines(args: argparse.Namespace, rows: list[dict[str, Any]], info: dict
         "Machine: " + "; ".join(f"{k} {v}" for k, v in info.items()) + ".",
         "The machine has 2 cores shared with other work: the sum saturates them; read the CPU per 1,000 "
         "events.",
+    ]
+    return lines
+
+
+# --- memory ------------------------------------------------------------------------------------
+
+CONSUME_ONLY = """
+import sys
+from orion_etl.adapters.kafka import make_consumer
+from orion_etl.config.models import OrionSettings
+from orion_etl.jobs.stream import CONSUMER_TUNING
+topic, n, group = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+c = make_consumer(OrionSettings().kafka, group, **{"auto.offset.reset": "earliest", **CONSUMER_TUNING})
+c.subscribe([topic])
+seen = 0
+while seen < n:
+    seen += sum(1 for m in c.consume(5000, timeout=1.0) if m.error() is None)
+c.close()
+"""
+SMALL_FETCH = '[kafka.extra]\n"fetch.max.bytes" = "1048576"\n"max.partition.fetch.bytes" = "524288"\n'
+
+
+def memory_runs(args: argparse.Namespace, settings: OrionSettings, run: str) -> list[dict[str, Any]]:
+    """Peak RSS of the loader and of what it is made of, one process at a time, on the same events:
+    an idle loader (empty topic), a bare consume loop with the loader's consumer settings, the
+    loader with 5,000- and 1,000-record batches, schemaless envelopes, smaller fetches."""
+    n = args.memory_events
+    embedded, bare, empty = (f"bench.{run}.mem.{name}" for name in ("embedded", "schemaless", "empty"))
+    ensure_topics(settings.kafka, [embedded, bare, empty], partitions=args.partitions)
+    produce_events(settings, embedded, 0, n)
+    produce_events(settings, bare, 0, n, schemas=False)
+    small_fetch = Path(f"/tmp/bench-{run}-small-fetch.toml")
+    small_fetch.write_text(SMALL_FETCH)
+    cases: list[tuple[str, str, int, list[str], str | None]] = [
+        ("loader, idle (empty topic: imports, connections, consumer)", empty, args.batch, [], None),
+        ("bare consume loop, loader's consumer settings, embedded", embedded, 0, [], "consume"),
+        ("bare consume loop, loader's consumer settings, schemaless", bare, 0, [], "consume"),
+        ("loader, embedded, batches of 5,000", embedded, 5000, [], None),
+        ("loader, embedded, batches of 1,000", embedded, 1000, [], None),
+        ("loader, schemaless, batches of 5,000", bare, 5000, [], None),
+        ("loader, embedded, 5,000, fetch.max.bytes 1 MiB / partition 512 KiB", embedded, 5000,
+         ["--config", str(small_fetch)], None),
+    ]  # fmt: skip
+    rows = []
+    try:
+        for i, (label, topic, batch, pre, kind) in enumerate(cases):
+            with connect(settings.warehouse, autocommit=True) as conn:
+                conn.execute("TRUNCATE fact_trades")
+            env = loader_env(settings, topic, f"bench-mem-{i}-{run}", batch or args.batch)
+            if kind == "consume":
+                cmd = [sys.executable, "-c", CONSUME_ONLY, topic, str(n), f"bench-mem-{i}-{run}"]
+            else:
+                cmd = [sys.executable, "-m", "orion_etl.cli.app", *pre, "--log-format", "json", "stream",
+                       "--format", "json", "--until-caught-up"]  # fmt: skip
+            child = ChildProcess(cmd, env, str(REPO))
+            _, wall, peak, cpu, code = child.wait()
+            if code not in (0, 1):
+                raise SystemExit(f"{label}: exit {code}")
+            events = 0 if topic == empty else n
+            row = {"label": label, "peak": peak, "kinds": child.smaps_at_peak, "wall": wall, "cpu": cpu,
+                   "rate": events / wall if events else None}  # fmt: skip
+            log(f"(m) {label}: peak RSS {peak / 1024:.0f} MiB, at the peak "
+                + ", ".join(f"{k} {v / 1024:.0f}" for k, v in child.smaps_at_peak.items())
+                + (f"; {events / wall:,.0f}/s" if events else ""))  # fmt: skip
+            rows.append(row)
+    finally:
+        small_fetch.unlink(missing_ok=True)
+    return rows
+
+
+def memory_lines(args: argparse.Namespace, rows: list[dict[str, Any]], info: dict[str, str]) -> list[str]:
+    kinds = ["files", "heap", "thread arenas", "other anonymous"]
+    lines = [
+        "## Loader memory (`scripts/bench_stream.py --parts memory`)",
+        "",
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {args.memory_events:,} trade CDC events per topic "
+        f"({args.partitions} partitions), one process at a time, each draining the whole topic. Peak = the "
+        "process's VmHWM; the split is /proc/<pid>/smaps when VmRSS was highest (MiB): shared libraries "
+        "and files, the brk heap (glibc's main arena), 64 MiB-aligned glibc thread arenas (librdkafka's "
+        "and other threads' malloc), other anonymous mappings (large allocations, Python object arenas, "
+        "polars' allocator).",
+        "",
+        "| process | peak RSS (MiB) | " + " | ".join(kinds) + " | events/s |",
+        "|---|---:|" + "---:|" * len(kinds) + "---:|",
+    ]
+    for r in rows:
+        split = " | ".join(f"{r['kinds'].get(k, 0) / 1024:.0f}" for k in kinds)
+        rate = f"{r['rate']:,.0f}" if r["rate"] else ""
+        lines.append(f"| {r['label']} | {r['peak'] / 1024:.0f} | {split} | {rate} |")
+    lines += [
+        "",
+        "Machine: " + "; ".join(f"{k} {v}" for k, v in info.items()) + ".",
+        "The machine is shared with other work (2 cores): memory does not depend on it, rates do.",
     ]
     return lines
 
@@ -767,21 +861,22 @@ def main() -> None:
     ap.add_argument(
         "--parts", default="main",
         help="comma-separated: main ((a)-(d), latency), forms (embedded vs schemaless envelopes), scale "
-        "(several loader processes)",
+        "(several loader processes), memory (peak RSS and its parts)",
     )  # fmt: skip
     ap.add_argument("--scale-procs", default="1,2,4", help="loader processes per scale-out row")
     ap.add_argument("--scale-partitions", default="4,8", help="partitions of the scale-out topics")
     ap.add_argument(
         "--scale-events", type=int, default=0, help="events per scale-out topic (default --events)"
     )
+    ap.add_argument("--memory-events", type=int, default=300_000, help="events per topic of --parts memory")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
 
     run = uuid.uuid4().hex[:8]
     parts = set(args.parts.split(","))
-    unknown = parts - {"main", "forms", "scale"}
+    unknown = parts - {"main", "forms", "scale", "memory"}
     if unknown:
-        ap.error(f"--parts: unknown {sorted(unknown)} (main, forms, scale)")
+        ap.error(f"--parts: unknown {sorted(unknown)} (main, forms, scale, memory)")
     topic = f"bench.{run}.cdc.public.trades"
     blocks: list[tuple[tuple[str, str], list[str]]] = []
     with bench_deployment(run) as settings:
@@ -803,6 +898,8 @@ def main() -> None:
             blocks.append((FORMS_MARKS, schemaless_lines(args, forms, info)))
         if "scale" in parts:
             blocks.append((SCALE_MARKS, scale_lines(args, scale_out(args, settings, run), info)))
+        if "memory" in parts:
+            blocks.append((MEMORY_MARKS, memory_lines(args, memory_runs(args, settings, run), info)))
     for marks, lines in blocks:
         report = "\n".join(lines)
         print(report)
