@@ -340,6 +340,7 @@ def measured_drain(
         )  # fmt: skip
         env = loader_env(settings, topic, group, batch, code)
         marks: dict[float, float] = {}
+        wal0 = conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()
         watch.start()
         t0 = time.monotonic()
         loaders = [start_loader(env, ["--until-caught-up"]) for _ in range(procs)]
@@ -364,12 +365,14 @@ def measured_drain(
         waiter.join()
         wall = time.monotonic() - t0
         cpu = watch.stop()
+        wal = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s)", wal0).fetchone()
         count = conn.execute("SELECT count(*) FROM fact_trades").fetchone()
     assert count == (events,), (count, events)
     steady = 0.8 * events / (marks[0.9] - marks[0.1]) if 0.1 in marks and 0.9 in marks else events / wall
     return {
         "procs": procs, "wall": wall, "rate": events / wall, "steady": steady,
         "cpu": [r[3] for r in results], "rss": [r[2] for r in results], **cpu,
+        "wal_bytes": float(wal[0]) if wal else 0.0,  # the whole server's: other work included
     }  # fmt: skip
 
 
@@ -497,15 +500,15 @@ def scale_lines(args: argparse.Namespace, rows: list[dict[str, Any]], info: dict
         "",
         "| partitions | processes | events/s (wall) | steady (10-90 %) | CPU s per process "
         "| loader CPU per 1,000 | PG backends per 1,000 | PG aux per 1,000 | broker per 1,000 "
-        "| peak RSS (max) | machine busy |",
-        "|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| WAL per event | peak RSS (max) | machine busy |",
+        "|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['partitions']} | {r['procs']} | {r['rate']:,.0f} | {r['steady']:,.0f} | "
             f"{', '.join(f'{c:.1f}' for c in r['cpu'])} | {sum(r['cpu']) * per_k:.0f} ms | "
             f"{r['pg_backends_s'] * per_k:.0f} ms | {r['pg_aux_s'] * per_k:.0f} ms | "
-            f"{r['broker_s'] * per_k:.0f} ms | "
+            f"{r['broker_s'] * per_k:.0f} ms | {r['wal_bytes'] / n:,.0f} B | "
             f"{max(r['rss']) / 1024:.0f} MiB | {r['machine_busy']:.0%} |"
         )
     lines += [
