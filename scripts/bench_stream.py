@@ -339,6 +339,10 @@ def measured_drain(
             kafka_broker_pid(os.environ.get("ORION_STACK_HOME")), exclude={backend[0]},
         )  # fmt: skip
         env = loader_env(settings, topic, group, batch, code)
+        # --until-caught-up takes an empty assignment for "done" once assignment_timeout_s has passed
+        # since the start, and a rebalance (a member leaving) empties it for a moment: with several
+        # processes a drain longer than that ends early (StreamJob._caught_up, reported). Not here:
+        env["ORION_ETL_STREAM__ASSIGNMENT_TIMEOUT_S"] = "900"
         marks: dict[float, float] = {}
         wal0 = conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()
         watch.start()
