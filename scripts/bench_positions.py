@@ -37,8 +37,8 @@ from orion_etl.adapters import migrations
 from orion_etl.adapters.postgres import connect
 from orion_etl.adapters.warehouse_loader import WarehouseLoader
 from orion_etl.config.models import OrionSettings, PostgresSettings
-from orion_etl.core.debezium import KafkaRecord
 from orion_etl.core.periods import Period, bucket_for
+from orion_etl.core.records import KafkaRecord
 from orion_etl.jobs.aggregate import run_periods
 from orion_etl.jobs.stream_batch import BatchPreparer
 from orion_etl.sqlfiles import read_sql

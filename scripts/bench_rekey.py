@@ -42,7 +42,7 @@ from orion_etl.adapters import fact_rekey, migrations, warehouse_loader  # noqa:
 from orion_etl.adapters.postgres import connect  # noqa: E402
 from orion_etl.adapters.warehouse_loader import WarehouseLoader  # noqa: E402
 from orion_etl.config.models import OrionSettings  # noqa: E402
-from orion_etl.core.debezium import KafkaRecord  # noqa: E402
+from orion_etl.core.records import KafkaRecord  # noqa: E402
 from orion_etl.jobs import dims as dims_job  # noqa: E402
 from orion_etl.jobs.stream_batch import BatchPreparer  # noqa: E402
 from tests.stream_builders import trade_event  # noqa: E402

@@ -25,8 +25,8 @@ from datetime import UTC, datetime
 from confluent_kafka import KafkaError, Message, Producer
 
 from orion_etl.adapters.dlq_reader import DlqReader
-from orion_etl.core.debezium import KafkaRecord
 from orion_etl.core.pgtext import storable
+from orion_etl.core.records import KafkaRecord
 from orion_etl.errors import ServiceUnavailableError
 
 HEADER_PREFIX = "dlq."
@@ -36,8 +36,13 @@ HEADER_PREFIX = "dlq."
 MAX_DLQ_VALUE_BYTES = 900_000
 
 
-def fingerprint(record: KafkaRecord) -> str:
-    """Stable id of a dead letter: sha256 of its origin coordinates (topic/partition/offset)."""
+def letter_id(record: KafkaRecord) -> str:
+    """Stable id of a dead letter: sha256 of its origin coordinates (topic/partition/offset).
+
+    Persisted as the `dlq.fingerprint` header and the `fingerprint` key of DQ issue origins (names
+    kept for compatibility); not to be confused with the *failure fingerprint* of
+    core/dead_letters.py, which groups letters that failed the same way.
+    """
     text = f"{record.topic}/{record.partition}/{record.offset}"
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
@@ -73,7 +78,7 @@ def dlq_headers(
         "origin_offset": str(r.offset),
         "origin_timestamp": "" if r.timestamp_ms is None else str(r.timestamp_ms),
         "failed_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-        "fingerprint": fingerprint(r),
+        "fingerprint": letter_id(r),
         "consumer_group": group,
         "job_run_id": job_run_id or "",
     }

@@ -1,11 +1,12 @@
 """Dead letters as the DLQ tools see them: parsed headers, class, failure fingerprint, filters.
 
 Pure (no I/O). The loader writes the `dlq.*` header contract of docs/stream.md; a letter is
-classified from its `dlq.error_class` header, else (letters written by something else, e.g. a
-Kafka Connect `errors.deadletterqueue`) from `__connect.errors.*` headers, else by sniffing the
-payload. The *failure fingerprint* groups letters that failed the same way (class, error class,
-rules and the error text with ids, numbers and quoted values masked), so that ten thousand letters
-of one failure read as one line; the `dlq.fingerprint` header is the *letter id* (one record).
+classified from its `dlq.error_class` header (the vocabulary is core/dead_letter_classes.py), else
+(letters written by something else, e.g. a Kafka Connect `errors.deadletterqueue`) from
+`__connect.errors.*` headers, else by sniffing the payload. The *failure fingerprint* groups
+letters that failed the same way (class, error class, rules and the error text with ids, numbers
+and quoted values masked), so that ten thousand letters of one failure read as one line; the
+`dlq.fingerprint` header is the *letter id* (one record).
 """
 
 from __future__ import annotations
@@ -16,38 +17,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
+from orion_etl.core.dead_letter_classes import ErrorClass, LetterClass
 from orion_etl.errors import UsageError
 
 CONNECT_PREFIX = "__connect.errors."
-
-
-class LetterClass(StrEnum):
-    """What kind of failure dead-lettered a record (docs/dlq.md)."""
-
-    UNDECODABLE = "undecodable"  # not UTF-8 / not JSON / wrong envelope types
-    SCHEMA = "schema"  # decodes, but does not fit: missing payload, unknown op/topic, bad value
-    RULE = "rule"  # an error-severity data-quality rule failed
-    MISSING_DIMENSION = "missing_dimension"  # a natural id with no dimension member (opt-in)
-    REJECTED = "rejected"  # the warehouse refused the row (constraint, value PostgreSQL cannot store)
-    TRANSIENT = "transient"  # an infrastructure failure was dead-lettered (other producers)
-    UNKNOWN = "unknown"  # no headers and nothing to tell from the payload
-
-
-# dlq.error_class header -> class
-HEADER_CLASSES = {
-    "DECODE": LetterClass.UNDECODABLE,
-    "MISSING_PAYLOAD": LetterClass.SCHEMA,
-    "UNKNOWN_OP": LetterClass.SCHEMA,
-    "UNKNOWN_TOPIC": LetterClass.SCHEMA,
-    "INVALID_VALUE": LetterClass.SCHEMA,
-    "RULE": LetterClass.RULE,
-    "MISSING_DIMENSION": LetterClass.MISSING_DIMENSION,
-    "LOAD_REJECTED": LetterClass.REJECTED,
-    "TRANSIENT": LetterClass.TRANSIENT,
-}
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 _HEX = re.compile(r"\b[0-9a-fA-F]{16,}\b")
@@ -192,7 +167,8 @@ def parse_letter(
     error_class = h.get("dlq.error_class", "")
     error = h.get("dlq.error") or h.get(CONNECT_PREFIX + "exception.message", "")
     rule = h.get("dlq.rule", "")
-    letter_class = HEADER_CLASSES.get(error_class) or _connect_class(h) or _sniff(value)
+    ours = ErrorClass.of_header(error_class)
+    letter_class = (ours.letter_class if ours else None) or _connect_class(h) or _sniff(value)
     if not error_class:
         error_class = h.get(CONNECT_PREFIX + "exception.class.name", "").rsplit(".", 1)[-1] or "UNKNOWN"
     if not error:

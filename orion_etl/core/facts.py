@@ -21,9 +21,9 @@ from decimal import Decimal
 
 import polars as pl
 
-from orion_etl.core.debezium import Kind
 from orion_etl.core.pgtext import refused_in
 from orion_etl.core.quality import DEFAULT_RULES, Rule, evaluate_rows, split_valid
+from orion_etl.core.records import Kind
 from orion_etl.core.tradingday import date_key_expr, trading_date_expr
 
 DEC = pl.Decimal(38, 10)

@@ -35,9 +35,10 @@ from orion_etl.adapters.kafka import ensure_topics, make_consumer, make_producer
 from orion_etl.adapters.postgres import connect
 from orion_etl.adapters.warehouse_loader import is_data_rejection
 from orion_etl.config.models import OrionSettings
-from orion_etl.core.debezium import ErrorClass, KafkaRecord
+from orion_etl.core.dead_letter_classes import ErrorClass
 from orion_etl.core.dimension_changes import UndecodableChangeError, decode_change, stage_row
 from orion_etl.core.pgtext import REFUSED
+from orion_etl.core.records import KafkaRecord
 from orion_etl.core.scd import DimensionSpec, resolve_spec
 from orion_etl.errors import ServiceUnavailableError
 from orion_etl.jobs.dims import (

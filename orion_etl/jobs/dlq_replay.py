@@ -37,8 +37,9 @@ from orion_etl.adapters.jobruns import record_job_run
 from orion_etl.adapters.postgres import advisory_lock, connect
 from orion_etl.adapters.warehouse_loader import BatchWrite, LoadCounts, WarehouseLoader
 from orion_etl.config.models import OrionSettings
+from orion_etl.core.dead_letter_classes import ErrorClass
 from orion_etl.core.dead_letters import DlqMessage, FailureGroup, Selection, group_failures, parse_letter
-from orion_etl.core.debezium import ErrorClass, KafkaRecord
+from orion_etl.core.records import KafkaRecord
 from orion_etl.errors import ConfigError, ExitCode, OrionError, ServiceUnavailableError
 from orion_etl.jobs.dlq import configured_dlq_topics, resolve_topics, scan_ranges
 from orion_etl.jobs.stream_batch import FACT_TABLE, BatchPreparer, routes

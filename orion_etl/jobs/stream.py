@@ -46,7 +46,7 @@ from orion_etl.adapters.positions import FencedError
 from orion_etl.adapters.warehouse_loader import LoadCounts, Rejection, WarehouseLoader
 from orion_etl.config.models import OrionSettings
 from orion_etl.core.batching import BatchPolicy, next_poll
-from orion_etl.core.debezium import KafkaRecord
+from orion_etl.core.records import KafkaRecord
 from orion_etl.errors import ExitCode, OrionError, TransientError
 from orion_etl.jobs.stream_batch import BatchPreparer, PreparedBatch
 

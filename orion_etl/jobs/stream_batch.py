@@ -20,7 +20,7 @@ from typing import Any
 import polars as pl
 
 from orion_etl.adapters.dimension_lookup import existing_ids
-from orion_etl.adapters.dlq import DeadLetter, fingerprint
+from orion_etl.adapters.dlq import DeadLetter, letter_id
 from orion_etl.adapters.warehouse_loader import (
     FACT_SPECS,
     BatchWrite,
@@ -31,20 +31,12 @@ from orion_etl.adapters.warehouse_loader import (
 from orion_etl.config.dq import build_catalog
 from orion_etl.config.models import OrionSettings
 from orion_etl.core import dimension_gate, facts
-from orion_etl.core.debezium import (
-    UNAVAILABLE,
-    Change,
-    DecodeError,
-    ErrorClass,
-    KafkaRecord,
-    Kind,
-    Tombstone,
-    cdc_frame,
-    decode_cdc,
-    decode_event,
-    to_frame,
-)
+from orion_etl.core.cdc_batch import cdc_frame
+from orion_etl.core.columns import to_frame
+from orion_etl.core.dead_letter_classes import DecodeError, ErrorClass
+from orion_etl.core.envelopes import decode_cdc, decode_event
 from orion_etl.core.quality import ERRORS_COLUMN, WARNINGS_COLUMN
+from orion_etl.core.records import UNAVAILABLE, Change, KafkaRecord, Kind, Tombstone
 from orion_etl.core.sampling import SamplerKey, SamplerState, sample_quotes, sampler_keys
 
 log = logging.getLogger(__name__)
@@ -198,7 +190,7 @@ class BatchPreparer:
                 )
                 continue
             routed[route].append(rec)
-        # The usual CDC batch decodes in one go (core.debezium.cdc_frame); any other batch of a
+        # The usual CDC batch decodes in one go (core.cdc_batch.cdc_frame); any other batch of a
         # route, record by record.
         decoded: dict[Route, pl.DataFrame] = {}
         for route, table in CDC_TABLE.items():
@@ -587,7 +579,7 @@ class BatchPreparer:
                 "partition": r.partition,
                 "offset": r.offset,
                 "timestamp_ms": r.timestamp_ms,
-                "fingerprint": fingerprint(r),
+                "fingerprint": letter_id(r),
                 "error_class": letter.error_class,
                 "dlq_topic": f"{r.topic}{self.settings.stream.dlq_suffix}",
             },

@@ -11,7 +11,7 @@ import psycopg
 
 from orion_etl.adapters.warehouse_loader import LoadCounts, WarehouseLoader
 from orion_etl.config.models import OrionSettings
-from orion_etl.core.debezium import KafkaRecord
+from orion_etl.core.records import KafkaRecord
 from orion_etl.jobs.dims import check
 from orion_etl.jobs.stream_batch import BatchPreparer, PreparedBatch
 from tests.stream_builders import trade_event

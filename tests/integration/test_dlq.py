@@ -20,7 +20,8 @@ import pytest
 from psycopg import sql
 
 from orion_etl.config.models import OrionSettings
-from orion_etl.core.dead_letters import LetterClass, Selection
+from orion_etl.core.dead_letter_classes import LetterClass
+from orion_etl.core.dead_letters import Selection
 from orion_etl.jobs.dlq import list_dead_letters, show_dead_letters
 from orion_etl.jobs.dlq_replay import run_replay
 from tests.integration.stream_support import STREAM_TABLES, drain, produce, stream_settings

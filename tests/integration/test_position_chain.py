@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from orion_etl.adapters.warehouse_loader import WarehouseLoader
 from orion_etl.config.models import OrionSettings
-from orion_etl.core.debezium import KafkaRecord
+from orion_etl.core.records import KafkaRecord
 from orion_etl.jobs.stream_batch import BatchPreparer
 from tests.stream_builders import cdc, position_row
 

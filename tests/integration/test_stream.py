@@ -231,7 +231,7 @@ def test_new_keys_are_appended_and_existing_ones_upserted(
     not even looked up: a batch with an existing key then fails on the primary key, reruns through
     the guarded upsert, and keys are looked up until a batch is all new again. Same rows either way."""
     from orion_etl.adapters.warehouse_loader import WarehouseLoader
-    from orion_etl.core.debezium import KafkaRecord
+    from orion_etl.core.records import KafkaRecord
     from orion_etl.jobs.stream_batch import BatchPreparer
 
     topic = stack_settings.stream.topics.trades_cdc

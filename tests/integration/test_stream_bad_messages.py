@@ -13,7 +13,7 @@ from psycopg import sql
 
 from orion_etl.adapters.warehouse_loader import WarehouseLoader
 from orion_etl.config.models import OrionSettings
-from orion_etl.core.debezium import KafkaRecord
+from orion_etl.core.records import KafkaRecord
 from orion_etl.jobs.stream_batch import BatchPreparer
 from tests.integration.stream_support import STREAM_TABLES, drain, produce, read_topic, stream_settings
 from tests.stream_builders import cdc, dumps, envelope_schema, order_row, quote_event, trade_event, trade_row

@@ -18,7 +18,8 @@ from psycopg import sql
 
 from orion_etl.adapters import positions
 from orion_etl.config.models import OrionSettings
-from orion_etl.core.dead_letters import LetterClass, Selection
+from orion_etl.core.dead_letter_classes import LetterClass
+from orion_etl.core.dead_letters import Selection
 from orion_etl.jobs.dlq_replay import run_replay
 from tests.integration.stream_support import STREAM_TABLES, drain, produce, read_topic, stream_settings
 from tests.stream_builders import cdc, dumps, quote_event, trade_event, trade_row

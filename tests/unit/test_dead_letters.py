@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import polars as pl
 import pytest
 
+from orion_etl.core.dead_letter_classes import ErrorClass, LetterClass
 from orion_etl.core.dead_letters import (
     DlqMessage,
-    LetterClass,
     OffsetRange,
     Selection,
     failure_fingerprint,
@@ -50,11 +50,25 @@ def _letter(error_class: str, error: str, rule: str = "", offset: int = 0, **ext
         ("INVALID_VALUE", LetterClass.SCHEMA),
         ("RULE", LetterClass.RULE),
         ("MISSING_DIMENSION", LetterClass.MISSING_DIMENSION),
+        ("LOAD_REJECTED", LetterClass.REJECTED),
         ("TRANSIENT", LetterClass.TRANSIENT),
     ],
 )
 def test_class_from_the_error_class_header(error_class: str, expected: LetterClass) -> None:
     assert _letter(error_class, "x").letter_class is expected
+    assert ErrorClass(error_class).letter_class is expected
+
+
+def test_one_vocabulary_every_error_class_has_a_letter_class() -> None:
+    # the persisted spellings (dlq.error_class header, metrics label) are the members' values
+    assert [str(e) for e in ErrorClass] == [
+        "DECODE", "MISSING_PAYLOAD", "UNKNOWN_OP", "UNKNOWN_TOPIC", "INVALID_VALUE", "RULE",
+        "MISSING_DIMENSION", "LOAD_REJECTED", "TRANSIENT",
+    ]  # fmt: skip
+    assert {e.letter_class for e in ErrorClass} == set(LetterClass) - {LetterClass.UNKNOWN}
+    assert ErrorClass.of_header("RULE") is ErrorClass.RULE
+    assert ErrorClass.of_header("rule") is None and ErrorClass.of_header("") is None
+    assert _letter("FAKE", "x").letter_class is LetterClass.UNKNOWN  # not ours, JSON payload
 
 
 def test_origin_and_headers_are_parsed() -> None:

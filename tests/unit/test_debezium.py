@@ -8,19 +8,11 @@ from decimal import Decimal
 
 import pytest
 
-from orion_etl.core.debezium import (
-    UNAVAILABLE,
-    DecodeError,
-    ErrorClass,
-    KafkaRecord,
-    Kind,
-    Tombstone,
-    decode_cdc,
-    decode_event,
-    parse_sequence,
-    to_frame,
-)
+from orion_etl.core.columns import to_frame
+from orion_etl.core.dead_letter_classes import DecodeError, ErrorClass
+from orion_etl.core.envelopes import decode_cdc, decode_event, parse_sequence
 from orion_etl.core.facts import TRADE_COLUMNS, TRADE_REQUIRED
+from orion_etl.core.records import UNAVAILABLE, KafkaRecord, Kind, Tombstone
 from tests.stream_builders import b64_decimal, cdc, dumps, trade_event, trade_row
 
 

@@ -8,8 +8,11 @@ from typing import Any
 
 import pytest
 
-from orion_etl.core.debezium import UNAVAILABLE, KafkaRecord, cdc_frame, decode_cdc, to_frame
+from orion_etl.core.cdc_batch import cdc_frame
+from orion_etl.core.columns import to_frame
+from orion_etl.core.envelopes import decode_cdc
 from orion_etl.core.facts import ORDER_COLUMNS, ORDER_REQUIRED, TRADE_COLUMNS, TRADE_REQUIRED
+from orion_etl.core.records import UNAVAILABLE, KafkaRecord
 from tests.stream_builders import cdc, order_row, trade_row
 
 SPECS = {

@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from orion_etl.adapters.dlq import DeadLetterPublisher
-from orion_etl.core.dead_letters import DlqMessage, LetterClass
+from orion_etl.core.dead_letter_classes import LetterClass
+from orion_etl.core.dead_letters import DlqMessage
 
 ORIGIN, DLQ, GROUP = "trade.executed", "trade.executed.dlq", "loader"
 

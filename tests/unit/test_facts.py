@@ -8,7 +8,9 @@ import polars as pl
 import pytest
 
 from orion_etl.core import facts
-from orion_etl.core.debezium import KafkaRecord, decode_cdc, decode_event, to_frame
+from orion_etl.core.columns import to_frame
+from orion_etl.core.envelopes import decode_cdc, decode_event
+from orion_etl.core.records import KafkaRecord
 from orion_etl.core.sampling import SamplerState, sample_quotes
 from tests.stream_builders import cdc, dumps, order_row, quote_event, trade_event, trade_row
 

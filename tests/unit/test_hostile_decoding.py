@@ -6,7 +6,10 @@ import polars as pl
 import pytest
 
 from orion_etl.core import facts
-from orion_etl.core.debezium import DecodeError, ErrorClass, KafkaRecord, decode_cdc, decode_event, to_frame
+from orion_etl.core.columns import to_frame
+from orion_etl.core.dead_letter_classes import DecodeError, ErrorClass
+from orion_etl.core.envelopes import decode_cdc, decode_event
+from orion_etl.core.records import KafkaRecord
 from tests.stream_builders import cdc, order_row, trade_row
 
 

@@ -15,9 +15,11 @@ from hypothesis import strategies as st
 
 from orion_etl.config.models import OrionSettings
 from orion_etl.core import facts
-from orion_etl.core.debezium import KafkaRecord, decode_cdc, decode_event, to_frame
+from orion_etl.core.columns import to_frame
 from orion_etl.core.demo_events import risk_events, risk_expectations
+from orion_etl.core.envelopes import decode_cdc, decode_event
 from orion_etl.core.quality import DEFAULT_RULES, ERRORS_COLUMN, WARNINGS_COLUMN, evaluate_rows
+from orion_etl.core.records import KafkaRecord
 from orion_etl.core.synthetic import generate, position_changes, realized_by_client_day
 from orion_etl.jobs.stream_batch import Route, routes
 from tests.stream_builders import cdc, position_row

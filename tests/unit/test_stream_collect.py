@@ -15,7 +15,7 @@ from typing import Any
 from confluent_kafka import TopicPartition
 
 from orion_etl.config.models import OrionSettings
-from orion_etl.core.debezium import KafkaRecord
+from orion_etl.core.records import KafkaRecord
 from orion_etl.jobs.stream import StreamJob
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from orion_etl.adapters.dlq import DeadLetter, dlq_headers, fingerprint
+from orion_etl.adapters.dlq import DeadLetter, dlq_headers, letter_id
 from orion_etl.adapters.warehouse_loader import pos
 from orion_etl.cli.app import app
-from orion_etl.core.debezium import KafkaRecord
+from orion_etl.core.records import KafkaRecord
 
 
 def test_dlq_headers_contract() -> None:
@@ -21,15 +21,15 @@ def test_dlq_headers_contract() -> None:
     assert as_dict["dlq.origin_topic"] == b"cdc.public.trades"
     assert as_dict["dlq.origin_partition"] == b"3" and as_dict["dlq.origin_offset"] == b"42"
     assert as_dict["dlq.origin_timestamp"] == b"1700000000123"
-    assert as_dict["dlq.fingerprint"] == fingerprint(record).encode() and len(fingerprint(record)) == 32
+    assert as_dict["dlq.fingerprint"] == letter_id(record).encode() and len(letter_id(record)) == 32
     assert as_dict["dlq.consumer_group"] == b"loader" and as_dict["dlq.job_run_id"] == b"run-1"
     assert as_dict["dlq.failed_at"].endswith(b"+00:00")
 
 
-def test_fingerprint_is_stable_and_positional() -> None:
+def test_letter_id_is_stable_and_positional() -> None:
     a = KafkaRecord("t", 0, 1, None, b"x")
-    assert fingerprint(a) == fingerprint(KafkaRecord("t", 0, 1, b"other", b"y"))
-    assert fingerprint(a) != fingerprint(KafkaRecord("t", 0, 2, None, b"x"))
+    assert letter_id(a) == letter_id(KafkaRecord("t", 0, 1, b"other", b"y"))
+    assert letter_id(a) != letter_id(KafkaRecord("t", 0, 2, None, b"x"))
 
 
 def test_position_expression_orders_origin_then_lsns_then_event_version() -> None:
