@@ -689,7 +689,7 @@ def stage_profile(args: argparse.Namespace, settings: OrionSettings, run: str) -
     from orion_etl.adapters import positions as positions_adapter
     from orion_etl.adapters import warehouse_loader as wl
     from orion_etl.core import facts
-    from orion_etl.core.debezium import KafkaRecord
+    from orion_etl.core.records import KafkaRecord
     from orion_etl.jobs import stream_batch
 
     n, size = args.profile_events, args.batch
