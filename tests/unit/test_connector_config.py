@@ -236,8 +236,10 @@ def test_schemaless_per_environment() -> None:
 @pytest.mark.parametrize(
     ("cdc", "messages"),
     [
-        ({"schemas": "none", "decimal_handling_mode": "precise"}, ["cdc.decimal_handling_mode: must be 'string'"]),
-        ({"schemas": "none", "decimal_handling_mode": "double"}, ["cdc.decimal_handling_mode: must be 'string'"]),
+        ({"schemas": "none", "decimal_handling_mode": "precise"},
+         ["cdc.decimal_handling_mode: must be 'string'"]),
+        ({"schemas": "none", "decimal_handling_mode": "double"},
+         ["cdc.decimal_handling_mode: must be 'string'"]),
         ({"schemas": "none", "extra": {"decimal.handling.mode": "precise"}},
          ["cdc.extra.decimal.handling.mode: must be 'string'"]),
         ({"schemas": "none", "extra": {"time.precision.mode": "connect"}},
@@ -261,7 +263,8 @@ def test_settings_a_schemaless_record_cannot_be_read_with_are_refused(
 
 
 def test_settings_a_schemaless_record_can_be_read_with_pass() -> None:
-    for extra in ({}, {"decimal.handling.mode": "string"}, {"time.precision.mode": "adaptive_time_microseconds"},
+    for extra in ({}, {"decimal.handling.mode": "string"},
+                  {"time.precision.mode": "adaptive_time_microseconds"},
                   {"value.converter.schemas.enable": "false"}):  # fmt: skip
         resolve_target(settings(schemas="none", extra=extra))
     resolve_target(settings(decimal_handling_mode="precise"))  # embedded: the schema carries the scale
