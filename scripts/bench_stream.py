@@ -3,7 +3,8 @@
 
     PYTHONPATH=. .venv/bin/python scripts/bench_stream.py [--events 1000000] [--story-sample 3000]
         [--latency-rates 500,2000,20000] [--latency-seconds 10] [--compare-with DIR] [--db-rtt-ms 0.5]
-        [--no-write]
+        [--parts main,forms,scale,memory,profile] [--scale-procs 1,2,4] [--scale-partitions 4,8]
+        [--scale-events N] [--memory-events N] [--profile-events N] [--no-write]
 
 Side by side in one run, over the same N pre-produced trade CDC events (Debezium JSON with the
 embedded schema, as `value.converter.schemas.enable=true` produces them):
@@ -18,6 +19,18 @@ then latency at steady rates: events produced at each of --latency-rates per sec
 ts_ms = produce time, loaded by a running loader; p50/p99 of (warehouse commit - ts_ms).
 With --compare-with DIR (a checkout of the code before, e.g. `git archive main orion_etl | tar -x -C
 DIR`), the loader drain and the latency table run with that code too, in the same run.
+
+--parts selects what runs (default `main`, all of the above); each part writes its own block of
+docs/benchmarks.md:
+  forms    the same events with and without the embedded schema (`cdc.schemas`): value and broker
+           bytes, loader drains alternated, loader and PostgreSQL CPU per 1,000 events, peak RSS;
+  scale    --scale-procs loader processes in one group over --scale-partitions partitions:
+           aggregate rate, CPU per process, PostgreSQL backend / auxiliary / broker CPU and WAL per
+           event (scripts/bench_cpu.py reads /proc);
+  memory   peak RSS of an idle loader, a bare consume loop, batch sizes, envelope forms, smaller
+           fetches, with the smaps split at the peak;
+  profile  the loader's stages in this process (timers wrapped around its functions by the bench,
+           none in the product): wall, client CPU, main-thread CPU and PostgreSQL backend CPU.
 
 Uses its own warehouse database and topics on the local stack and removes them afterwards.
 """
@@ -984,7 +997,11 @@ def bench_deployment(run: str) -> Iterator[OrionSettings]:
         with connect(admin_pg, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
         admin = make_admin(settings.kafka)
-        names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"bench.{run}")]
+        try:
+            names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"bench.{run}")]
+        except confluent_kafka.KafkaException as exc:  # the report must not be lost to a broker outage
+            log(f"topic clean-up skipped, Kafka unreachable: {exc}")
+            names = []
         if names:
             for f in admin.delete_topics(names, operation_timeout=60).values():
                 try:
