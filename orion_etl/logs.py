@@ -64,10 +64,6 @@ class SecretRedactor:
                 self._secrets.add(value)
                 self._pattern = None
 
-    def is_secret(self, value: str) -> bool:
-        """True when `value` is (exactly) a registered secret."""
-        return value in self._secrets
-
     def redact(self, text: str) -> str:
         """Mask secrets that stand as whole tokens in free text (an error message, a log line).
 

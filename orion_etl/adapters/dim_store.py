@@ -2,8 +2,9 @@
 
 Both the batch path (source rows piped with binary COPY) and the CDC path (decoded Debezium
 envelopes) fill the same temporary staging table `_dim_stage`; `apply_staged` then applies it with
-a handful of set-based statements whose rules are those of `orion_etl.core.scd.classify`. Nothing
-here commits: the caller owns the transaction (dimension + watermark/offsets together).
+a handful of set-based statements whose rules are those of `orion_etl.core.scd` (the tests check
+them against the reference model in `tests/scd_model.py`). Nothing here commits: the caller owns
+the transaction (dimension + watermark/offsets together).
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ def stage_deletions(conn: psycopg.Connection, spec: DimensionSpec, at: datetime)
 
 
 def _hash(names: Sequence[str], alias: str | None) -> sql.Composed:
-    """md5 of jsonb_build_array(...)::text: the canonical text of `orion_etl.core.scd.canonical_text`."""
+    """md5 of jsonb_build_array(...)::text (`canonical_text` in tests/scd_model.py is the same text)."""
     return sql.SQL("md5(jsonb_build_array({})::text)").format(_ids(names, alias))
 
 

@@ -1,9 +1,9 @@
 """Re-keying facts after dimension versions changed, and counting facts keyed to the wrong version.
 
-The rule (the loader's, `orion_etl.core.dimension_keys`, and `sql/queries/dims_point_in_time.sql`):
+The rule (the loader's, `orion_etl.core.dimension_keys`, and `orion_etl.core.fact_keys.point_in_time_sql`):
 a fact at time t gets the key of its member's highest version with `valid_from <= t`; a fact older
 than every version gets the first version. In SQL that is two index-only probes of the dimension's
-`(natural id, valid_from) INCLUDE (key, version)` index per fact row (`point_in_time_key`).
+`(natural id, valid_from) INCLUDE (key, version)` index per fact row (`point_in_time_sql`).
 
 Everything here is set-based: ONE `UPDATE` per (fact table, dimension) for all changed members,
 driven by the changed intervals (member, changed from) joined to the members' version intervals,
@@ -23,15 +23,10 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from orion_etl.core.fact_keys import FactKeyRef, point_in_time_sql, refs_for_table, registered
+from orion_etl.core.fact_keys import FactKeyRef, refs_for_table, registered
 from orion_etl.core.scd import DimensionSpec
 
 CHANGED_MEMBERS = sql.Identifier("_dim_changed_members")
-
-
-def point_in_time_key(ref: FactKeyRef, alias: str = "f") -> sql.SQL:
-    """SQL expression: the key of the version of `alias`'s member valid at `alias`'s event time."""
-    return sql.SQL(point_in_time_sql(ref, alias))
 
 
 def rekey(

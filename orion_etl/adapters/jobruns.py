@@ -40,7 +40,6 @@ from orion_etl.signals import exit_code_of
 
 log = logging.getLogger(__name__)
 
-OUTCOMES = ("SUCCESS", "WARNING", "FAILED", "ERROR", "INTERRUPTED")
 STATUSES = ("RUNNING", "COMPLETED", "FAILED", "ABANDONED")
 
 

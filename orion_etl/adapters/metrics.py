@@ -36,9 +36,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 STREAM_REGISTRY = CollectorRegistry(auto_describe=True)
 
-# What became of each record read (documented outcomes; they add up to the records consumed).
-RECORD_OUTCOMES = ("loaded", "stale", "duplicate", "superseded", "sampled_out", "tombstone", "dlq")
-
 STREAM_CONSUMED = Counter(
     "orion_etl_stream_consumed_messages",
     "Kafka records read and committed by the loader, per input topic.",

@@ -143,8 +143,3 @@ def render_connector(target: CdcTarget) -> ConnectorSpec:
     config.update(cdc.extra)
     config["name"] = cdc.connector_name
     return ConnectorSpec(name=cdc.connector_name, config=config, secrets=tuple(secrets))
-
-
-def routed_topic(target: CdcTarget, table: str) -> str:
-    """The Kafka topic the changes of `table` land on after routing."""
-    return f"{target.cdc.routed_topic_prefix}.{target.source.schema_name}.{table}"

@@ -42,11 +42,6 @@ class RuleKind(StrEnum):
     CUSTOM_SQL = "custom_sql"  # rows matching the SQL predicate `sql` violate (table-level)
 
 
-TABLE_LEVEL_KINDS = frozenset(
-    {RuleKind.UNIQUE, RuleKind.RELATIONSHIPS, RuleKind.FRESHNESS, RuleKind.CUSTOM_SQL}
-)
-
-
 ROW_LEVEL_KINDS = frozenset(
     {
         RuleKind.NOT_NULL,

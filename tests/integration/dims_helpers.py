@@ -10,7 +10,7 @@ import psycopg
 from psycopg.types.datetime import TimestamptzLoader
 
 from orion_etl.config.models import OrionSettings
-from orion_etl.core.scd import INFINITY, MINUS_INFINITY
+from tests.scd_model import INFINITY, MINUS_INFINITY
 
 TENANT = uuid.UUID("00000000-0000-0000-0000-00000000a001")
 

@@ -22,8 +22,9 @@ from orion_etl.adapters import dim_store
 from orion_etl.adapters.postgres import connect
 from orion_etl.config.models import DimensionSettings, DimsSettings, OrionSettings
 from orion_etl.core.dimension_changes import DimensionChange, stage_row
-from orion_etl.core.scd import Change, DimensionSpec, ModelDimension, resolve_spec
+from orion_etl.core.scd import DimensionSpec, resolve_spec
 from tests.integration.dims_helpers import dict_cursor
+from tests.scd_model import Change, ModelDimension
 
 pytestmark = pytest.mark.integration
 

@@ -15,11 +15,11 @@ from orion_etl.adapters.dlq import DeadLetterPublisher
 from orion_etl.adapters.dlq_reader import DlqReader
 from orion_etl.adapters.kafka import ensure_topics, make_producer
 from orion_etl.config.models import DimsTopicSettings, OrionSettings
-from orion_etl.core.scd import INFINITY
 from orion_etl.jobs import dims_cdc
 from orion_etl.jobs.dims import sync_batch
 from orion_etl.jobs.dims_cdc import sync_cdc
 from tests.integration.dims_helpers import TENANT, add_client, dict_cursor, ts, update_client, with_dims
+from tests.scd_model import INFINITY
 
 pytestmark = pytest.mark.integration
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import psycopg
 import pytest
 
-from orion_etl.adapters.dim_queries import point_in_time_keys
 from orion_etl.config.models import DimensionSettings, OrionSettings
-from orion_etl.core.scd import CATALOG, INFINITY, MINUS_INFINITY, attr_hash, resolve_spec
+from orion_etl.core.fact_keys import point_in_time_sql, refs_for_table
+from orion_etl.core.scd import resolve_spec
 from orion_etl.jobs.dims import check, sync_batch
 from tests.integration.dims_helpers import (
     add_client,
@@ -20,6 +20,7 @@ from tests.integration.dims_helpers import (
     versions,
     with_dims,
 )
+from tests.scd_model import INFINITY, MINUS_INFINITY, attr_hash
 
 pytestmark = pytest.mark.integration
 
@@ -102,6 +103,18 @@ def test_rerun_without_source_change_touches_nothing(dims: OrionSettings, source
     assert row_fingerprints(warehouse) == before
 
 
+def point_in_time_keys(warehouse: psycopg.Connection, pairs: list[tuple[uuid.UUID, datetime]]) -> list[int]:
+    """The client key the loader's rule (`point_in_time_sql`, as re-keying and the audit use it)
+    gives a trade of each (client, time), in input order."""
+    (ref,) = (r for r in refs_for_table("fact_trades") if r.dimension == "client")
+    query = (
+        f"SELECT {point_in_time_sql(ref, 't')} FROM unnest(%s::uuid[], %s::timestamptz[]) "
+        f"WITH ORDINALITY AS t ({ref.natural_column}, {ref.time_column}, ord) ORDER BY t.ord"
+    )
+    rows = warehouse.execute(query, ([p[0] for p in pairs], [p[1] for p in pairs])).fetchall()
+    return [row[0] for row in rows]
+
+
 def test_trade_between_two_versions_resolves_to_the_earlier_key(
     dims: OrionSettings, source, warehouse
 ) -> None:
@@ -110,9 +123,8 @@ def test_trade_between_two_versions_resolves_to_the_earlier_key(
     update_client(source, cid, ts(10), segment="TIER_1")
     client_counts(dims)
     v1, v2 = (r["client_key"] for r in versions(warehouse, cid))
-    spec = CATALOG["client"]
     at = [ts(5), ts(10), ts(20), ts(1) - timedelta(days=30), ts(1)]
-    keys = point_in_time_keys(warehouse, spec, [(cid, t) for t in at] + [(uuid.uuid4(), ts(5))])
+    keys = point_in_time_keys(warehouse, [(cid, t) for t in at] + [(uuid.uuid4(), ts(5))])
     # between the versions -> v1; at the boundary -> v2 (half-open); before creation -> version 1
     assert keys == [v1, v2, v2, v1, v1, None]
 

@@ -1,6 +1,6 @@
 """Property: whatever the order in which source changes, syncs and trades arrive, after draining
 (a last sync) every trade's client key is the version the reference model says was valid at its
-execution time (`orion_etl.core.scd.ModelDimension` + the point-in-time rule)."""
+execution time (`tests.scd_model.ModelDimension` + the point-in-time rule)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orion_etl.config.models import OrionSettings
-from orion_etl.core.scd import Change, ModelDimension, resolve_spec
+from orion_etl.core.scd import resolve_spec
 from orion_etl.jobs.dims import sync_batch
 from orion_etl.jobs.stream_batch import PreparedBatch
 from tests.integration.dims_helpers import add_client, ts
 from tests.integration.rekey_support import DirectLoader, mismatches, set_segment_at, trade_versions
+from tests.scd_model import Change, ModelDimension
 
 pytestmark = pytest.mark.integration
 

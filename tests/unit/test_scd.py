@@ -13,18 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orion_etl.config.models import DimensionSettings, DimsSettings
-from orion_etl.core.scd import (
-    INFINITY,
-    Action,
-    Change,
-    ModelDimension,
-    Version,
-    attr_hash,
-    canonical_text,
-    classify,
-    resolve_spec,
-)
+from orion_etl.core.scd import Action, resolve_spec
 from orion_etl.errors import ConfigError
+from tests.scd_model import INFINITY, Change, ModelDimension, Version, attr_hash, canonical_text, classify
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
