@@ -50,7 +50,7 @@ step "synthetic trading activity"
 step "stream until the warehouse has everything Debezium captured"
 deadline=$((SECONDS + 180))
 until "${OE[@]}" demo verify --stage facts --format json >/dev/null 2>&1; do
-  [ "$SECONDS" -lt "$deadline" ] || { "${OE[@]}" demo verify --stage facts; exit 2; }
+  [ "$SECONDS" -lt "$deadline" ] || { "${OE[@]}" demo verify --stage facts; exit 4; }
   ok_or_warn "${OE[@]}" stream --until-caught-up --format json >/dev/null
 done
 echo "facts loaded"

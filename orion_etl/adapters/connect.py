@@ -37,9 +37,9 @@ class ConnectError(OrionError):
 
 
 class ConnectorNotFoundError(ConnectError):
-    """The named connector is not registered (exit 2: monitoring should act on it)."""
+    """The named connector is not registered (exit 4, a failed check: monitoring should act on it)."""
 
-    exit_code = ExitCode.FAILURE
+    exit_code = ExitCode.CHECKS_FAILED
 
 
 log = logging.getLogger(__name__)

@@ -4,13 +4,14 @@
         ... do the work, on any connection ...
         run.processed += n
         run.metadata["inserted"] = n
-        run.exit_code = 1   # when the job ends with warnings (2: it found failures)
+        run.exit_code = exit_code_for(report)   # what the job found (errors.py: the one policy)
 
 The row is inserted as RUNNING on the run's own autocommit connection (so it is visible while
 the job runs and survives the job's rollbacks), which holds a session-level advisory lock
 (`lock_key`) until the run is closed. The run ends with its exit code and an outcome:
 
-    exit 0 -> COMPLETED/SUCCESS, 1 -> COMPLETED/WARNING, 2 -> FAILED/FAILED, 3 -> FAILED/ERROR,
+    exit 0 -> COMPLETED/SUCCESS, 1 -> COMPLETED/WARNING, 4 (checks failed) -> FAILED/FAILED,
+    2 (bad usage/config) and 3 (could not run) -> FAILED/ERROR,
     SIGTERM/SIGINT -> FAILED/INTERRUPTED (exit 143/130).
 
 A process killed outright (kill -9, OOM killer, host lost) cannot close its row, but its session
@@ -34,9 +35,8 @@ import psycopg
 from orion_etl.adapters.postgres import advisory_key, connect
 from orion_etl.config.models import PostgresSettings
 from orion_etl.core.pgtext import pg_json, storable
-from orion_etl.errors import OrionError
+from orion_etl.errors import ExitCode, OrionError, exit_code_for
 from orion_etl.logs import redactor
-from orion_etl.signals import exit_code_of
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +47,17 @@ def outcome_of(exit_code: int) -> str:
     """The ledger outcome of an exit code (128 + n: stopped by signal n)."""
     if exit_code > 128:
         return "INTERRUPTED"
-    return {0: "SUCCESS", 1: "WARNING", 2: "FAILED"}.get(exit_code, "ERROR")
+    outcomes: dict[int, str] = {
+        ExitCode.OK: "SUCCESS",
+        ExitCode.WARNINGS: "WARNING",
+        ExitCode.CHECKS_FAILED: "FAILED",
+    }
+    return outcomes.get(exit_code, "ERROR")
 
 
 def status_of(exit_code: int) -> str:
     """COMPLETED for exit 0/1 (the job did its work), FAILED otherwise."""
-    return "COMPLETED" if exit_code in (0, 1) else "FAILED"
+    return "COMPLETED" if exit_code in (ExitCode.OK, ExitCode.WARNINGS) else "FAILED"
 
 
 @dataclass
@@ -65,7 +70,7 @@ class JobRun:
     processed: int = 0
     failed: int = 0
     metadata: dict[str, Any] = field(default_factory=dict)
-    exit_code: int = 0  # set by the job when it ends with warnings (1) or failures (2)
+    exit_code: int = 0  # set by the job from its result: `errors.exit_code_for(report)`
     _session: _LedgerSession | None = field(default=None, repr=False, compare=False)
 
     def keep_alive(self) -> None:
@@ -151,10 +156,10 @@ def record_job_run(
         try:
             yield run
         except KeyboardInterrupt as exc:
-            _finish(warehouse, session.conn, run, exit_code_of(exc), str(exc) or "interrupted")
+            _finish(warehouse, session.conn, run, exit_code_for(exc), str(exc) or "interrupted")
             raise
         except BaseException as exc:
-            code = int(exc.exit_code) if isinstance(exc, OrionError) else 3
+            code = exit_code_for(exc)
             message = redactor.redact(getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}")
             _finish(warehouse, session.conn, run, code, message[:2000])
             raise

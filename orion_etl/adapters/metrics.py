@@ -208,7 +208,8 @@ def record_batch_job(
     if last_success is not None:
         gauge(JOB_FAMILIES[1], "When the job last succeeded (exit 0 or 1).", last_success)
     gauge(JOB_FAMILIES[2], "Duration of the last run.", now - started)
-    gauge(JOB_FAMILIES[3], "Exit code of the last run (0 ok, 1 warnings, 2 failures, 3 error).", exit_code)
+    gauge(JOB_FAMILIES[3], "Exit code of the last run (0 ok, 1 warnings, 2 invalid, 3 error, 4 failed).",
+          exit_code)  # fmt: skip
     gauge(JOB_FAMILIES[4], "Records processed by the last run (as in the job ledger).", records)
     gauge(JOB_FAMILIES[5], "Records the last run could not process.", failed)
     extras: dict[str, Gauge] = {}

@@ -4,7 +4,7 @@
     orion-etl aggregate --intraday [--periods daily,weekly,monthly|all]
     orion-etl aggregate validate [--period daily] [--date D]
 
-Exit codes: 0 ok, 2 consistency check failed or bad usage, 3 could not run (lock held, DB down).
+Exit codes: 0 ok, 4 a consistency check failed, 2 bad usage, 3 could not run (lock held, DB down).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from orion_etl.cli.context import AppState, state
-from orion_etl.cli.render import FormatOpt, OutputFormat, finish, print_rows, say
-from orion_etl.errors import ExitCode, UsageError
+from orion_etl.cli.render import FormatOpt, OutputFormat, finish_report, print_rows, say
+from orion_etl.errors import UsageError
 
 if TYPE_CHECKING:  # core.periods imports polars: loaded when a command runs, not for --help
     from orion_etl.config.models import OrionSettings
@@ -84,10 +84,9 @@ def _render(
         elif ok_line:
             say(ok_line)
 
-    finish(
+    finish_report(
         fmt,
-        report.as_dict(),
-        exit_code=int(ExitCode.FAILURE if report.issues else ExitCode.OK),
+        report,
         human=human,
         summary_event="aggregate",
         json_logs_only=app_state.json_logs,
@@ -118,7 +117,7 @@ def aggregate(
 
     Without a sub-command: recompute a period (default: daily, the last complete trading day).
 
-    Exit codes: 0 ok, 2 a consistency check failed or bad usage, 3 could not run (lock held,
+    Exit codes: 0 ok, 4 a consistency check failed, 2 bad usage, 3 could not run (lock held,
     database down).
     """
     if ctx.invoked_subcommand is not None:

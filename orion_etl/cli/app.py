@@ -25,9 +25,9 @@ from orion_etl.cli import dq as dq_cmd
 from orion_etl.cli import jobs as jobs_cmd
 from orion_etl.cli import stream as stream_cmd
 from orion_etl.cli.context import AppState
-from orion_etl.errors import ExitCode, OrionError
+from orion_etl.errors import ExitCode, OrionError, exit_code_for, status_word
 from orion_etl.logs import redactor, stderr_console
-from orion_etl.signals import exit_code_of, last_signal, raise_on_signals
+from orion_etl.signals import last_signal, raise_on_signals
 
 
 def _help_fixes() -> None:
@@ -219,17 +219,11 @@ _batch_metrics: dict[str, object] = {}
 def _write_batch_metrics(started: float, exit_code: int) -> None:
     if not _batch_metrics:
         return
-    from orion_etl.adapters.jobruns import finished_runs
-    from orion_etl.adapters.metrics import record_batch_job
+    from orion_etl.jobs.ledger import write_batch_metrics
 
     try:
-        record_batch_job(
-            str(_batch_metrics["path"]),
-            str(_batch_metrics["job"]),
-            started=started,
-            exit_code=exit_code,
-            records=sum(run.processed for run in finished_runs),
-            failed=sum(run.failed for run in finished_runs),
+        write_batch_metrics(
+            str(_batch_metrics["path"]), str(_batch_metrics["job"]), started=started, exit_code=exit_code
         )
     except OSError as exc:
         stderr_console().print(
@@ -246,7 +240,7 @@ def main() -> None:
         _run()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        if code == 130 and last_signal:  # typer turns any KeyboardInterrupt into exit 130
+        if code == ExitCode.INTERRUPTED and last_signal:  # typer turns any KeyboardInterrupt into exit 130
             code = 128 + last_signal[0]
             raise SystemExit(code) from exc
         raise
@@ -311,9 +305,9 @@ def _report(message: str, hint: str | None, code: int, as_json: bool) -> None:
     if hint:
         err.print(f"hint: {hint}", style="dim", markup=False, highlight=False, soft_wrap=True)
     if as_json:
-        from orion_etl.cli.render import SCHEMA_VERSION, STATUS_WORDS
+        from orion_etl.cli.render import SCHEMA_VERSION
 
-        doc = {"schema_version": SCHEMA_VERSION, "status": STATUS_WORDS.get(code, "error"),
+        doc = {"schema_version": SCHEMA_VERSION, "status": status_word(code),
                "exit_code": code, "error": message}  # fmt: skip
         sys.stdout.write(json.dumps(doc, ensure_ascii=False) + "\n")
 
@@ -326,19 +320,19 @@ def _run() -> None:
         app(args=argv, prog_name="orion-etl")
     except OrionError as exc:
         hint = redactor.redact(exc.hint) if exc.hint else None
-        _report(redactor.redact(exc.message), hint, int(exc.exit_code), as_json)
+        _report(redactor.redact(exc.message), hint, exit_code_for(exc), as_json)
         if debug:
             logging.getLogger("orion_etl").exception("details")
-        sys.exit(int(exc.exit_code))
+        sys.exit(exit_code_for(exc))
     except KeyboardInterrupt as exc:
         stderr_console().print("interrupted")
-        sys.exit(exit_code_of(exc))
+        sys.exit(exit_code_for(exc))
     except Exception as exc:  # the last line of defence: never a bare traceback for users
         if debug:
             raise
         message = redactor.redact(f"{type(exc).__name__}: {exc}".splitlines()[0])
-        _report(f"unexpected {message} (run with --debug for details)", None, int(ExitCode.ERROR), as_json)
-        sys.exit(int(ExitCode.ERROR))
+        _report(f"unexpected {message} (run with --debug for details)", None, exit_code_for(exc), as_json)
+        sys.exit(exit_code_for(exc))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import typer
 
 from orion_etl.cli.context import state
 from orion_etl.cli.options import DryRunOpt, EnvOpt
-from orion_etl.cli.render import Column, FormatOpt, OutputFormat, finish, print_rows, say
+from orion_etl.cli.render import Column, FormatOpt, OutputFormat, finish, finish_report, print_rows, say
 
 app = typer.Typer(
     help="Prepare the source database for CDC and check replication health.", no_args_is_help=True
@@ -22,14 +22,14 @@ def prepare(
 ) -> None:
     """Check wal_level and privileges, create/extend the publication, set REPLICA IDENTITY FULL (idempotent).
 
-    Exit 0 when ready, 1 with warnings, 2 when something could not be done.
+    Exit 0 when ready, 1 with warnings, 4 when something could not be done.
     """
-    from orion_etl.core.cdc_target import resolve_target
+    from orion_etl.config.cdc_target import resolve_target
     from orion_etl.jobs import cdc as job
 
     settings = state(ctx).settings()
     report = job.prepare(resolve_target(settings, env), settings.warehouse, dry_run=dry_run)
-    data = report.as_dict()
+    data = report.to_document()
 
     def human(out: OutputFormat) -> None:
         if out is OutputFormat.CSV:
@@ -43,7 +43,7 @@ def prepare(
         summary = ", ".join(f"{n} {o}" for o, n in counts.items() if n) or "nothing to change"
         say(f"cdc prepare ({report.env}, {report.database}): {summary}")
 
-    finish(fmt, data, exit_code=report.exit_code, human=human)
+    finish_report(fmt, report, human=human)
 
 
 @app.command("status")
@@ -51,13 +51,14 @@ def status(ctx: typer.Context, env: EnvOpt = None, fmt: FormatOpt = None) -> Non
     """Replication slots (WAL retained, lag), publication drift and heartbeat age, against thresholds.
 
     Exit 0 healthy, 1 warnings (inactive slot, WAL above the warn threshold, stale heartbeat),
-    2 failures (slot missing or lost, inactive slot over max_retained_wal_bytes, tables not published).
+    4 failures (slot missing or lost, inactive slot over max_retained_wal_bytes, tables not published).
     """
-    from orion_etl.core.cdc_target import resolve_target
+    from orion_etl.config.cdc_target import resolve_target
     from orion_etl.core.replication_health import human_bytes
     from orion_etl.jobs import cdc as job
 
-    report = job.replication_status(resolve_target(state(ctx).settings(), env))
+    result = job.replication_status(resolve_target(state(ctx).settings(), env))
+    report = result.document
 
     def human(out: OutputFormat) -> None:
         rows = [
@@ -85,7 +86,7 @@ def status(ctx: typer.Context, env: EnvOpt = None, fmt: FormatOpt = None) -> Non
         for finding in report["findings"]:
             say(f"{finding['level']:<8} {finding['check']}: {finding['message']}")
 
-    finish(fmt, report, exit_code=int(report["exit_code"]), human=human)
+    finish_report(fmt, result, human=human)
 
 
 @app.command("snapshot")
@@ -116,7 +117,7 @@ def snapshot(
     The rows are re-read in chunks while streaming continues and arrive as `op = r` events; the
     loader's upserts absorb them (refreshed, never doubled). Exit 0 when the signal was sent.
     """
-    from orion_etl.core.cdc_target import resolve_target
+    from orion_etl.config.cdc_target import resolve_target
     from orion_etl.jobs import cdc as job
 
     settings = state(ctx).settings()

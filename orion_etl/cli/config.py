@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
 from orion_etl.cli.context import state
-from orion_etl.cli.render import FormatOpt, OutputFormat, finish, print_json, print_rows, resolve_format, say
-from orion_etl.errors import ConfigError, ExitCode
+from orion_etl.cli.render import (
+    FormatOpt,
+    OutputFormat,
+    finish_report,
+    print_json,
+    print_rows,
+    resolve_format,
+    say,
+)
 
 if TYPE_CHECKING:
-    from orion_etl.config.models import OrionSettings
+    pass
 
 app = typer.Typer(help="Inspect and validate the configuration.", no_args_is_help=True)
 
@@ -80,38 +86,15 @@ def _flatten(data: dict, prefix: str = "") -> list[tuple[str, object]]:
     return out
 
 
-def config_problems(settings: OrionSettings, source: Path | None) -> list[str]:
-    """What commands would reject beyond the model: the rules file and every rule, CDC names
-    of every environment."""
-    from orion_etl.config.dq import build_catalog
-    from orion_etl.core.cdc_target import resolve_target
-
-    problems: list[str] = []
-    try:
-        build_catalog(settings.dq, base_dir=source.parent if source else Path.cwd())
-    except ConfigError as exc:
-        problems += exc.problems
-    for env in dict.fromkeys([settings.cdc.env, *settings.cdc.environments]):
-        try:
-            resolve_target(settings, env)
-        except ConfigError as exc:
-            problems += [p for p in exc.problems if p not in problems]
-    return problems
-
-
 @app.command("check")
 def check(ctx: typer.Context, fmt: FormatOpt = None) -> None:
     """Validate everything a command would: keys and values (file and environment, including file
     values an environment variable overrides), the DQ rules file and every rule, the CDC names of
     every environment. Lists every problem; exit 0 when valid, 2 otherwise."""
-    from orion_etl.config.loader import collect_problems
+    from orion_etl.jobs.config_check import check_config
 
-    app_state = state(ctx)
-    settings, source, problems = collect_problems(app_state.config_path)
-    if settings is not None:
-        problems += config_problems(settings, source)
-    where = str(source) if source else "defaults + environment"
-    data = {"source": where, "valid": not problems, "problems": problems}
+    report = check_config(state(ctx).config_path)
+    problems, where = report.problems, report.where
 
     def human(out: OutputFormat) -> None:
         if out is OutputFormat.CSV:
@@ -121,4 +104,4 @@ def check(ctx: typer.Context, fmt: FormatOpt = None) -> None:
             say(f"error: {problem}")
         say(f"configuration OK ({where})" if not problems else f"{len(problems)} problem(s) in {where}")
 
-    finish(fmt, data, exit_code=int(ExitCode.FAILURE if problems else ExitCode.OK), human=human)
+    finish_report(fmt, report, human=human)

@@ -14,18 +14,19 @@ from orion_etl.cli.render import (
     FormatOpt,
     OutputFormat,
     finish,
+    finish_report,
     note,
     print_json,
     print_rows,
     resolve_format,
     say,
 )
-from orion_etl.errors import ExitCode, UsageError
+from orion_etl.errors import UsageError, exit_code_for
 from orion_etl.logs import redactor
 
 if TYPE_CHECKING:
-    from orion_etl.adapters.connect import ConnectClient
-    from orion_etl.core.cdc_target import CdcTarget
+    from orion_etl.config.cdc_target import CdcTarget
+    from orion_etl.config.models import ConnectSettings
     from orion_etl.core.connectors import ConnectorHealth
 
 app = typer.Typer(help="Manage the Debezium connector in Kafka Connect.", no_args_is_help=True)
@@ -46,15 +47,13 @@ class RenderFormat(StrEnum):
 
 
 def _target(ctx: typer.Context, env: str | None) -> CdcTarget:
-    from orion_etl.core.cdc_target import resolve_target
+    from orion_etl.config.cdc_target import resolve_target
 
     return resolve_target(state(ctx).settings(), env)
 
 
-def _client(ctx: typer.Context) -> ConnectClient:
-    from orion_etl.adapters.connect import ConnectClient
-
-    return ConnectClient(state(ctx).settings().connect)
+def _connect(ctx: typer.Context) -> ConnectSettings:
+    return state(ctx).settings().connect
 
 
 def _name(ctx: typer.Context, env: str | None, name: str | None) -> str:
@@ -88,22 +87,15 @@ def validate(ctx: typer.Context, env: EnvOpt = None, fmt: FormatOpt = None) -> N
     """Ask Kafka Connect to validate the config (Debezium also tries the database); exit 2 if rejected."""
     from orion_etl.jobs import connectors as job
 
-    spec = job.render(_target(ctx, env))
-    with _client(ctx) as client:
-        errors = job.validate(client, spec)
+    report = job.validate_connector(_connect(ctx), _target(ctx, env))
 
     def human(out: OutputFormat) -> None:
-        for error in errors:
-            say(f"{spec.name}: invalid: {error}")
-        if not errors:
-            say(f"{spec.name}: valid")
+        for error in report.errors:
+            say(f"{report.connector}: invalid: {error}")
+        if not report.errors:
+            say(f"{report.connector}: valid")
 
-    finish(
-        fmt,
-        {"connector": spec.name, "valid": not errors, "errors": errors},
-        exit_code=int(ExitCode.FAILURE if errors else ExitCode.OK),
-        human=human,
-    )
+    finish_report(fmt, report, human=human)
 
 
 @app.command("register")
@@ -119,9 +111,7 @@ def register(
     """
     from orion_etl.jobs import connectors as job
 
-    target = _target(ctx, env)
-    with _client(ctx) as client:
-        result = job.register(client, target, dry_run=dry_run)
+    result = job.register_connector(_connect(ctx), _target(ctx, env), dry_run=dry_run)
     if result.password_inline:
         note(
             f"{result.plan.name}: note: the database password is inline; Kafka Connect stores it in its "
@@ -142,7 +132,7 @@ def register(
         else:
             say(f"{plan.name}: dry run, nothing applied")
 
-    finish(fmt, result.as_dict(), human=human)
+    finish_report(fmt, result, human=human)
 
 
 @app.command("list")
@@ -150,15 +140,14 @@ def list_connectors(ctx: typer.Context, fmt: FormatOpt = None) -> None:
     """Every connector registered in Kafka Connect, with connector and task states."""
     from orion_etl.jobs import connectors as job
 
-    with _client(ctx) as client:
-        rows = job.list_all(client)
+    rows = job.list_connectors(_connect(ctx))
     print_rows(fmt, ["connector", "type", "state", "tasks"], rows, title="connectors")
 
 
 def _show(health: ConnectorHealth, fmt: OutputFormat | None) -> None:
     out = resolve_format(fmt)
     if out is OutputFormat.JSON:
-        print_json(health.as_dict(), health.exit_code)
+        print_json(health.to_document(), exit_code_for(health))
         return
     rows: list[dict[str, Any]] = [
         {"instance": "connector", "state": health.state, "worker": health.worker_id}
@@ -174,14 +163,12 @@ def _show(health: ConnectorHealth, fmt: OutputFormat | None) -> None:
 
 @app.command("status")
 def status(ctx: typer.Context, name: NameArg = None, env: EnvOpt = None, fmt: FormatOpt = None) -> None:
-    """Connector and task states with the trace of failures; exit 2 on FAILED, 1 on PAUSED/UNASSIGNED."""
+    """Connector and task states with the trace of failures; exit 4 on FAILED, 1 on PAUSED/UNASSIGNED."""
     from orion_etl.jobs import connectors as job
 
-    connector = _name(ctx, env, name)
-    with _client(ctx) as client:
-        health = job.health(client, connector)
+    health = job.connector_status(_connect(ctx), _name(ctx, env, name))
     _show(health, fmt)
-    raise typer.Exit(health.exit_code)
+    raise typer.Exit(exit_code_for(health))
 
 
 WaitOption = Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until the new state is reached.")]
@@ -201,23 +188,16 @@ def _request_state(
     """Ask Connect to pause or resume the connector; with `wait`, report the state it reaches."""
     from orion_etl.jobs import connectors as job
 
-    connector = _name(ctx, env, name)
-    reached: str | None = None
-    code = 0
-    with _client(ctx) as client:
-        getattr(client, action)(connector)
-        if wait:
-            health = job.wait_for_state(client, connector, wanted, timeout_s=timeout)
-            reached = health.state
-            if wanted == "RUNNING":  # a resumed connector reports its health as the exit code
-                code = health.exit_code
+    change = job.request_state(
+        _connect(ctx), _name(ctx, env, name), action, wanted, wait=wait, timeout_s=timeout
+    )
 
     def human(out: OutputFormat) -> None:
-        say(f"{connector}: {action} requested")
-        if reached:
-            say(f"{connector}: {reached}")
+        say(f"{change.connector}: {action} requested")
+        if change.state:
+            say(f"{change.connector}: {change.state}")
 
-    finish(fmt, {"connector": connector, "action": action, "state": reached}, exit_code=code, human=human)
+    finish_report(fmt, change, human=human)
 
 
 @app.command("pause")
@@ -258,9 +238,10 @@ def restart(
     fmt: FormatOpt = None,
 ) -> None:
     """Restart the connector (and with --include-tasks its tasks; --only-failed restarts only failed ones)."""
+    from orion_etl.jobs import connectors as job
+
     connector = _name(ctx, env, name)
-    with _client(ctx) as client:
-        client.restart(connector, include_tasks=include_tasks, only_failed=only_failed)
+    job.restart_connector(_connect(ctx), connector, include_tasks=include_tasks, only_failed=only_failed)
     finish(
         fmt,
         {
@@ -296,8 +277,7 @@ def delete(
         if not sys.stdin.isatty():
             raise UsageError(f"refusing to delete {connector!r} without --yes (no terminal to confirm on)")
         typer.confirm(f"delete connector {connector!r}?", abort=True, err=True)
-    with _client(ctx) as client:
-        existed = job.delete(client, connector)
+    existed = job.delete_connector(_connect(ctx), connector)
     slot = job.drop_slot(target) if drop_slot else None
     if not drop_slot and existed and connector == configured:
         note(

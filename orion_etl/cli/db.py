@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from orion_etl.cli.context import state
-from orion_etl.cli.render import Column, FormatOpt, OutputFormat, finish, print_rows, say
-from orion_etl.errors import ExitCode
+from orion_etl.cli.render import Column, FormatOpt, OutputFormat, finish_report, print_rows, say
+from orion_etl.errors import exit_code_for
 
 if TYPE_CHECKING:
     from orion_etl.config.models import OrionSettings, PostgresSettings
@@ -44,54 +44,28 @@ TargetOpt = Annotated[
 @app.command("migrate")
 def migrate(ctx: typer.Context, target: TargetOpt = Target.WAREHOUSE, fmt: FormatOpt = None) -> None:
     """Apply pending migrations in one transaction under an advisory lock (no-op when none)."""
-    from orion_etl.adapters import migrations
-    from orion_etl.adapters.postgres import connect
+    from orion_etl.jobs import db as job
 
-    settings = state(ctx).settings()
-    results = []
-    for name, pg in _targets(target, settings):
-        with connect(pg, autocommit=True) as conn:
-            applied = migrations.migrate(conn, name)
-        results.append({"target": name, "database": pg.describe(), "applied": [m.path.name for m in applied]})
+    report = job.migrate(_targets(target, state(ctx).settings()))
 
     def human(out: OutputFormat) -> None:
-        for r in results:
+        for r in report.targets:
             for m in r["applied"]:
                 say(f"{r['target']}: applied {m}")
             if not r["applied"]:
                 say(f"{r['target']}: up to date ({r['database']})")
 
-    finish(fmt, {"targets": results}, human=human)
+    finish_report(fmt, report, human=human)
 
 
 @app.command("status")
 def status(ctx: typer.Context, target: TargetOpt = Target.WAREHOUSE, fmt: FormatOpt = None) -> None:
-    """List migrations with their state; exit 1 when some are pending, 2 on drift."""
-    from orion_etl.adapters import migrations
-    from orion_etl.adapters.postgres import connect
+    """List migrations with their state; exit 1 when some are pending, 4 on drift."""
+    from orion_etl.jobs import db as job
 
-    app_state = state(ctx)
-    settings = app_state.settings()
-    report = []
-    for name, pg in _targets(target, settings):
-        with connect(pg) as conn:
-            for st in migrations.status(conn, name):
-                state_word = "drifted" if st.drifted else ("applied" if st.applied_at else "pending")
-                report.append(
-                    {
-                        "target": name,
-                        "version": st.migration.version,
-                        "name": st.migration.name,
-                        "state": state_word,
-                        "applied_at": st.applied_at,
-                    }
-                )
-    code = ExitCode.OK
-    if any(r["state"] == "pending" for r in report):
-        code = ExitCode.WARNINGS
-    if any(r["state"] == "drifted" for r in report):
-        code = ExitCode.FAILURE
+    report = job.migration_status(_targets(target, state(ctx).settings()))
     columns = [Column("target"), Column("version"), Column("name"), Column("state"),
                Column("applied_at", "applied at")]  # fmt: skip
-    print_rows(fmt, columns, report, title="migrations", exit_code=int(code))
-    raise typer.Exit(int(code))
+    code = exit_code_for(report)
+    print_rows(fmt, columns, report.migrations, title="migrations", exit_code=code)
+    raise typer.Exit(code)

@@ -10,8 +10,8 @@ from typing import Annotated
 import typer
 
 from orion_etl.cli.context import state
-from orion_etl.cli.render import FormatOpt, OutputFormat, finish, print_rows, say
-from orion_etl.errors import ExitCode, UsageError
+from orion_etl.cli.render import FormatOpt, OutputFormat, finish_report, print_rows, say
+from orion_etl.errors import UsageError
 
 app = typer.Typer(help="Demo: synthetic trading activity through the whole pipeline.", no_args_is_help=True)
 
@@ -57,59 +57,12 @@ def generate(
     """Write clients, instruments, LPs, orders, trades and the positions they make to the source
     database (Debezium captures them) and produce trade.executed / quote.received / risk.snapshot
     events to Kafka."""
-    from orion_etl.core.demo_events import quote_events, risk_events, trade_events
-    from orion_etl.core.synthetic import generate as generate_activity
-    from orion_etl.jobs.demo import (
-        DemoManifest,
-        align_reference_data,
-        position_expectations,
-        produce_events,
-        write_to_source,
-    )
+    from orion_etl.jobs.demo import ActivitySize, generate_demo
 
-    settings = state(ctx).settings()
-    the_day = _day(day)
     the_seed = seed if seed is not None else int(datetime.now(UTC).timestamp())
-    data = generate_activity(
-        seed=the_seed, tenants=tenants, clients=clients, lps=lps, orders=orders, day=the_day
-    )
-    data = align_reference_data(settings.source, data)
-    written = write_to_source(settings.source, data)
-    events = trade_events(data, trade_events_count, seed=the_seed, day=the_day)
-    quotes = quote_events(data, quotes_per_pair, seed=the_seed, day=the_day)
-    produce_events(settings.kafka, settings.stream.topics.trade_events, events)
-    produce_events(settings.kafka, settings.stream.topics.quote_events, quotes)
-    risk = risk_events(data, risk_per_client, seed=the_seed, day=the_day)
-    produce_events(settings.kafka, settings.stream.topics.risk_events, risk)
-    td = settings.trading_day
-    expectations = position_expectations(data, risk, the_day, td.timezone, td.cutoff)
-    DemoManifest(
-        the_day, the_seed, [e["payload"]["tradeId"] for e in events], len(quotes), **expectations
-    ).save(manifest)
-    result = {
-        "day": the_day,
-        "seed": the_seed,
-        "source": {
-            "clients": written.clients,
-            "instruments": written.instruments,
-            "liquidity_providers": written.liquidity_providers,
-            "orders": written.orders,
-            "trades": written.trades,
-            "position_changes": written.position_changes,
-        },
-        "kafka": {"trade_events": len(events), "quotes": len(quotes), "risk_snapshots": len(risk)},
-        "manifest": manifest,
-    }
-    finish(
-        fmt,
-        result,
-        human=lambda out: say(
-            f"source: {written.clients} clients, {written.instruments} instruments, "
-            f"{written.liquidity_providers} LPs, {written.orders} orders, {written.trades} trades, "
-            f"{written.position_changes} position changes; kafka: {len(events)} trade events, "
-            f"{len(quotes)} quotes, {len(risk)} risk snapshots; day {the_day}, seed {the_seed}"
-        ),
-    )
+    size = ActivitySize(tenants, clients, lps, orders, trade_events_count, quotes_per_pair, risk_per_client)
+    report = generate_demo(state(ctx).settings(), size, day=_day(day), seed=the_seed, manifest=manifest)
+    finish_report(fmt, report, human=lambda out: say(report.summary()))
 
 
 @app.command("verify")
@@ -122,18 +75,12 @@ def verify(
     ] = Stage.ALL,
     fmt: FormatOpt = None,
 ) -> None:
-    """Reconcile the warehouse with the source of truth; exit 2 when anything differs."""
-    from orion_etl.jobs.demo import DemoManifest, reconcile
+    """Reconcile the warehouse with the source of truth; exit 4 when anything differs."""
+    from orion_etl.jobs.demo import verify_demo
 
-    app_state = state(ctx)
-    checks = reconcile(app_state.settings(), DemoManifest.load(manifest))
-    if stage is Stage.FACTS:
-        facts = ("tenant ", "trade.executed", "orders ", "position changes", "risk snapshots")
-        checks = [c for c in checks if c.name.startswith(facts)]
-    rows = [{"check": c.name, "expected": c.expected, "actual": c.actual, "ok": c.ok} for c in checks]
-    code = int(ExitCode.OK if all(c.ok for c in checks) else ExitCode.FAILURE)
+    report = verify_demo(state(ctx).settings(), manifest, facts_only=stage is Stage.FACTS)
 
     def human(out: OutputFormat) -> None:
-        print_rows(out, ["check", "expected", "actual", "ok"], rows, title="demo reconciliation")
+        print_rows(out, ["check", "expected", "actual", "ok"], report.rows(), title="demo reconciliation")
 
-    finish(fmt, {"checks": rows}, exit_code=code, human=human)
+    finish_report(fmt, report, human=human)

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from orion_etl.cli.context import state
-from orion_etl.cli.render import FormatOpt, OutputFormat, finish, print_rows
-from orion_etl.errors import ExitCode, UsageError
+from orion_etl.cli.render import FormatOpt, OutputFormat, finish_report, print_rows
+from orion_etl.errors import UsageError
 
 app = typer.Typer(help="Dimension sync (SCD2/SCD1 with surrogate keys) and checks.", no_args_is_help=True)
 
@@ -68,17 +68,16 @@ def sync(
             report = dims_cdc.sync_cdc(settings, dimension.value, progress=step)
         else:
             report = dims_job.sync_batch(settings, dimension.value, full=full, progress=step)
-    data = report.as_dict()
+    data = report.to_document()
 
     def human(out: OutputFormat) -> None:
         columns = ["dimension", "read", "inserted", "scd1", "scd2", "closed", "completed_inferred"]
         columns += ["unchanged", "stale", "undecodable", "rejected", "rekeyed_facts"]
         print_rows(out, columns, data["dimensions"], title=f"dims sync ({data['mode']})")
 
-    finish(
+    finish_report(
         fmt,
-        data,
-        exit_code=int(ExitCode.WARNINGS if report.warnings else ExitCode.OK),
+        report,
         human=human,
         summary_event="dims-sync",
         json_logs_only=app_state.json_logs,
@@ -87,20 +86,13 @@ def sync(
 
 @app.command("check")
 def check(ctx: typer.Context, dimension: DimensionOpt = Dimension.ALL, fmt: FormatOpt = None) -> None:
-    """Check SCD2 invariants and that facts carry the version valid at their time; exit 2 on violation."""
+    """Check SCD2 invariants and that facts carry the version valid at their time; exit 4 on violation."""
     from orion_etl.jobs import dims as dims_job
 
-    app_state = state(ctx)
-    results = dims_job.check(app_state.settings(), dimension.value)
-    failed = [r for r in results if r.violations]
-    rows = [
-        {"dimension": r.dimension, "check": r.check, "violations": r.violations, "samples": r.samples}
-        for r in results
-    ]
-    finish(
+    report = dims_job.check_report(state(ctx).settings(), dimension.value)
+    finish_report(
         fmt,
-        {"ok": not failed, "checks": rows},
-        exit_code=int(ExitCode.FAILURE if failed else ExitCode.OK),
-        human=lambda out: print_rows(out, ["dimension", "check", "violations", "samples"], rows,
+        report,
+        human=lambda out: print_rows(out, ["dimension", "check", "violations", "samples"], report.rows(),
                                      title="dimension checks"),
     )  # fmt: skip

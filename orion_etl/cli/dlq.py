@@ -8,7 +8,16 @@ import typer
 
 from orion_etl.cli.context import state
 from orion_etl.cli.options import LimitOpt, RuleOpt, SinceOpt, TopicOpt, UntilOpt
-from orion_etl.cli.render import Column, FormatOpt, OutputFormat, finish, print_rows, resolve_format, say
+from orion_etl.cli.render import (
+    Column,
+    FormatOpt,
+    OutputFormat,
+    finish,
+    finish_report,
+    print_rows,
+    resolve_format,
+    say,
+)
 
 if TYPE_CHECKING:
     from orion_etl.core.dead_letters import DlqMessage, Selection
@@ -88,7 +97,7 @@ def list_cmd(ctx: typer.Context, topic: TopicOpt = None, fmt: FormatOpt = None) 
     result = list_dead_letters(app_state.settings(), tuple(topic or ()))
     out = resolve_format(fmt)
     if out is OutputFormat.JSON:
-        finish(out, result.as_dict())
+        finish_report(out, result)
     topic_rows = [
         {"topic": t.topic, "messages": t.messages, "read": t.scanned,
          "replayed": ", ".join(f"{k} {v}" for k, v in sorted(t.replays.items()))}

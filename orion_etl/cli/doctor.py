@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from orion_etl.cli.context import state
-from orion_etl.cli.render import Column, FormatOpt, OutputFormat, Styled, finish, print_rows
+from orion_etl.cli.render import Column, FormatOpt, OutputFormat, Styled, finish_report, print_rows
 
 _STYLE = {"ok": "green", "skipped": "dim", "warning": "yellow", "failure": "red", "error": "magenta"}
 
@@ -24,23 +24,20 @@ def doctor(
     slot, Kafka reachable with the topics, Connect reachable with Debezium and the connector's state,
     warehouse reachable and migrated, the metrics port free.
 
-    Exit codes: 0 all ok, 1 warnings, 2 failures (config or system to fix), 3 something unreachable.
+    Exit codes: 0 all ok, 1 warnings, 4 failures (config or system to fix), 3 something unreachable.
     """
-    from orion_etl.cli.config import config_problems
-    from orion_etl.config.loader import collect_problems
-    from orion_etl.jobs.doctor import Check, exit_code, run_doctor
+    from orion_etl.jobs.doctor import doctor as run_doctor
 
     app_state = state(ctx)
-    settings, source, problems = collect_problems(app_state.config_path)
-    if settings is None:
-        checks = [Check("config", "failure", p) for p in problems]
-    else:
-        app_state.adopt(settings, source)
-        checks = run_doctor(settings, source, config_problems(settings, source), metrics_port)
-    code = exit_code(checks)
-    rows = [{"level": Styled(c.level, _STYLE[c.level]), "check": c.check, "detail": c.detail} for c in checks]
+    report = run_doctor(app_state.config_path, metrics_port)
+    if report.settings is not None:
+        app_state.adopt(report.settings, report.source)
+    rows = [
+        {"level": Styled(c.level, _STYLE[c.level]), "check": c.check, "detail": c.detail}
+        for c in report.checks
+    ]
 
     def human(out: OutputFormat) -> None:
         print_rows(out, [Column("level"), Column("check"), Column("detail")], rows, title="orion-etl doctor")
 
-    finish(fmt, {"checks": [c.as_dict() for c in checks]}, exit_code=code, human=human)
+    finish_report(fmt, report, human=human)

@@ -11,7 +11,7 @@ import typer
 
 from orion_etl.cli.context import AppState, state
 from orion_etl.cli.options import LimitOpt, RuleOpt, SinceOpt, TableOpt
-from orion_etl.cli.render import Column, FormatOpt, OutputFormat, Styled, finish, print_rows, say
+from orion_etl.cli.render import Column, FormatOpt, OutputFormat, Styled, finish_report, print_rows, say
 from orion_etl.errors import UsageError
 
 if TYPE_CHECKING:
@@ -107,25 +107,21 @@ def audit_cmd(
 ) -> None:
     """Run the rules as set-based SQL; record issues; alert on new failures and recoveries.
 
-    Exit codes: 0 all pass, 1 only warnings failed, 2 an error-severity rule failed,
+    Exit codes: 0 all pass, 1 only warnings failed, 4 an error-severity rule failed,
     3 a rule (or the audit) could not run.
     """
-    from orion_etl.adapters.alerts import notifier_from_settings
-    from orion_etl.adapters.dq_sql import Window
     from orion_etl.core.timeparse import parse_optional_time
-    from orion_etl.jobs.audit import run_audit
+    from orion_etl.jobs.audit import audit
 
     app_state = state(ctx)
-    settings = app_state.settings()
-    catalog = _catalog(app_state)
-    window = Window(parse_optional_time(start, "--from"), parse_optional_time(end, "--to"))
-    if window.start and window.end and window.start >= window.end:
-        raise UsageError("--from must be before --to")
-    notifier = notifier_from_settings(settings.dq.alerts, source=settings.warehouse.describe())
-    try:
-        report = run_audit(settings, catalog, tables=table, rules=rule, window=window, notifier=notifier)
-    finally:
-        notifier.close()
+    report = audit(
+        app_state.settings(),
+        _catalog(app_state),
+        tables=table,
+        rules=rule,
+        start=parse_optional_time(start, "--from"),
+        end=parse_optional_time(end, "--to"),
+    )
 
     def human(out: OutputFormat) -> None:
         rows = []
@@ -160,10 +156,9 @@ def audit_cmd(
         if report.unwindowed_tables:
             say(f"note: no time column, window not applied to: {', '.join(report.unwindowed_tables)}")
 
-    finish(
+    finish_report(
         fmt,
-        report.as_dict(),
-        exit_code=int(report.exit_code),
+        report,
         human=human,
         summary_event="dq-audit",
         json_logs_only=app_state.json_logs,
@@ -187,26 +182,22 @@ def issues_cmd(
     fmt: FormatOpt = None,
 ) -> None:
     """List recent issues from the stream (rejected rows) and audits (failing rules)."""
-    from orion_etl.adapters.dq_store import list_issues
-    from orion_etl.adapters.postgres import connect
     from orion_etl.core.timeparse import parse_optional_time
+    from orion_etl.jobs.audit import recent_issues
 
-    app_state = state(ctx)
-    settings = app_state.settings()
     try:
         run_id = uuid.UUID(run) if run else None
     except ValueError:
         raise UsageError(f"--run: {run!r} is not a job run id (UUID)") from None
-    with connect(settings.warehouse) as conn:
-        found = list_issues(
-            conn,
-            table=table,
-            rule=rule,
-            severity=[s.value for s in severity] if severity else None,
-            since=parse_optional_time(since, "--since"),
-            run_id=run_id,
-            limit=limit,
-        )
+    found = recent_issues(
+        state(ctx).settings(),
+        tables=table,
+        rules=rule,
+        severities=[s.value for s in severity] if severity else None,
+        since=parse_optional_time(since, "--since"),
+        run_id=run_id,
+        limit=limit,
+    )
     columns = [
         Column("created_at", "recorded"),
         Column("source_table", "table"),

@@ -17,7 +17,7 @@ app = typer.Typer(help="The job ledger: what ran, when, how it ended.", no_args_
 
 
 class Status(StrEnum):
-    """Life states and outcomes of a run (see adapters/jobruns.py)."""
+    """Life states and outcomes of a run (see jobs/ledger.py)."""
 
     RUNNING = "RUNNING"
     COMPLETED = "COMPLETED"
@@ -70,15 +70,15 @@ def list_runs(
     fmt: FormatOpt = None,
 ) -> None:
     """Recent job runs, newest first."""
-    from orion_etl.adapters.jobruns import list_job_runs
     from orion_etl.core.timeparse import parse_optional_time
+    from orion_etl.jobs.ledger import recent_runs
 
     app_state = state(ctx)
-    runs = list_job_runs(
+    runs = recent_runs(
         app_state.settings().warehouse,
-        job_name=list(job) if job else None,
-        job_type=[t.upper() for t in job_type] if job_type else None,
-        status=[s.value for s in status] if status else None,
+        job_names=list(job) if job else None,
+        job_types=[t.upper() for t in job_type] if job_type else None,
+        statuses=[s.value for s in status] if status else None,
         since=parse_optional_time(since, "--since"),
         limit=limit,
     )
@@ -98,11 +98,11 @@ def show(
     fmt: FormatOpt = None,
 ) -> None:
     """One run in full, with its metadata."""
-    from orion_etl.adapters.jobruns import get_job_run
+    from orion_etl.jobs.ledger import find_run
 
     if not re.fullmatch(r"[0-9a-fA-F-]{4,36}", run_id):
         raise UsageError(f"{run_id!r} is not a job run id (hex, at least 4 characters)")
-    record = get_job_run(state(ctx).settings().warehouse, run_id.lower())
+    record = find_run(state(ctx).settings().warehouse, run_id.lower())
     if record is None:
         raise UsageError(f"no single job run matches {run_id!r}")
     data = record.as_dict()

@@ -8,8 +8,10 @@ Every command that prints results takes ``--format table|json|plain|csv`` (`Form
   truncated, no box drawing: what `grep`, `awk` and `cut -c` can use.
 * ``csv``: rows as RFC 4180 CSV with a header (commands whose result is rows).
 * ``json``: one top-level object per run (the convention in the README): ``schema_version``,
-  ``status`` (ok | warnings | failed | error), ``exit_code``, the command's fields, a list under
-  ``items``; ``run_id`` for the job run; ISO-8601 UTC timestamps; decimals as strings.
+  ``status`` (ok | warnings | failed | invalid | error | interrupted: `errors.status_word`),
+  ``exit_code``, the command's fields, a list under ``items``; ``run_id`` for the job run;
+  ISO-8601 UTC timestamps; decimals as strings. A job's result reaches it as a `Report`
+  (`orion_etl/report.py`) through `finish_report`.
 
 `cell` is the single function that turns a value into display text (escaping control characters,
 masking secrets by field); every table, plain or CSV cell goes through it.
@@ -30,13 +32,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from orion_etl.errors import exit_code_for, status_word
 from orion_etl.logs import json_value, redactor, safe_extra, stderr_console
 
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from orion_etl.report import Report
+
 SCHEMA_VERSION = 1
-STATUS_WORDS = {0: "ok", 1: "warnings", 2: "failed", 3: "error"}
 # Keys renamed in every JSON document so one name means one thing across commands.
 _RENAMED_KEYS = {"job_run_id": "run_id"}
 _RESERVED = ("schema_version", "status", "exit_code")
@@ -91,7 +95,7 @@ def document(data: Any, exit_code: int = 0) -> dict[str, Any]:
     """`data` wrapped in the JSON convention (a list goes under `items`)."""
     doc: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
-        "status": STATUS_WORDS.get(int(exit_code), "error"),
+        "status": status_word(int(exit_code)),
         "exit_code": int(exit_code),
     }
     body = _normalise(data)
@@ -303,7 +307,7 @@ def finish(
             if k != "schema_version" and (v is None or isinstance(v, bool | int | float | str))
         }
         fields.pop("status", None)
-        outcome = STATUS_WORDS.get(int(exit_code), "error")
+        outcome = status_word(int(exit_code))
         extra = safe_extra({"event": summary_event, "outcome": outcome, **fields})
         log.info("%s finished: %s", summary_event, outcome, extra=extra)
     if not (json_logs_only and fmt is None):
@@ -315,3 +319,22 @@ def finish(
         else:
             print_record(resolved, data)
     raise typer.Exit(int(exit_code))
+
+
+def finish_report(
+    fmt: OutputFormat | None,
+    report: Report,
+    *,
+    human: Callable[[OutputFormat], None] | None = None,
+    summary_event: str | None = None,
+    json_logs_only: bool = False,
+) -> None:
+    """The end of a command that ran a job: render its `Report`, exit with its verdict's code."""
+    finish(
+        fmt,
+        report.to_document(),
+        exit_code=exit_code_for(report),
+        human=human,
+        summary_event=summary_event,
+        json_logs_only=json_logs_only,
+    )

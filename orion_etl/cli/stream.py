@@ -19,7 +19,6 @@ from orion_etl.cli.render import (
     resolve_format,
     say,
 )
-from orion_etl.errors import UsageError
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -110,25 +109,13 @@ def stream(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from orion_etl.adapters import metrics
+    from orion_etl.jobs.metrics_endpoint import serve_metrics
     from orion_etl.jobs.stream import StreamStats, run_stream
 
     app_state = state(ctx)
-    if metrics_addr is not None and metrics_port is not None:
-        raise UsageError("give --metrics-addr or --metrics-port, not both")
-    address: tuple[str, int] | None = ("127.0.0.1", metrics_port) if metrics_port is not None else None
-    if metrics_addr is not None:
-        try:
-            address = metrics.parse_addr(metrics_addr)
-        except ValueError as exc:
-            raise UsageError(f"--metrics-addr: {exc}") from None
     settings = app_state.settings()
     console = app_state.err_console
-    if address is not None:
-        try:
-            metrics.serve(*address)
-        except OSError as exc:
-            raise UsageError(f"--metrics-addr: cannot listen on {address[0]}:{address[1]}: {exc}") from None
+    serve_metrics(metrics_addr, metrics_port)
     show_live = console.is_terminal if live is None else live
     if show_live:
         from rich.live import Live

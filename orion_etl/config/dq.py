@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from orion_etl.config.files import describe_validation_errors, read_toml
 from orion_etl.core.quality import (
     DEFAULT_TABLES,
     ROW_LEVEL_KINDS,
@@ -274,15 +275,11 @@ def _describe(exc: ValidationError, where: str) -> str:
 
 def read_rules_file(path: Path) -> RulesFile:
     """Parse and validate a rules file; problems become one `ConfigError` line naming the key."""
-    from orion_etl.config.loader import read_toml
-
     data = read_toml(path)
     try:
         return RulesFile(**data)
     except ValidationError as exc:
-        from orion_etl.config.loader import describe_errors
-
-        raise ConfigError.of(describe_errors(exc, str(path), from_env=False)) from None
+        raise ConfigError.of(describe_validation_errors(exc, str(path), RulesFile)) from None
 
 
 def merge_rules(

@@ -6,16 +6,14 @@ so every command finds the same file whatever its working directory (a systemd u
 
 from __future__ import annotations
 
-import difflib
 import os
-import tomllib
-import typing
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
+from orion_etl.config.files import describe_validation_errors, did_you_mean, read_toml
 from orion_etl.config.models import ENV_NESTED_DELIMITER, ENV_PREFIX, OrionSettings
 from orion_etl.errors import ConfigError
 
@@ -57,22 +55,6 @@ def resolve_config_path(explicit: str | Path | None = None) -> Path | None:
     return default if default.is_file() else None
 
 
-def read_toml(path: Path) -> dict[str, Any]:
-    """Parse a TOML file, reporting syntax, encoding and read errors with file and position."""
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
-            "TOML files must be UTF-8"
-        ) from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read file: {exc.strerror}") from None
-
-
 def _unknown_env_vars(environ: dict[str, str]) -> list[str]:
     """Problems for ORION_ETL_* variables whose section does not exist (typos would be ignored)."""
     sections = list(OrionSettings.model_fields)
@@ -83,39 +65,9 @@ def _unknown_env_vars(environ: dict[str, str]) -> list[str]:
             continue
         section = upper[len(ENV_PREFIX) :].split(ENV_NESTED_DELIMITER, 1)[0].lower()
         if section not in sections:
-            hint = _did_you_mean(section, sections)
+            hint = did_you_mean(section, sections)
             problems.append(f"unknown environment setting {name}: no section {section!r}{hint}")
     return problems
-
-
-def _did_you_mean(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
-    """The model that holds the last key of `loc` (for "did you mean" on unknown keys)."""
-    model: Any = OrionSettings
-    for part in loc[:-1]:
-        if isinstance(model, type) and issubclass(model, BaseModel):
-            field = model.model_fields.get(str(part))
-            if field is None:
-                return None
-            model = field.annotation
-            continue
-        args = [a for a in typing.get_args(model) if a is not type(None)]
-        model = args[-1] if args else None  # dict[str, M] / list[M] / M | None: the item model
-        if model is None:
-            return None
-        if isinstance(model, type) and issubclass(model, BaseModel):
-            field = model.model_fields.get(str(part))
-            model = field.annotation if field else model
-    while not (isinstance(model, type) and issubclass(model, BaseModel)):
-        args = [a for a in typing.get_args(model) if a is not type(None)]
-        if not args:
-            return None
-        model = args[-1]
-    return model
 
 
 def _env_name(loc: tuple[int | str, ...]) -> str:
@@ -125,20 +77,11 @@ def _env_name(loc: tuple[int | str, ...]) -> str:
 def describe_errors(exc: ValidationError, where: str, *, from_env: bool = True) -> list[str]:
     """One line per validation error: file, key (or the variable that set it), what is wrong."""
     environ = {k.upper() for k in os.environ}
-    problems = []
-    for err in exc.errors():
-        loc = tuple(err["loc"])
-        key = ".".join(str(p) for p in loc)
-        if from_env and loc and _env_name(loc) in environ:
-            key += f" (from environment {_env_name(loc)})"
-        if err["type"] == "extra_forbidden":
-            model = _model_at(loc)
-            known = list(model.model_fields) if model else []
-            message = f"unknown key{_did_you_mean(str(loc[-1]), known)}"
-        else:
-            message = str(err["msg"]).removeprefix("Value error, ")
-        problems.append(f"{where}: {key}: {message}")
-    return problems
+
+    def variable(loc: tuple[int | str, ...]) -> str | None:
+        return _env_name(loc) if from_env and _env_name(loc) in environ else None
+
+    return describe_validation_errors(exc, where, OrionSettings, variable)
 
 
 def _resolve_paths(settings: OrionSettings, data: dict[str, Any], path: Path | None) -> OrionSettings:

@@ -5,13 +5,41 @@ Nothing here talks to Kafka Connect; the jobs feed in what the REST API returned
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from orion_etl.core.connector_config import mask_value
-from orion_etl.errors import ExitCode
+from orion_etl.errors import Verdict
 
 Action = Literal["add", "change", "remove"]
+
+# --- secrets in connector configs: masked wherever a config is shown or diffed -----------------
+
+MASK = "********"
+_SECRET_KEY = re.compile(r"password|secret|token|jaas|credential|api\.?key", re.I)
+_PROVIDER_REF = re.compile(r"\$\{[A-Za-z0-9_.-]+:[^{}]+\}")
+
+
+def is_provider_ref(value: str) -> bool:
+    """`${provider:[path:]key}`: a Kafka Connect config-provider reference, safe to show."""
+    return bool(_PROVIDER_REF.fullmatch(value))
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a connector property name carries a secret."""
+    return bool(_SECRET_KEY.search(key))
+
+
+def mask_value(key: str, value: str | None) -> str | None:
+    """The value as it may be shown: secrets masked, config-provider references kept."""
+    if value is None or not is_secret_key(key) or is_provider_ref(value) or value == "":
+        return value
+    return MASK
+
+
+def mask_config(config: dict[str, str]) -> dict[str, str]:
+    """A copy of a connector config with every secret value masked."""
+    return {k: mask_value(k, v) or "" for k, v in config.items()}
 
 
 @dataclass(frozen=True)
@@ -96,7 +124,7 @@ class TaskHealth:
 
 @dataclass(frozen=True)
 class ConnectorHealth:
-    """A connector's state, its tasks, and the exit code monitoring should see."""
+    """A connector's state, its tasks, and the verdict monitoring should see."""
 
     name: str
     state: str
@@ -106,15 +134,16 @@ class ConnectorHealth:
     tasks: list[TaskHealth]
 
     @property
-    def exit_code(self) -> int:
+    def verdict(self) -> Verdict:
+        """Failed when the connector or a task FAILED; warnings when paused, unassigned or taskless."""
         states = {self.state, *(t.state for t in self.tasks)}
         if states & FAILED_STATES:
-            return int(ExitCode.FAILURE)
+            return Verdict.FAILED
         if states & WARNING_STATES or not self.tasks:
-            return int(ExitCode.WARNINGS)
-        return int(ExitCode.OK)
+            return Verdict.WARNINGS
+        return Verdict.OK
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_document(self) -> dict[str, Any]:
         return {
             "connector": self.name,
             "state": self.state,
@@ -124,7 +153,6 @@ class ConnectorHealth:
             "tasks": [
                 {"id": t.id, "state": t.state, "worker_id": t.worker_id, "trace": t.trace} for t in self.tasks
             ],
-            "exit_code": self.exit_code,
         }
 
 

@@ -1,8 +1,8 @@
-"""Audit outcomes, the exit code they map to, and alert messages (pure: no I/O).
+"""Audit outcomes, the verdict they add up to, and alert messages (pure: no I/O).
 
-Exit codes follow `soda scan`: 0 every rule passed, 1 only warning-severity rules failed,
-2 at least one error-severity rule failed, 3 at least one rule could not be evaluated (or the
-audit could not run at all). The highest applicable code wins.
+Verdicts follow `soda scan`: ok (exit 0) every rule passed, warnings (1) only warning-severity
+rules failed, failed (4) at least one error-severity rule failed, error (3) at least one rule
+could not be evaluated (or the audit could not run at all). The most serious one wins.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from orion_etl.core.quality import Rule, Severity
-from orion_etl.errors import ExitCode
+from orion_etl.errors import Verdict
 
 
 class Outcome(StrEnum):
@@ -52,16 +52,16 @@ class RuleResult:
         }
 
 
-def exit_code(results: list[RuleResult]) -> ExitCode:
-    """The audit's exit code (see module docstring)."""
+def verdict(results: list[RuleResult]) -> Verdict:
+    """The audit's verdict (see module docstring)."""
     if any(r.outcome is Outcome.ERROR for r in results):
-        return ExitCode.ERROR
+        return Verdict.ERROR
     failing = [r for r in results if r.outcome is Outcome.FAIL]
     if any(r.rule.severity is Severity.ERROR for r in failing):
-        return ExitCode.FAILURE
+        return Verdict.FAILED
     if failing:
-        return ExitCode.WARNINGS
-    return ExitCode.OK
+        return Verdict.WARNINGS
+    return Verdict.OK
 
 
 class AlertKind(StrEnum):

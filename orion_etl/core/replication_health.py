@@ -1,13 +1,13 @@
-"""Turn replication-slot, publication and heartbeat facts into findings and an exit code (pure).
+"""Turn replication-slot, publication and heartbeat facts into findings and a verdict (pure).
 
 The classic Debezium outage is a slot nobody reads any more: PostgreSQL keeps every WAL segment
 from the slot's ``restart_lsn`` on, until the disk fills or ``max_slot_wal_keep_size`` invalidates
 the slot (``wal_status = lost``), after which the connector can never resume without a new
 snapshot. The rules, with thresholds from ``[cdc]``:
 
-* failure (exit 2): ``wal_level`` is not logical; the configured slot is missing or ``lost``; an
-  inactive slot retains more than ``max_retained_wal_bytes``; the publication is missing, misses a
-  configured table or does not publish insert/update/delete;
+* failure (checks failed, exit 4): ``wal_level`` is not logical; the configured slot is missing
+  or ``lost``; an inactive slot retains more than ``max_retained_wal_bytes``; the publication is
+  missing, misses a configured table or does not publish insert/update/delete;
 * warning (exit 1): a slot is inactive; ``wal_status = unreserved`` (about to be lost); retained
   WAL above ``warn_retained_wal_bytes`` (or above ``max_retained_wal_bytes`` while active, i.e. the
   connector is lagging); the publication has extra tables; the heartbeat is older than
@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from orion_etl.errors import ExitCode
+from orion_etl.errors import Verdict
 
 Level = Literal["ok", "warning", "failure"]
 
@@ -41,16 +41,16 @@ class Finding:
     level: Level
     message: str
 
-    def as_dict(self) -> dict[str, str]:
+    def to_document(self) -> dict[str, str]:
         return {"check": self.check, "level": self.level, "message": self.message}
 
 
-def exit_code(findings: list[Finding]) -> int:
-    """2 if any failure, 1 if any warning, else 0."""
-    levels = {f.level for f in findings}
-    if "failure" in levels:
-        return int(ExitCode.FAILURE)
-    return int(ExitCode.WARNINGS) if "warning" in levels else int(ExitCode.OK)
+def verdict(findings: list[Finding]) -> Verdict:
+    """Failed if any failure, warnings if any warning, else ok."""
+    return Verdict.worst(_VERDICTS[f.level] for f in findings)
+
+
+_VERDICTS = {"ok": Verdict.OK, "warning": Verdict.WARNINGS, "failure": Verdict.FAILED}
 
 
 def human_bytes(n: int | None) -> str:

@@ -30,11 +30,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Protocol
 
-from orion_etl.config.models import DimensionSettings, DimsSettings
 from orion_etl.errors import ConfigError
+
+
+class ScdSplit(Protocol):
+    """The configured SCD split of one dimension (`config.models.DimensionSettings` has it)."""
+
+    @property
+    def scd2(self) -> Sequence[str]: ...
+
+    @property
+    def scd1(self) -> Sequence[str]: ...
+
+    @property
+    def close_on_delete(self) -> bool: ...
+
 
 DIMENSION_NAMES = ("client", "instrument", "lp")
 
@@ -128,12 +143,15 @@ CATALOG: dict[str, DimensionSpec] = {
 }
 
 
-def resolve_spec(name: str, settings: DimsSettings) -> DimensionSpec:
-    """The catalogue entry of `name` with the configured SCD split (validated)."""
+def resolve_spec(name: str, settings: object) -> DimensionSpec:
+    """The catalogue entry of `name` with the configured SCD split (validated).
+
+    `settings` has one `ScdSplit` attribute per dimension name (`config.models.DimsSettings`).
+    """
     if name not in CATALOG:
         raise ConfigError(f"unknown dimension {name!r} (expected one of {', '.join(DIMENSION_NAMES)})")
     base = CATALOG[name]
-    conf: DimensionSettings = getattr(settings, name)
+    conf: ScdSplit = getattr(settings, name)
     known = set(base.columns)
     for kind, listed in (("scd2", conf.scd2), ("scd1", conf.scd1)):
         unknown = [c for c in listed if c not in known]

@@ -19,9 +19,33 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
+from typing import Protocol
 
-from orion_etl.core.cdc_target import CdcTarget
 from orion_etl.errors import ConfigError, UsageError
+
+
+class _SignalSettings(Protocol):
+    @property
+    def signal_table(self) -> str: ...
+
+
+class _Schema(Protocol):
+    @property
+    def schema_name(self) -> str: ...
+
+
+class SignalTarget(Protocol):
+    """What a snapshot signal needs of a CDC environment (`config.cdc_target.CdcTarget` has it)."""
+
+    @property
+    def cdc(self) -> _SignalSettings: ...
+
+    @property
+    def source(self) -> _Schema: ...
+
+    @property
+    def captured_tables(self) -> list[str]: ...
+
 
 EXECUTE = "execute-snapshot"
 STOP = "stop-snapshot"
@@ -41,7 +65,7 @@ class SnapshotSignal:
 
 
 def snapshot_signal(
-    target: CdcTarget,
+    target: SignalTarget,
     tables: list[str],
     *,
     condition: str | None = None,

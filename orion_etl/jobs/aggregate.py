@@ -21,6 +21,7 @@ from orion_etl.adapters.postgres import advisory_lock, connect
 from orion_etl.config.models import OrionSettings
 from orion_etl.core.periods import Bucket, Period, bucket_for, is_complete
 from orion_etl.core.tradingday import trading_date
+from orion_etl.errors import Verdict, exit_code_for
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,12 @@ class AggregateReport:
     def add_issues(self, issues: list[agg.Issue]) -> None:
         self.issues += [{"rule": i.rule, "record_id": i.record_id, "message": i.message} for i in issues]
 
-    def as_dict(self) -> dict[str, Any]:
+    @property
+    def verdict(self) -> Verdict:
+        """Failed when a consistency check found an issue (exit 4)."""
+        return Verdict.FAILED if self.issues else Verdict.OK
+
+    def to_document(self) -> dict[str, Any]:
         return {
             "mode": self.mode,
             "run_id": self.run_id,
@@ -62,9 +68,9 @@ class AggregateReport:
 
 def _finish(run: JobRun, report: AggregateReport) -> None:
     run.failed = len(report.issues)
-    run.metadata.update({k: v for k, v in report.as_dict().items() if k != "issues"})
+    run.metadata.update({k: v for k, v in report.to_document().items() if k != "issues"})
     run.metadata["issue_count"] = len(report.issues)
-    run.exit_code = 2 if report.issues else 0  # the CLI exits 2 on consistency issues
+    run.exit_code = exit_code_for(report)
 
 
 def run_periods(

@@ -19,21 +19,22 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from typing import Any
 
 from orion_etl.adapters import dq_store, metrics
-from orion_etl.adapters.alerts import Delivery, Notifier
+from orion_etl.adapters.alerts import Delivery, Notifier, notifier_from_settings
 from orion_etl.adapters.deadline import Budget
 from orion_etl.adapters.dq_sql import Target, Window, row_predicate_rule
 from orion_etl.adapters.jobruns import record_job_run
 from orion_etl.adapters.postgres import advisory_lock, connect
 from orion_etl.config.dq import RuleCatalog
 from orion_etl.config.models import OrionSettings
-from orion_etl.core.dq_results import Outcome, RuleResult, exit_code
+from orion_etl.core.dq_results import Outcome, RuleResult, verdict
 from orion_etl.core.quality import Rule, RuleKind
 from orion_etl.core.tradingday import closed_weekend_seconds
-from orion_etl.errors import ExitCode, LockHeldError, UsageError
+from orion_etl.errors import LockHeldError, UsageError, Verdict, exit_code_for
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,8 @@ class AuditReport:
     duration_s: float = 0.0
 
     @property
-    def exit_code(self) -> ExitCode:
-        return exit_code(self.results)
+    def verdict(self) -> Verdict:
+        return verdict(self.results)
 
     def counts(self) -> dict[str, int]:
         out = {o.value: 0 for o in Outcome}
@@ -65,10 +66,9 @@ class AuditReport:
             out[r.outcome.value] += 1
         return out
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_document(self) -> dict[str, Any]:
         return {
             "run_id": str(self.run_id),
-            "exit_code": int(self.exit_code),
             "window": {"from": self.window.start, "to": self.window.end},
             "unwindowed_tables": self.unwindowed_tables,
             "counts": self.counts(),
@@ -146,6 +146,27 @@ def _evaluate_table(
     return results, bool(time_column) or window.empty
 
 
+def audit(
+    settings: OrionSettings,
+    catalog: RuleCatalog,
+    *,
+    tables: list[str] | None = None,
+    rules: list[str] | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> AuditReport:
+    """`dq audit`: the window checked, the configured notifier, then `run_audit`."""
+    if start and end and start >= end:
+        raise UsageError("--from must be before --to")
+    notifier = notifier_from_settings(settings.dq.alerts, source=settings.warehouse.describe())
+    try:
+        return run_audit(
+            settings, catalog, tables=tables, rules=rules, window=Window(start, end), notifier=notifier
+        )
+    finally:
+        notifier.close()
+
+
 def run_audit(
     settings: OrionSettings,
     catalog: RuleCatalog,
@@ -187,13 +208,13 @@ def run_audit(
         if notifier is not None:
             _deliver_alerts(settings, notifier, run.id, report)
         report.duration_s = time.monotonic() - started
-        run.exit_code = int(report.exit_code)
+        run.exit_code = exit_code_for(report)
         counts = report.counts()
         run.processed = len(report.results)
         run.failed = counts["fail"] + counts["error"]
         run.metadata.update(
             counts=counts,
-            exit_code=int(report.exit_code),
+            exit_code=exit_code_for(report),
             issues=report.issues_recorded,
             alerts_sent=sum(d.delivered for d in report.deliveries),
             alerts_failed=sum(not d.delivered for d in report.deliveries),
@@ -231,3 +252,20 @@ def _deliver_alerts(
         except LockHeldError:
             report.alerts_skipped = "another audit is delivering alerts; the next audit sends these"
             log.warning("alerts not sent: %s", report.alerts_skipped)
+
+
+def recent_issues(
+    settings: OrionSettings,
+    *,
+    tables: list[str] | None,
+    rules: list[str] | None,
+    severities: list[str] | None,
+    since: datetime | None,
+    run_id: uuid.UUID | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """`dq issues`: the newest recorded issues (stream rejections and audit failures), filtered."""
+    with connect(settings.warehouse) as conn:
+        return dq_store.list_issues(
+            conn, table=tables, rule=rules, severity=severities, since=since, run_id=run_id, limit=limit
+        )

@@ -13,19 +13,19 @@ from orion_etl.adapters import metrics
 from orion_etl.adapters import replication as repl
 from orion_etl.adapters.jobruns import record_job_run
 from orion_etl.adapters.postgres import advisory_lock, connect
+from orion_etl.config.cdc_target import CdcTarget
 from orion_etl.config.models import PostgresSettings
-from orion_etl.core.cdc_target import CdcTarget
 from orion_etl.core.replication_health import (
     Finding,
     Thresholds,
     check_heartbeat,
     check_publication,
     check_slots,
-    exit_code,
     publication_drift,
+    verdict,
 )
 from orion_etl.core.snapshot_signal import snapshot_signal
-from orion_etl.errors import ConfigError, ExitCode
+from orion_etl.errors import ConfigError, Verdict, exit_code_for
 from orion_etl.logs import redactor
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class Step:
     outcome: Outcome
     detail: str
 
-    def as_dict(self) -> dict[str, str]:
+    def to_document(self) -> dict[str, str]:
         return {"item": self.item, "outcome": self.outcome, "detail": self.detail}
 
 
@@ -59,19 +59,19 @@ class PrepareReport:
         log.debug("cdc prepare: %s %s: %s", item, outcome, detail)
 
     @property
-    def exit_code(self) -> int:
+    def verdict(self) -> Verdict:
+        """Failed when something could not be done (fix that first), warnings, or ok."""
         outcomes = {s.outcome for s in self.steps}
         if "could-not" in outcomes:
-            return int(ExitCode.FAILURE)
-        return int(ExitCode.WARNINGS) if "warning" in outcomes else int(ExitCode.OK)
+            return Verdict.FAILED
+        return Verdict.WARNINGS if "warning" in outcomes else Verdict.OK
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_document(self) -> dict[str, Any]:
         return {
             "env": self.env,
             "database": self.database,
             "dry_run": self.dry_run,
-            "steps": [s.as_dict() for s in self.steps],
-            "exit_code": self.exit_code,
+            "steps": [s.to_document() for s in self.steps],
         }
 
 
@@ -92,8 +92,8 @@ def prepare(target: CdcTarget, warehouse: PostgresSettings, *, dry_run: bool = F
         _prepare(target, report)
         run.processed = sum(s.outcome == "changed" for s in report.steps)
         run.failed = sum(s.outcome == "could-not" for s in report.steps)
-        run.metadata["steps"] = [s.as_dict() for s in report.steps]
-        run.exit_code = int(report.exit_code)
+        run.metadata["steps"] = [s.to_document() for s in report.steps]
+        run.exit_code = exit_code_for(report)
     return report
 
 
@@ -307,8 +307,23 @@ def _replica_identity(
 # ---------------------------------------------------------------------------------------- status
 
 
-def replication_status(target: CdcTarget) -> dict[str, Any]:
-    """Slots, publication drift and heartbeat of one environment, with findings and an exit code."""
+@dataclass(frozen=True)
+class ReplicationReport:
+    """`cdc status`: the replication facts (`document`) and the findings judged against thresholds."""
+
+    document: dict[str, Any]
+    findings: list[Finding]
+
+    @property
+    def verdict(self) -> Verdict:
+        return verdict(self.findings)
+
+    def to_document(self) -> dict[str, Any]:
+        return self.document
+
+
+def replication_status(target: CdcTarget) -> ReplicationReport:
+    """Slots, publication drift and heartbeat of one environment, with findings and a verdict."""
     cdc, schema = target.cdc, target.source.schema_name
     limits = Thresholds(cdc.warn_retained_wal_bytes, cdc.max_retained_wal_bytes, cdc.max_heartbeat_age_s)
     heartbeat_enabled = bool(cdc.heartbeat_table) and cdc.heartbeat_interval_ms > 0
@@ -334,7 +349,7 @@ def replication_status(target: CdcTarget) -> dict[str, Any]:
     findings += check_publication(cdc.publication_name, pub is not None, drift, pub.operations if pub else {})
     findings += check_heartbeat(heartbeat_enabled, age, limits)
     _export_metrics(slots, age)
-    return {
+    document = {
         "env": target.env,
         "database": target.source.describe(),
         "wal_level": server.wal_level,
@@ -349,9 +364,9 @@ def replication_status(target: CdcTarget) -> dict[str, Any]:
         },
         "heartbeat": {"enabled": heartbeat_enabled, "table": cdc.heartbeat_table or None, "age_s": age},
         "thresholds": limits.__dict__,
-        "findings": [f.as_dict() for f in findings],
-        "exit_code": exit_code(findings),
+        "findings": [f.to_document() for f in findings],
     }
+    return ReplicationReport(document, findings)
 
 
 def _export_metrics(slots: list[dict[str, Any]], heartbeat_age_s: float | None) -> None:

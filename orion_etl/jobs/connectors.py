@@ -4,31 +4,33 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from orion_etl.adapters import replication as repl
 from orion_etl.adapters.connect import ConnectClient, ConnectError, ConnectorNotFoundError
 from orion_etl.adapters.postgres import connect
-from orion_etl.core.cdc_target import CdcTarget
-from orion_etl.core.connector_config import CONNECTOR_CLASS, ConnectorSpec, mask_config, render_connector
+from orion_etl.config.cdc_target import CdcTarget
+from orion_etl.config.connector_config import CONNECTOR_CLASS, ConnectorSpec, render_connector
+from orion_etl.config.models import ConnectSettings
 from orion_etl.core.connectors import (
     ConfigPlan,
     ConnectorHealth,
     connector_health,
+    mask_config,
     plan_config,
     validation_errors,
 )
-from orion_etl.errors import ConfigError, ExitCode, OrionError
+from orion_etl.errors import ConfigError, ExitCode, OrionError, Verdict, exit_code_for
 from orion_etl.logs import redactor
 
 log = logging.getLogger(__name__)
 
 
 class ConnectorRejectedError(OrionError):
-    """Kafka Connect's validation rejected the rendered config (exit 2)."""
+    """Kafka Connect's validation rejected the rendered config (exit 2: invalid configuration)."""
 
-    exit_code = ExitCode.FAILURE
+    exit_code = ExitCode.USAGE
 
 
 class ConnectorStateTimeoutError(OrionError):
@@ -84,7 +86,11 @@ class RegisterResult:
     dry_run: bool
     password_inline: bool
 
-    def as_dict(self) -> dict[str, Any]:
+    @property
+    def verdict(self) -> Verdict:
+        return Verdict.OK
+
+    def to_document(self) -> dict[str, Any]:
         return {
             **self.plan.as_dict(),
             "applied": self.applied,
@@ -160,7 +166,7 @@ def list_all(client: ConnectClient) -> list[dict[str, Any]]:
                 "class": info.get("config", {}).get("connector.class"),
                 "state": state.state,
                 "tasks": [t.state for t in state.tasks],
-                "exit_code": state.exit_code,
+                "exit_code": exit_code_for(state),
             }
         )
     return rows
@@ -209,3 +215,97 @@ def delete(client: ConnectClient, name: str) -> bool:
     except ConnectorNotFoundError:
         return False
     return True
+
+
+# --- one call per command: each opens its own Connect client (the CLI never holds one) ----------
+
+
+@dataclass(frozen=True)
+class ValidateReport:
+    """`connectors validate`: Connect's problems with the rendered config (none: valid)."""
+
+    connector: str
+    errors: list[str]
+
+    @property
+    def verdict(self) -> Verdict:
+        """A rejected config is invalid configuration (exit 2), as when `register` meets it."""
+        return Verdict.INVALID if self.errors else Verdict.OK
+
+    def to_document(self) -> dict[str, Any]:
+        return {"connector": self.connector, "valid": not self.errors, "errors": self.errors}
+
+
+def validate_connector(settings: ConnectSettings, target: CdcTarget) -> ValidateReport:
+    """Render the connector for `target` and ask Kafka Connect to validate it."""
+    spec = render(target)
+    with ConnectClient(settings) as client:
+        return ValidateReport(spec.name, validate(client, spec))
+
+
+def register_connector(settings: ConnectSettings, target: CdcTarget, *, dry_run: bool) -> RegisterResult:
+    """`register` on a client of its own."""
+    with ConnectClient(settings) as client:
+        return register(client, target, dry_run=dry_run)
+
+
+def list_connectors(settings: ConnectSettings) -> list[dict[str, Any]]:
+    """`list_all` on a client of its own."""
+    with ConnectClient(settings) as client:
+        return list_all(client)
+
+
+def connector_status(settings: ConnectSettings, name: str) -> ConnectorHealth:
+    """`health` on a client of its own."""
+    with ConnectClient(settings) as client:
+        return health(client, name)
+
+
+@dataclass(frozen=True)
+class StateChange:
+    """A pause or resume request and, when waited for, the state reached (its health on resume)."""
+
+    connector: str
+    action: str
+    state: str | None = None
+    health: ConnectorHealth | None = field(default=None, compare=False)
+
+    @property
+    def verdict(self) -> Verdict:
+        return self.health.verdict if self.health is not None else Verdict.OK
+
+    def to_document(self) -> dict[str, Any]:
+        return {"connector": self.connector, "action": self.action, "state": self.state}
+
+
+def request_state(
+    settings: ConnectSettings,
+    name: str,
+    action: Literal["pause", "resume"],
+    wanted: str,
+    *,
+    wait: bool,
+    timeout_s: float,
+) -> StateChange:
+    """Ask Connect to pause or resume the connector; with `wait`, the state it reaches."""
+    with ConnectClient(settings) as client:
+        getattr(client, action)(name)
+        if not wait:
+            return StateChange(name, action)
+        reached = wait_for_state(client, name, wanted, timeout_s=timeout_s)
+    # a resumed connector reports its health as the verdict
+    return StateChange(name, action, reached.state, reached if wanted == "RUNNING" else None)
+
+
+def restart_connector(
+    settings: ConnectSettings, name: str, *, include_tasks: bool, only_failed: bool
+) -> None:
+    """Ask Connect to restart the connector (and its tasks)."""
+    with ConnectClient(settings) as client:
+        client.restart(name, include_tasks=include_tasks, only_failed=only_failed)
+
+
+def delete_connector(settings: ConnectSettings, name: str) -> bool:
+    """`delete` on a client of its own."""
+    with ConnectClient(settings) as client:
+        return delete(client, name)

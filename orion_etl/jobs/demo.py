@@ -19,7 +19,7 @@ from orion_etl.adapters.reconcile import Check, position_state, source_truth, wa
 from orion_etl.config.models import KafkaSettings, OrionSettings, SourceSettings
 from orion_etl.core.demo_events import risk_expectations
 from orion_etl.core.synthetic import SyntheticData, position_changes, realized_by_client_day
-from orion_etl.errors import ServiceUnavailableError, UsageError
+from orion_etl.errors import ServiceUnavailableError, UsageError, Verdict
 
 
 @dataclass(frozen=True)
@@ -275,3 +275,113 @@ def align_reference_data(source: SourceSettings, data: SyntheticData) -> Synthet
         orders=swap(data.orders, "instrument_id", "lp_id"),
         trades=swap(data.trades, "instrument_id", "lp_id"),
     )
+
+
+# --- `demo generate` and `demo verify` as one call each -----------------------------------------
+
+
+@dataclass(frozen=True)
+class ActivitySize:
+    """How much synthetic activity `demo generate` makes."""
+
+    tenants: int
+    clients: int
+    lps: int
+    orders: int
+    trade_events: int
+    quotes_per_pair: int
+    risk_per_client: int
+
+
+@dataclass(frozen=True)
+class GenerateReport:
+    """What `demo generate` wrote to the source and produced to Kafka."""
+
+    day: date
+    seed: int
+    source: dict[str, int]
+    kafka: dict[str, int]
+    manifest: Path
+
+    @property
+    def verdict(self) -> Verdict:
+        return Verdict.OK
+
+    def to_document(self) -> dict[str, Any]:
+        return {"day": self.day, "seed": self.seed, "source": self.source, "kafka": self.kafka,
+                "manifest": self.manifest}  # fmt: skip
+
+    def summary(self) -> str:
+        s, k = self.source, self.kafka
+        return (
+            f"source: {s['clients']} clients, {s['instruments']} instruments, "
+            f"{s['liquidity_providers']} LPs, {s['orders']} orders, {s['trades']} trades, "
+            f"{s['position_changes']} position changes; kafka: {k['trade_events']} trade events, "
+            f"{k['quotes']} quotes, {k['risk_snapshots']} risk snapshots; day {self.day}, seed {self.seed}"
+        )
+
+
+def generate_demo(
+    settings: OrionSettings, size: ActivitySize, *, day: date, seed: int, manifest: Path
+) -> GenerateReport:
+    """Write a day of synthetic activity to the source, produce its events, record the manifest."""
+    from orion_etl.core.demo_events import quote_events, risk_events, trade_events
+    from orion_etl.core.synthetic import generate as generate_activity
+
+    data = generate_activity(
+        seed=seed, tenants=size.tenants, clients=size.clients, lps=size.lps, orders=size.orders, day=day
+    )
+    data = align_reference_data(settings.source, data)
+    written = write_to_source(settings.source, data)
+    events = trade_events(data, size.trade_events, seed=seed, day=day)
+    quotes = quote_events(data, size.quotes_per_pair, seed=seed, day=day)
+    produce_events(settings.kafka, settings.stream.topics.trade_events, events)
+    produce_events(settings.kafka, settings.stream.topics.quote_events, quotes)
+    risk = risk_events(data, size.risk_per_client, seed=seed, day=day)
+    produce_events(settings.kafka, settings.stream.topics.risk_events, risk)
+    td = settings.trading_day
+    expectations = position_expectations(data, risk, day, td.timezone, td.cutoff)
+    DemoManifest(day, seed, [e["payload"]["tradeId"] for e in events], len(quotes), **expectations).save(
+        manifest
+    )
+    source = {
+        "clients": written.clients,
+        "instruments": written.instruments,
+        "liquidity_providers": written.liquidity_providers,
+        "orders": written.orders,
+        "trades": written.trades,
+        "position_changes": written.position_changes,
+    }
+    kafka = {"trade_events": len(events), "quotes": len(quotes), "risk_snapshots": len(risk)}
+    return GenerateReport(day, seed, source, kafka, manifest)
+
+
+_FACT_CHECKS = ("tenant ", "trade.executed", "orders ", "position changes", "risk snapshots")
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """`demo verify`: each reconciliation check, expected against actual."""
+
+    checks: list[Check]
+
+    @property
+    def verdict(self) -> Verdict:
+        """Failed when anything differs (exit 4)."""
+        return Verdict.OK if all(c.ok for c in self.checks) else Verdict.FAILED
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [
+            {"check": c.name, "expected": c.expected, "actual": c.actual, "ok": c.ok} for c in self.checks
+        ]
+
+    def to_document(self) -> dict[str, Any]:
+        return {"checks": self.rows()}
+
+
+def verify_demo(settings: OrionSettings, manifest: Path, *, facts_only: bool) -> VerifyReport:
+    """Reconcile the warehouse with the manifest's source of truth (`facts_only`: the loaded facts)."""
+    checks = reconcile(settings, DemoManifest.load(manifest))
+    if facts_only:
+        checks = [c for c in checks if c.name.startswith(_FACT_CHECKS)]
+    return VerifyReport(checks)

@@ -27,6 +27,7 @@ from orion_etl.adapters.postgres import advisory_lock, connect
 from orion_etl.config.models import OrionSettings
 from orion_etl.core.fact_keys import registered
 from orion_etl.core.scd import DIMENSION_NAMES, Action, DimensionSpec, resolve_spec
+from orion_etl.errors import Verdict, exit_code_for
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,12 @@ class SyncReport:
             d.undecodable + d.rejected for d in self.dimensions
         )
 
-    def as_dict(self) -> dict[str, Any]:
+    @property
+    def verdict(self) -> Verdict:
+        """Warnings when rows were rejected, undecodable or stale (the run itself did its work)."""
+        return Verdict.WARNINGS if self.warnings else Verdict.OK
+
+    def to_document(self) -> dict[str, Any]:
         return {
             "mode": self.mode,
             "job_run_id": self.job_run_id,
@@ -196,7 +202,7 @@ def sync_batch(
             run.processed += dim_report.read
             run.metadata[spec.name] = dim_report.as_dict()
         run.metadata["warnings"] = report.warnings
-        run.exit_code = 1 if report.warnings else 0
+        run.exit_code = exit_code_for(report)
     return report
 
 
@@ -218,3 +224,29 @@ def check(settings: OrionSettings, dimension: str, *, facts: bool = True) -> lis
                 found = fact_rekey.key_mismatches(conn, ref)
                 results.append(CheckResult(name, f"fact_keys:{ref.label}", found.count, found.samples))
     return results
+
+
+@dataclass(frozen=True)
+class DimsCheckReport:
+    """`dims check`: every invariant checked, with its violations."""
+
+    results: list[CheckResult]
+
+    @property
+    def verdict(self) -> Verdict:
+        """Failed when any invariant is violated (exit 4)."""
+        return Verdict.FAILED if any(r.violations for r in self.results) else Verdict.OK
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [
+            {"dimension": r.dimension, "check": r.check, "violations": r.violations, "samples": r.samples}
+            for r in self.results
+        ]
+
+    def to_document(self) -> dict[str, Any]:
+        return {"ok": self.verdict is Verdict.OK, "checks": self.rows()}
+
+
+def check_report(settings: OrionSettings, dimension: str) -> DimsCheckReport:
+    """`check` as a report."""
+    return DimsCheckReport(check(settings, dimension))

@@ -40,7 +40,7 @@ from orion_etl.core.dimension_changes import UndecodableChangeError, decode_chan
 from orion_etl.core.pgtext import REFUSED
 from orion_etl.core.records import KafkaRecord
 from orion_etl.core.scd import DimensionSpec, resolve_spec
-from orion_etl.errors import ServiceUnavailableError
+from orion_etl.errors import ServiceUnavailableError, exit_code_for
 from orion_etl.jobs.dims import (
     JOB_NAME,
     JOB_TYPE,
@@ -277,7 +277,7 @@ def sync_cdc(
             run.metadata[dim_report.dimension] = dim_report.as_dict()
             step(dim_report.dimension, "done")
         run.metadata["warnings"] = report.warnings
-        run.exit_code = 1 if report.warnings else 0
+        run.exit_code = exit_code_for(report)
     return report
 
 

@@ -19,7 +19,7 @@ from orion_etl.adapters.dlq_reader import DlqReader, Partition
 from orion_etl.adapters.postgres import connect
 from orion_etl.config.models import OrionSettings
 from orion_etl.core.dead_letters import DlqMessage, FailureGroup, Selection, group_failures
-from orion_etl.errors import OrionError, UsageError
+from orion_etl.errors import OrionError, UsageError, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +109,16 @@ class TopicSummary:
 
 @dataclass
 class ListResult:
+    """`dlq list`: the DLQ topics and their letters grouped by failure."""
+
     topics: list[TopicSummary]
     groups: list[FailureGroup]
 
-    def as_dict(self) -> dict[str, Any]:
+    @property
+    def verdict(self) -> Verdict:
+        return Verdict.OK
+
+    def to_document(self) -> dict[str, Any]:
         return {"topics": [t.as_dict() for t in self.topics], "groups": [g.as_dict() for g in self.groups]}
 
 

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from orion_etl.config.models import OrionSettings
-from orion_etl.errors import ExitCode, OrionError
+from orion_etl.errors import ExitCode, OrionError, Verdict
+from orion_etl.jobs.config_check import check_config
 
-LEVELS = {"ok": ExitCode.OK, "skipped": ExitCode.OK, "warning": ExitCode.WARNINGS,
-          "failure": ExitCode.FAILURE, "error": ExitCode.ERROR}  # fmt: skip
+# A failure is a check that ran and failed (exit 4, configuration problems included: doctor checks
+# them); an error is something it could not reach (exit 3).
+LEVELS = {"ok": Verdict.OK, "skipped": Verdict.OK, "warning": Verdict.WARNINGS,
+          "failure": Verdict.FAILED, "error": Verdict.ERROR}  # fmt: skip
 DEBEZIUM_POSTGRES = "io.debezium.connector.postgresql.PostgresConnector"
 
 
@@ -28,13 +31,34 @@ class Check:
     level: str
     detail: str
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_document(self) -> dict[str, Any]:
         return {"check": self.check, "level": self.level, "detail": self.detail}
 
 
-def exit_code(checks: list[Check]) -> int:
-    """0 all ok, 1 warnings, 2 failures (fix the config or the system), 3 something unreachable."""
-    return int(max((LEVELS[c.level] for c in checks), default=ExitCode.OK))
+@dataclass
+class DoctorReport:
+    """Every check's finding; `settings` when the configuration loaded."""
+
+    checks: list[Check] = field(default_factory=list)
+    settings: OrionSettings | None = None
+    source: Path | None = None
+
+    @property
+    def verdict(self) -> Verdict:
+        """ok, warnings, failed (something to fix), error (something unreachable): the worst."""
+        return Verdict.worst(LEVELS[c.level] for c in self.checks)
+
+    def to_document(self) -> dict[str, Any]:
+        return {"checks": [c.to_document() for c in self.checks]}
+
+
+def doctor(config_path: Path | None, metrics_port: int | None) -> DoctorReport:
+    """Load and check the configuration, then every service it points at."""
+    config = check_config(config_path)
+    if config.settings is None:
+        return DoctorReport([Check("config", "failure", p) for p in config.problems])
+    checks = run_doctor(config.settings, config.source, config.problems, metrics_port)
+    return DoctorReport(checks, config.settings, config.source)
 
 
 def _guard(name: str, fn: Callable[[], list[Check]]) -> list[Check]:
@@ -63,11 +87,11 @@ def run_doctor(
 
 
 def _source(settings: OrionSettings) -> list[Check]:
-    from orion_etl.core.cdc_target import resolve_target
+    from orion_etl.config.cdc_target import resolve_target
     from orion_etl.jobs.cdc import replication_status
 
     target = resolve_target(settings)
-    report = replication_status(target)
+    report = replication_status(target).document
     checks = [Check("source", "ok", f"reachable ({report['database']})")]
     level = "ok" if report["wal_level"] == "logical" else "failure"
     checks.append(Check("source wal_level", level, f"wal_level = {report['wal_level']}"))
@@ -97,7 +121,7 @@ def _kafka(settings: OrionSettings) -> list[Check]:
 
 def _connect(settings: OrionSettings) -> list[Check]:
     from orion_etl.adapters.connect import ConnectClient, ConnectorNotFoundError
-    from orion_etl.core.cdc_target import resolve_target
+    from orion_etl.config.cdc_target import resolve_target
     from orion_etl.jobs import connectors as job
 
     with ConnectClient(settings.connect, rebalance_timeout_s=5) as client:
@@ -116,7 +140,7 @@ def _connect(settings: OrionSettings) -> list[Check]:
         except ConnectorNotFoundError:
             checks.append(Check("connector", "warning", f"{name} is not registered (connectors register)"))
             return checks
-        level = {0: "ok", 1: "warning"}.get(health.exit_code, "failure")
+        level = {Verdict.OK: "ok", Verdict.WARNINGS: "warning"}.get(health.verdict, "failure")
         tasks = ", ".join(f"task {t.id} {t.state}" for t in health.tasks) or "no tasks"
         checks.append(Check("connector", level, f"{name} {health.state} ({tasks})"))
     return checks

@@ -246,7 +246,7 @@ def test_dst_switch_with_new_york_17h_trading_day(
         warehouse.execute("SELECT metric_date, quote_count FROM agg_lp_performance WHERE lp_id = %s", (L1,))
     )
     assert quotes == {date(2026, 3, 8): 1, date(2026, 3, 9): 2, date(2026, 3, 10): 0}
-    # the same facts judged under a UTC-midnight trading day: their keys disagree -> issue, exit 2
+    # the same facts judged under a UTC-midnight trading day: their keys disagree -> issue, exit 4
     report = run_validate(stack_settings, bucket_for(Period.DAILY, date(2026, 3, 9)))
     assert {i["rule"] for i in report.issues} == {"trading_day_key"}
 

@@ -79,14 +79,14 @@ def test_json_summary_then_validate(stack_settings: OrionSettings, warehouse: ps
     assert ok.returncode == 0 and "all consistency checks passed" in ok.stdout
     warehouse.execute("UPDATE agg_daily_trade_summary SET total_volume = -1 WHERE period_type = 'DAILY'")
     bad = _cli(stack_settings, "validate", "--date", DAY.isoformat(), "--format", "json")
-    assert bad.returncode == 2
+    assert bad.returncode == 4  # checks failed (2 is bad usage)
     assert {i["rule"] for i in json.loads(bad.stdout)["issues"]} >= {"no_negative_volume"}
     runs = warehouse.execute(
         "SELECT job_name, status, outcome, exit_code FROM etl_job_runs ORDER BY started_at"
     ).fetchall()
     assert [r[1:] for r in runs[:3]] == [("COMPLETED", "SUCCESS", 0)] * 3
-    # the validation that found inconsistencies exited 2: the ledger says so
-    assert runs[-1] == ("aggregate-validate", "FAILED", "FAILED", 2)
+    # the validation that found inconsistencies exited 4: the ledger says so
+    assert runs[-1] == ("aggregate-validate", "FAILED", "FAILED", 4)
 
 
 def test_overlapping_run_is_refused_with_exit_3(

@@ -372,7 +372,7 @@ def test_cdc_status_healthy_then_drift(cdc: Cdc) -> None:
         ["trades", "orders", "positions", "clients", "instruments", "liquidity_providers", "ghost"]
     )
     drift = cdc.run("cdc", "status", "--format", "json", extra_env={"ORION_ETL_CDC__TABLES": tables})
-    assert drift.returncode == 2
+    assert drift.returncode == 4
     assert json.loads(drift.stdout)["publication"]["missing"] == ["public.ghost"]
     human = cdc.run("cdc", "status", extra_env={"ORION_ETL_CDC__TABLES": tables})
     assert "failure  publication" in human.stdout and "public.ghost" in human.stdout
@@ -399,11 +399,11 @@ def test_failures_are_one_clear_line(cdc: Cdc) -> None:
             2,
             "invalid",
         ),
-        (("connectors", "status", "no-such-connector"), {}, 2, "is not registered"),
+        (("connectors", "status", "no-such-connector"), {}, 4, "is not registered"),
         (
             ("cdc", "prepare", "--dry-run"),
             {"ORION_ETL_CDC__DATABASE_USER": "orion_no_such_role"},
-            2,
+            4,
             "could-not    role orion_no_such_role: role does not exist",
         ),
         (("connectors", "render", "--env", "bad env"), {}, 2, "invalid environment name"),
@@ -431,7 +431,7 @@ def test_delete_leaves_an_abandoned_slot_that_status_flags_then_drops_it(cdc: Cd
     assert deleted.returncode == 0 and f"{cdc.name}: deleted" in deleted.stdout
     assert "still retains WAL" in deleted.stderr
     deadline = time.monotonic() + 30
-    while (missing := cdc.run("connectors", "status", "--format", "json")).returncode != 2:
+    while (missing := cdc.run("connectors", "status", "--format", "json")).returncode != 4:
         assert time.monotonic() < deadline, missing.stdout  # the status topic catches up shortly
         time.sleep(0.5)
     assert "is not registered" in missing.stderr
@@ -446,14 +446,14 @@ def test_delete_leaves_an_abandoned_slot_that_status_flags_then_drops_it(cdc: Cd
         if not slot["active"] or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert result.returncode == 2
+    assert result.returncode == 4
     assert any("inactive slot" in f["message"] for f in json.loads(result.stdout)["findings"])
 
     dropped = cdc.run("connectors", "delete", "--yes", "--drop-slot")
     assert dropped.returncode == 0
     assert "not registered" in dropped.stdout and "dropped" in dropped.stdout
     gone = cdc.run("cdc", "status", "--format", "json")
-    assert gone.returncode == 2
+    assert gone.returncode == 4
     assert all(s["slot_name"] != cdc.slot for s in json.loads(gone.stdout)["slots"])
 
 

@@ -26,8 +26,8 @@ from psycopg import sql
 from orion_etl.adapters.connect import ConnectClient, ConnectError
 from orion_etl.adapters.kafka import ensure_topics, make_admin, make_consumer
 from orion_etl.adapters.postgres import connect
+from orion_etl.config.cdc_target import resolve_target
 from orion_etl.config.models import OrionSettings
-from orion_etl.core.cdc_target import resolve_target
 from orion_etl.jobs import cdc as cdc_job
 from orion_etl.jobs import connectors as connectors_job
 from tests.integration.stream_support import drain
@@ -140,7 +140,7 @@ def signalled(stack_settings: OrionSettings, run_id: str) -> Iterator[Signalled]
         _seed(conn)
     try:
         report = cdc_job.prepare(target, settings.warehouse)
-        assert report.exit_code == 0, report.as_dict()
+        assert report.verdict == "ok", report.to_document()
         assert f"signal table public.{cdc.signal_table}" in {s.item for s in report.steps}
         with ConnectClient(settings.connect) as client:
             result = connectors_job.register(client, target)

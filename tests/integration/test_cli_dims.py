@@ -68,7 +68,7 @@ def test_sync_json_summary_job_run_and_check(dims: OrionSettings, source, wareho
         (cid,),
     )
     bad = run_cli(dims, "dims", "check", "--format", "json")
-    assert bad.returncode == 2
+    assert bad.returncode == 4
     failed = {c["check"]: c for c in json.loads(bad.stdout)["checks"] if c["violations"]}
     assert set(failed) == {"overlapping_intervals"} and failed["overlapping_intervals"]["samples"] == [
         str(cid)

@@ -53,7 +53,7 @@ def test_audit_exit_codes(stack_settings: OrionSettings, warehouse: psycopg.Conn
 
     add_trade(warehouse, client, instrument, quantity="-1")
     failed = run_cli(stack_settings, "dq", "audit", "--table", "fact_trades")
-    assert failed.returncode == 2, failed.stderr
+    assert failed.returncode == 4, failed.stderr  # checks failed, not bad usage (2)
     assert "positive_quantity" in failed.stdout
 
     broken_rule = json.dumps(
@@ -108,7 +108,7 @@ def test_webhook_failure_keeps_exit_code_and_secret(
     add_trade(warehouse, client, instrument, quantity="0")
     secret = "http://127.0.0.1:9/services/T0/B0/very-secret-hook-token"
     result = run_cli(stack_settings, "dq", "audit", ORION_ETL_DQ__ALERTS__WEBHOOK_URL=secret)
-    assert result.returncode == 2, result.stderr
+    assert result.returncode == 4, result.stderr
     assert "undelivered 1" in result.stdout
     assert "very-secret-hook-token" not in result.stdout + result.stderr
     shown = run_cli(stack_settings, "config", "show", ORION_ETL_DQ__ALERTS__WEBHOOK_URL=secret)

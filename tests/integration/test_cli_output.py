@@ -141,7 +141,7 @@ def dep(stack_settings: OrionSettings, run_id: str, tmp_path_factory: pytest.Tem
     deployment = Deployment(settings, config, elsewhere, stream, tty, str(run.id))
     audit, _ = cli(deployment, "dq", "audit", "--format", "json")
     # fees_non_negative (warning) and known_currency (error: the fixture trades have no currency)
-    assert audit.returncode == 2, audit.stdout + audit.stderr
+    assert audit.returncode == 4, audit.stdout + audit.stderr
     return deployment
 
 
@@ -243,7 +243,7 @@ def test_json_with_a_terminal_on_stderr(dep: Deployment, args: tuple[str, ...]) 
     doc = json.loads(result.stdout)  # the whole of stdout is one document: no log line in it
     assert doc["schema_version"] == 1, doc
     assert doc["exit_code"] == result.returncode, (doc, tty)
-    assert doc["status"] == {0: "ok", 1: "warnings", 2: "failed", 3: "error"}[result.returncode]
+    assert doc["status"] == {0: "ok", 1: "warnings", 2: "invalid", 3: "error", 4: "failed"}[result.returncode]
     if " ".join(args) in RUNS:
         uuid.UUID(doc["run_id"])
     assert "job_run_id" not in json.dumps(doc)
@@ -307,6 +307,6 @@ def test_doctor_checks_the_live_system(dep: Deployment) -> None:
     assert checks["source wal_level"]["level"] == "ok"
     assert checks["connector"]["level"] == "warning"  # this deployment registered none
     assert checks["metrics port"]["level"] == "warning"
-    assert result.returncode == 2  # the session's slot does not exist: a failure to fix
+    assert result.returncode == 4  # the session's slot does not exist: a failure to fix
     plain, _ = cli(dep, "doctor")
     assert len(plain.stdout.splitlines()) == 1 + len(checks)  # a line per check

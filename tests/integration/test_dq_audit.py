@@ -20,6 +20,7 @@ from orion_etl.adapters.dq_sql import Window
 from orion_etl.config.dq import build_catalog
 from orion_etl.config.models import AlertSettings, DqSettings, OrionSettings
 from orion_etl.core.dq_results import Outcome
+from orion_etl.errors import exit_code_for
 from orion_etl.jobs.audit import AuditReport, run_audit
 from tests.integration.dq_builders import add_client, add_instrument, add_trade, clean_world
 
@@ -88,7 +89,7 @@ def test_clean_warehouse_passes_every_default_rule(
     clean_world(warehouse)
     report = audit(stack_settings)
     assert set(outcomes(report).values()) == {Outcome.PASS}, failing(report)
-    assert report.exit_code == 0 and report.issues_recorded == 0
+    assert exit_code_for(report) == 0 and report.issues_recorded == 0
     row = warehouse.execute(
         "SELECT job_type, status, records_processed FROM etl_job_runs WHERE id = %s", (report.run_id,)
     ).fetchone()
@@ -111,7 +112,7 @@ def test_orphan_fact_rows_are_found_by_a_relationships_rule(
     )  # fmt: skip
     report = audit(stack_settings, by_key, tables=["fact_trades"])
     assert failing(report) == {"fact_trades.client_exists"}
-    assert report.exit_code == 2
+    assert exit_code_for(report) == 4
     result = next(r for r in report.results if r.rule.name == "client_exists")
     assert result.failed == 1 and result.checked == 2
     assert [s["trade_id"] for s in result.samples] == [str(orphan)]
@@ -160,7 +161,7 @@ def test_unique_freshness_and_custom_sql(
     assert results["unique_trade_reference"].samples[0]["n"] == 2
     assert results["trades_fresh"].samples[0]["age_s"] > 2 * 86400
     assert results["notional_matches"].failed == 1
-    assert report.exit_code == 2
+    assert exit_code_for(report) == 4
 
 
 def test_a_broken_rule_does_not_hide_the_others(
@@ -186,7 +187,7 @@ def test_a_broken_rule_does_not_hide_the_others(
     assert got["fact_trades.ghost"] is Outcome.ERROR
     assert got["fact_trades.fees_non_negative"] is Outcome.FAIL
     assert got["fact_trades.client_exists"] is Outcome.PASS
-    assert report.exit_code == 3
+    assert exit_code_for(report) == 3
     errors = {r.rule.name: r.error for r in report.results if r.error}
     assert "no_such" in (errors["broken"] or "")
     assert errors["ghost"] == "column ghost does not exist in fact_trades"
@@ -220,7 +221,7 @@ def test_one_alert_per_new_failure_none_on_rerun_and_a_recovery(
 
     webhook.status = 500  # delivery fails: the audit result and its records are unaffected
     down = run()
-    assert down.exit_code == 2 and down.issues_recorded == 2
+    assert exit_code_for(down) == 4 and down.issues_recorded == 2
     assert [d.delivered for d in down.deliveries] == [False, False]
     assert len(webhook.take()) == 2
 
@@ -233,7 +234,7 @@ def test_one_alert_per_new_failure_none_on_rerun_and_a_recovery(
 
     again = run()  # identical re-run: failures already open, nothing new to say
     assert webhook.take() == []
-    assert again.exit_code == 2 and again.issues_recorded == 2 and again.deliveries == []
+    assert exit_code_for(again) == 4 and again.issues_recorded == 2 and again.deliveries == []
 
     add_client(warehouse, missing_client)  # fix the orphan (and key it, as the loader would)
     warehouse.execute(

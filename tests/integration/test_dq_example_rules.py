@@ -14,6 +14,7 @@ from orion_etl.adapters.alerts import notifier_from_settings
 from orion_etl.config.dq import build_catalog
 from orion_etl.config.models import DqSettings, OrionSettings
 from orion_etl.core.dq_results import Outcome
+from orion_etl.errors import exit_code_for
 from orion_etl.jobs.audit import run_audit
 from tests.integration.rekey_support import DirectLoader
 
@@ -79,4 +80,4 @@ def test_every_shipped_example_rule_holds_on_edge_case_trades(
     outcomes = {r.rule.key: r.outcome for r in report.results}
     assert "fact_trades.notional_matches" in outcomes and "fact_trades.client_key_point_in_time" in outcomes
     assert {k for k, v in outcomes.items() if v is not Outcome.PASS} == set()
-    assert report.exit_code == 0
+    assert exit_code_for(report) == 0

@@ -1,7 +1,7 @@
 """Late dimension versions re-key facts (issue 15), on the real warehouse and loader.
 
 Every sequence ends with `dims check` finding no fact keyed to another version than the one valid
-at its event time; one test shows the check does find such a fact (exit 2 from the CLI).
+at its event time; one test shows the check does find such a fact (exit 4 from the CLI).
 """
 
 from __future__ import annotations
@@ -309,7 +309,7 @@ def test_dims_check_reports_a_wrong_key_with_samples_and_exit_2(
         text=True,
         timeout=120,
     )
-    assert done.returncode == 2, done.stderr
+    assert done.returncode == 4, done.stderr
     assert f"trade_id={late}" in done.stdout and '"fact_keys:fact_trades.client_key"' in done.stdout
 
 

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from orion_etl.adapters.jobruns import record_job_run
 from orion_etl.config.models import OrionSettings
-from orion_etl.errors import OrionError
+from orion_etl.errors import OrionError, UsageError, Verdict, exit_code_for
 from tests.integration.dq_builders import add_trade, clean_world
 from tests.integration.test_cli_dq import run_cli
 from tests.slow_http import slow_http_server
@@ -58,7 +58,7 @@ def test_slow_webhook_cannot_hang_the_audit(
     stack_settings: OrionSettings, warehouse: psycopg.Connection
 ) -> None:
     client, instrument = clean_world(warehouse)
-    add_trade(warehouse, client, instrument, quantity="0")  # an error-severity failure: exit 2 + alert
+    add_trade(warehouse, client, instrument, quantity="0")  # an error-severity failure: exit 4 + alert
     with slow_http_server() as server:
         started = time.monotonic()
         result = run_cli(
@@ -68,15 +68,15 @@ def test_slow_webhook_cannot_hang_the_audit(
             ORION_ETL_DQ__ALERTS__TIMEOUT_S="2",
         )  # fmt: skip
         elapsed = time.monotonic() - started
-    assert result.returncode == 2, result.stderr
+    assert result.returncode == 4, result.stderr
     assert elapsed < 15, f"the audit took {elapsed:.1f} s"
     report = json.loads(result.stdout)
     assert [a["delivered"] for a in report["alerts"]] == [False]
     assert "no complete answer within 2.0 s" in report["alerts"][0]["errors"][0]
-    # the ledger: exit 2 is FAILED, found by the runbook's query
+    # the ledger: exit 4 (checks failed) is FAILED, found by the runbook's query
     failed = _runs(stack_settings, "--status", "FAILED", "--since", "1h")
     assert [(r["job_name"], r["status"], r["outcome"], r["exit_code"]) for r in failed] == [
-        ("dq-audit", "FAILED", "FAILED", 2)
+        ("dq-audit", "FAILED", "FAILED", 4)
     ]
     assert _runs(stack_settings, "--status", "COMPLETED") == []
 
@@ -98,11 +98,11 @@ def test_alert_phase_is_bounded_and_does_not_hold_the_audit_lock(
         second = run_cli(
             stack_settings, "dq", "audit", "--format", "json", ORION_ETL_DQ__ALERTS__WEBHOOK_URL=server.url
         )
-        assert second.returncode == 2, second.stderr  # not 3: the audit lock is free while alerting
+        assert second.returncode == 4, second.stderr  # not 3: the audit lock is free while alerting
         assert "another audit is delivering alerts" in json.loads(second.stdout)["alerts_skipped"]
         out, err = first.communicate(timeout=30)
         elapsed = time.monotonic() - started
-    assert first.returncode == 2, err
+    assert first.returncode == 4, err
     assert elapsed < 15, f"the alert phase was not bounded: {elapsed:.1f} s"
     error = json.loads(out)["alerts"][0]["errors"][0]
     found = re.search(r"no complete answer within (\d+\.\d) s", error)
@@ -152,23 +152,30 @@ def test_a_killed_process_is_shown_abandoned(
 
 
 def test_exit_codes_map_to_outcomes(stack_settings: OrionSettings, warehouse: psycopg.Connection) -> None:
-    ids = {}
-    for code in (0, 1, 2):
-        with record_job_run(stack_settings.warehouse, f"job-{code}", "TEST") as run:
-            run.exit_code = code
-        ids[code] = run.id
-    with pytest.raises(OrionError), record_job_run(stack_settings.warehouse, "job-3", "TEST") as run:
+    for verdict in Verdict:
+        with record_job_run(stack_settings.warehouse, f"job-{verdict}", "TEST") as run:
+            run.exit_code = exit_code_for(verdict)
+    with pytest.raises(OrionError), record_job_run(stack_settings.warehouse, "job-raised", "TEST") as run:
         raise OrionError("could not run")
-    ids[3] = run.id
-    rows = dict(warehouse.execute("SELECT exit_code, (status, outcome) FROM etl_job_runs").fetchall())
-    assert rows == {
-        0: ("COMPLETED", "SUCCESS"),
-        1: ("COMPLETED", "WARNING"),
-        2: ("FAILED", "FAILED"),
-        3: ("FAILED", "ERROR"),
-    }
-    assert [r["job_name"] for r in _runs(stack_settings, "--status", "WARNING")] == ["job-1"]
-    assert {r["job_name"] for r in _runs(stack_settings, "--status", "FAILED")} == {"job-2", "job-3"}
+    with pytest.raises(UsageError), record_job_run(stack_settings.warehouse, "job-usage", "TEST") as run:
+        raise UsageError("bad option")
+    rows = warehouse.execute("SELECT job_name, exit_code, status, outcome FROM etl_job_runs").fetchall()
+    assert sorted(rows) == [
+        ("job-error", 3, "FAILED", "ERROR"),  # could not run (a rule, a service)
+        ("job-failed", 4, "FAILED", "FAILED"),  # ran, and its checks failed
+        ("job-invalid", 2, "FAILED", "ERROR"),  # bad usage or configuration
+        ("job-ok", 0, "COMPLETED", "SUCCESS"),
+        ("job-raised", 3, "FAILED", "ERROR"),
+        ("job-usage", 2, "FAILED", "ERROR"),
+        ("job-warnings", 1, "COMPLETED", "WARNING"),
+    ]
+    assert [r["job_name"] for r in _runs(stack_settings, "--status", "WARNING")] == ["job-warnings"]
+    assert {r["job_name"] for r in _runs(stack_settings, "--status", "ERROR")} == {
+        "job-error", "job-invalid", "job-raised", "job-usage"
+    }  # fmt: skip
+    assert {r["job_name"] for r in _runs(stack_settings, "--status", "FAILED")} == {
+        "job-error", "job-failed", "job-invalid", "job-raised", "job-usage"
+    }  # fmt: skip
 
 
 def test_metrics_file_carries_the_ledger_counts(
@@ -180,7 +187,7 @@ def test_metrics_file_carries_the_ledger_counts(
     result = run_cli(
         stack_settings, "--metrics-file", str(target), "--metrics-job", "dq-audit", "dq", "audit"
     )
-    assert result.returncode == 2, result.stderr
+    assert result.returncode == 4, result.stderr
     row = warehouse.execute("SELECT records_processed, records_failed FROM etl_job_runs").fetchone()
     assert row is not None and row[0] > 0
     samples = {
@@ -191,7 +198,7 @@ def test_metrics_file_carries_the_ledger_counts(
     job = (("orion_job", "dq-audit"),)
     assert samples[("orion_etl_job_records_processed", job)] == row[0]
     assert samples[("orion_etl_job_records_failed", job)] == row[1]
-    assert samples[("orion_etl_job_exit_code", job)] == 2
+    assert samples[("orion_etl_job_exit_code", job)] == 4
     assert samples[("orion_etl_dq_audit_rules", (("orion_job", "dq-audit"), ("outcome", "fail")))] >= 1
 
 

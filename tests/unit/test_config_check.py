@@ -39,7 +39,7 @@ def test_config_check_lists_every_problem_with_did_you_mean(tmp_path: Path) -> N
     result = cli("--config", str(config), "config", "check", "--format", "json")
     assert result.returncode == 2, result.stderr
     doc = json.loads(result.stdout)
-    assert doc["status"] == "failed" and doc["valid"] is False
+    assert doc["status"] == "invalid" and doc["valid"] is False
     problems = "\n".join(doc["problems"])
     assert "warehouse.prot: unknown key (did you mean 'port'?)" in problems
     assert "stream.batch_max_ms" in problems

@@ -7,14 +7,10 @@ from typing import Any
 
 import pytest
 
+from orion_etl.config.cdc_target import resolve_target
+from orion_etl.config.connector_config import render_connector
 from orion_etl.config.models import OrionSettings
-from orion_etl.core.cdc_target import resolve_target
-from orion_etl.core.connector_config import (
-    MASK,
-    is_provider_ref,
-    mask_config,
-    render_connector,
-)
+from orion_etl.core.connectors import MASK, is_provider_ref, mask_config
 from orion_etl.errors import ConfigError
 
 

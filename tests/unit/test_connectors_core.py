@@ -7,16 +7,22 @@ import pytest
 
 from orion_etl.adapters.connect import ConnectClient, ConnectError, ConnectorNotFoundError
 from orion_etl.config.models import ConnectSettings
-from orion_etl.core.connector_config import MASK
-from orion_etl.core.connectors import connector_health, plan_config, trim_trace, validation_errors
+from orion_etl.core.connectors import MASK, connector_health, plan_config, trim_trace, validation_errors
 from orion_etl.core.replication_health import (
     Thresholds,
     check_heartbeat,
     check_publication,
     check_slots,
-    exit_code,
     publication_drift,
+    verdict,
 )
+from orion_etl.errors import exit_code_for
+
+
+def exit_code(findings: list) -> int:
+    """The exit code `cdc status` gives for these findings (through the one policy)."""
+    return exit_code_for(verdict(findings))
+
 
 DESIRED = {"name": "c", "database.password": "secret-1", "slot.name": "s", "snapshot.mode": "initial"}
 
@@ -78,8 +84,8 @@ def test_trim_trace_keeps_first_line_and_causes() -> None:
     ("connector", "tasks", "code"),
     [
         ("RUNNING", ["RUNNING"], 0),
-        ("RUNNING", ["FAILED"], 2),
-        ("FAILED", [], 2),
+        ("RUNNING", ["FAILED"], 4),
+        ("FAILED", [], 4),
         ("PAUSED", ["PAUSED"], 1),
         ("RUNNING", [], 1),
         ("RUNNING", ["UNASSIGNED"], 1),
@@ -96,7 +102,7 @@ def test_health_exit_codes(connector: str, tasks: list[str], code: int) -> None:
         "type": "source",
     }
     health = connector_health(status)
-    assert health.exit_code == code
+    assert exit_code_for(health) == code
     if "FAILED" in tasks:
         assert health.tasks[0].trace and health.tasks[0].trace.count("\n") == 2
 
@@ -123,14 +129,14 @@ def slot(name: str = "s", *, active: bool = True, retained: int = 10, wal_status
     ("slots", "code"),
     [
         ([slot()], 0),
-        ([], 2),  # configured slot missing
-        ([slot(wal_status="lost")], 2),
-        ([slot(active=False, retained=5000)], 2),  # abandoned slot over the limit
+        ([], 4),  # configured slot missing
+        ([slot(wal_status="lost")], 4),
+        ([slot(active=False, retained=5000)], 4),  # abandoned slot over the limit
         ([slot(active=False)], 1),
         ([slot(retained=500)], 1),
         ([slot(retained=5000)], 1),  # active but lagging
         ([slot(wal_status="unreserved")], 1),
-        ([slot(), slot("other", active=False, retained=5000)], 2),  # someone else's abandoned slot
+        ([slot(), slot("other", active=False, retained=5000)], 4),  # someone else's abandoned slot
     ],
 )
 def test_slot_findings(slots: list[dict], code: int) -> None:
@@ -141,13 +147,13 @@ def test_publication_drift_and_findings() -> None:
     drift = publication_drift({"public.a", "public.b"}, {"public.a", "public.x"}, all_tables=False)
     assert drift == {"missing": ["public.b"], "extra": ["public.x"]}
     ops = {"insert": True, "update": True, "delete": True}
-    assert exit_code(check_publication("p", True, drift, ops)) == 2
+    assert exit_code(check_publication("p", True, drift, ops)) == 4
     assert exit_code(check_publication("p", True, {"missing": [], "extra": ["public.x"]}, ops)) == 1
     assert exit_code(check_publication("p", True, {"missing": [], "extra": []}, ops)) == 0
     assert (
-        exit_code(check_publication("p", True, {"missing": [], "extra": []}, {**ops, "delete": False})) == 2
+        exit_code(check_publication("p", True, {"missing": [], "extra": []}, {**ops, "delete": False})) == 4
     )
-    assert exit_code(check_publication("p", False, {"missing": [], "extra": []}, {})) == 2
+    assert exit_code(check_publication("p", False, {"missing": [], "extra": []}, {})) == 4
     assert publication_drift({"public.a"}, {"public.a", "public.z"}, all_tables=True)["extra"] == []
 
 
@@ -188,4 +194,4 @@ def test_connect_client_gives_up_on_persistent_409_and_maps_404() -> None:
     assert info.value.status_code == 409
     with pytest.raises(ConnectorNotFoundError, match="not registered") as missing:
         client.status("c")
-    assert missing.value.exit_code == 2
+    assert missing.value.exit_code == 4

@@ -17,10 +17,10 @@ import jsonschema
 import pytest
 import yaml
 
+from orion_etl.config.cdc_target import resolve_target
+from orion_etl.config.connector_config import render_connector
 from orion_etl.config.loader import load_settings
 from orion_etl.config.models import OrionSettings
-from orion_etl.core.cdc_target import resolve_target
-from orion_etl.core.connector_config import render_connector
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "config" / "docker-compose.yml"

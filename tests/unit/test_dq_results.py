@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 
-from orion_etl.core.dq_results import Alert, AlertKind, Outcome, RuleResult, exit_code, slack_payload
+from orion_etl.core.dq_results import Alert, AlertKind, Outcome, RuleResult, slack_payload, verdict
 from orion_etl.core.quality import Rule, RuleKind, Severity
+from orion_etl.errors import exit_code_for
 
 
 def res(severity: Severity, outcome: Outcome) -> RuleResult:
     return RuleResult(Rule("r", "t", RuleKind.NOT_NULL, "m", severity, column="c"), outcome)
+
+
+def exit_code(results: list[RuleResult]) -> int:
+    return exit_code_for(verdict(results))
 
 
 def test_exit_codes_like_soda() -> None:
@@ -17,7 +22,7 @@ def test_exit_codes_like_soda() -> None:
     assert exit_code([]) == 0
     assert exit_code([res(e, Outcome.PASS), res(w, Outcome.PASS)]) == 0
     assert exit_code([res(e, Outcome.PASS), res(w, Outcome.FAIL)]) == 1
-    assert exit_code([res(e, Outcome.FAIL), res(w, Outcome.FAIL)]) == 2
+    assert exit_code([res(e, Outcome.FAIL), res(w, Outcome.FAIL)]) == 4
     assert exit_code([res(e, Outcome.FAIL), res(w, Outcome.ERROR)]) == 3
 
 

@@ -105,7 +105,7 @@ def _write_two_jobs(directory: Path) -> tuple[Path, Path]:
     metrics.job_samples.clear()
     audit = directory / "orion-etl-dq-audit.prom"
     metrics.add_job_samples([metrics.Sample("orion_etl_dq_audit_rules", {"outcome": "fail"}, 2.0)])
-    metrics.record_batch_job(audit, "dq-audit", started=time.time() - 1, exit_code=2, records=12, failed=2)
+    metrics.record_batch_job(audit, "dq-audit", started=time.time() - 1, exit_code=4, records=12, failed=2)
     metrics.job_samples.clear()
     cdc = directory / "orion-etl-cdc-status.prom"
     metrics.add_job_samples(

@@ -187,7 +187,7 @@ def _cron_env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("entry", _cron_entries(), ids=lambda e: _cron_command(e).split()[3])
 def test_cron_lines_mail_only_failures_and_skip_overlaps(entry: str, tmp_path: Path) -> None:
-    """Cron mails any output: exit 0/1 and a run skipped by flock print nothing, 2/3 print one line."""
+    """Cron mails any output: exit 0/1 and a run skipped by flock print nothing, 2/3/4 print one line."""
     _require("flock")
     env = _cron_env(tmp_path)
     command = _cron_command(entry)
@@ -203,18 +203,18 @@ def test_cron_lines_mail_only_failures_and_skip_overlaps(entry: str, tmp_path: P
 
     for code in (0, 1):
         assert run(code) == "", code
-    for code in (2, 3):
+    for code in (2, 3, 4):
         mail = run(code).strip().splitlines()
         assert len(mail) == 1 and mail[0].endswith(f"exit {code}"), mail
     calls = Path(env["STUB_CALLS"]).read_text().splitlines()
-    assert len(calls) == 4 and all("--metrics-file" in c for c in calls), calls
+    assert len(calls) == 5 and all("--metrics-file" in c for c in calls), calls
     assert any(Path(env["LOG"]).glob("*.log")), "output goes to the log, not to cron mail"
 
     lock = re.search(r"flock -n -E 0 (\S+)", command).group(1).replace("$LOCKS", env["LOCKS"])  # type: ignore[union-attr]
     with open(lock, "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # the previous run is still going
         assert run(3) == ""
-    assert len(Path(env["STUB_CALLS"]).read_text().splitlines()) == 4, "the overlapping run was skipped"
+    assert len(Path(env["STUB_CALLS"]).read_text().splitlines()) == 5, "the overlapping run was skipped"
 
 
 def test_logrotate_accepts_and_rotates_the_shipped_file(tmp_path: Path) -> None:

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from orion_etl.config.cdc_target import resolve_target
+from orion_etl.config.connector_config import render_connector
 from orion_etl.config.models import OrionSettings
-from orion_etl.core.cdc_target import resolve_target
-from orion_etl.core.connector_config import render_connector
 from orion_etl.core.snapshot_signal import EXECUTE, STOP, snapshot_signal
 from orion_etl.errors import ConfigError, UsageError
 

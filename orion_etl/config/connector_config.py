@@ -25,17 +25,14 @@ Fixes the story's `createDebeziumConfig` (see shared/spec/REVIEW.md):
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from orion_etl.core.cdc_target import CdcTarget
+from orion_etl.config.cdc_target import CdcTarget
+from orion_etl.core.connectors import is_provider_ref
 
 CONNECTOR_CLASS = "io.debezium.connector.postgresql.PostgresConnector"
 JSON_CONVERTER = "org.apache.kafka.connect.json.JsonConverter"
 REGEX_ROUTER = "org.apache.kafka.connect.transforms.RegexRouter"
-MASK = "********"
-_SECRET_KEY = re.compile(r"password|secret|token|jaas|credential|api\.?key", re.I)
-_PROVIDER_REF = re.compile(r"\$\{[A-Za-z0-9_.-]+:[^{}]+\}")
 
 
 @dataclass(frozen=True)
@@ -50,28 +47,6 @@ class ConnectorSpec:
     def password_inline(self) -> bool:
         """True when the database password is in the config in clear (no provider reference)."""
         return not is_provider_ref(self.config.get("database.password", ""))
-
-
-def is_provider_ref(value: str) -> bool:
-    """`${provider:[path:]key}`: a Kafka Connect config-provider reference, safe to show."""
-    return bool(_PROVIDER_REF.fullmatch(value))
-
-
-def is_secret_key(key: str) -> bool:
-    """Whether a connector property name carries a secret."""
-    return bool(_SECRET_KEY.search(key))
-
-
-def mask_value(key: str, value: str | None) -> str | None:
-    """The value as it may be shown: secrets masked, config-provider references kept."""
-    if value is None or not is_secret_key(key) or is_provider_ref(value) or value == "":
-        return value
-    return MASK
-
-
-def mask_config(config: dict[str, str]) -> dict[str, str]:
-    """A copy of a connector config with every secret value masked."""
-    return {k: mask_value(k, v) or "" for k, v in config.items()}
 
 
 def java_regex_literal(text: str) -> str:
