@@ -20,7 +20,7 @@ Fixes the story's `createDebeziumConfig` (see shared/spec/REVIEW.md):
 * JSON converters with the Kafka Connect schema embedded in every record (``cdc.schemas =
   "embedded"``), or without it (``"none"``: ``schemas.enable=false`` on both converters, records
   about 5x smaller; the loader then types the values by its own contract, which is why
-  `core.cdc_target` refuses a schemaless connector whose decimals or timestamps it could misread).
+  `config.cdc_target` refuses a schemaless connector whose decimals or timestamps it could misread).
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ from psycopg import sql
 
 from orion_etl.adapters.connect import ConnectClient, ConnectError
 from orion_etl.adapters.kafka import make_admin, make_consumer
+from orion_etl.config.cdc_target import resolve_target
 from orion_etl.config.models import CdcSettings, OrionSettings
-from orion_etl.core.cdc_target import resolve_target
 from orion_etl.jobs import connectors
 from tests.integration.stream_support import STREAM_TABLES, drain
 
