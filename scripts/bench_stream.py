@@ -395,7 +395,8 @@ def measured_drain(
         wal = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s)", wal0).fetchone()
         count = conn.execute("SELECT count(*) FROM fact_trades").fetchone()
     assert count == (events,), (count, events)
-    steady = 0.8 * events / (marks[0.9] - marks[0.1]) if 0.1 in marks and 0.9 in marks else events / wall
+    span = marks[0.9] - marks[0.1] if 0.1 in marks and 0.9 in marks else 0.0
+    steady = 0.8 * events / span if span >= 1.0 else events / wall  # (polled every 0.25 s)
     return {
         "procs": procs, "wall": wall, "rate": events / wall, "steady": steady,
         "cpu": [r[3] for r in results], "rss": [r[2] for r in results], **cpu,
