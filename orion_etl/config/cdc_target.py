@@ -104,7 +104,7 @@ def resolve_target(settings: OrionSettings, env: str | None = None) -> CdcTarget
 
 
 def _check_names(cdc: CdcSettings, where: str) -> None:
-    """Every name `connectors register` would reject, all at once (ConfigError with `problems`)."""
+    """Every name or setting `connectors register` would reject, all at once (ConfigError with `problems`)."""
     problems: list[str] = []
     for key in ("topic_prefix", "routed_topic_prefix"):
         value = getattr(cdc, key)
@@ -139,5 +139,42 @@ def _check_names(cdc: CdcSettings, where: str) -> None:
             f"{where}.database_password_ref: expected a config-provider reference such as "
             "'${env:VAR}' or '${file:/path/secrets.properties:key}'"
         )
+    problems += schemaless_problems(cdc, where)
     if problems:
         raise ConfigError.of(problems)
+
+
+def schemaless_problems(cdc: CdcSettings, where: str) -> list[str]:
+    """Settings a schemaless connector (`cdc.schemas = "none"`) cannot be read back with.
+
+    Without the embedded schema the loader types each value by its own column contract: a decimal
+    must be the exact string of `decimal.handling.mode=string` (a `precise` value is base64 bytes
+    whose scale is only in the schema, a `double` has already lost digits), and an integer
+    timestamp is read as epoch microseconds (Debezium's `adaptive` modes; `connect` sends millis).
+    Refused rather than overridden: the operator asked for the other mode explicitly.
+    """
+    problems: list[str] = []
+    extra = cdc.extra
+    if cdc.schemas == "none":
+        if cdc.decimal_handling_mode != "string":
+            problems.append(
+                f"{where}.decimal_handling_mode: must be 'string' when schemas = 'none' "
+                f"(a {cdc.decimal_handling_mode!r} decimal cannot be read exactly without its schema)"
+            )
+        mode = extra.get("decimal.handling.mode")
+        if mode is not None and mode != "string":
+            problems.append(
+                f"{where}.extra.decimal.handling.mode: must be 'string' when schemas = 'none' (is {mode!r})"
+            )
+        if extra.get("time.precision.mode") == "connect":
+            problems.append(
+                f"{where}.extra.time.precision.mode: 'connect' sends timestamps as epoch milliseconds, "
+                "which a schemaless record cannot tell from the microseconds of the default mode"
+            )
+    wanted = "true" if cdc.schemas == "embedded" else "false"
+    for key in ("key.converter.schemas.enable", "value.converter.schemas.enable"):
+        if key in extra and extra[key].strip().lower() != wanted:
+            problems.append(
+                f"{where}.extra.{key}: contradicts schemas = {cdc.schemas!r}; set cdc.schemas instead"
+            )
+    return problems

@@ -16,7 +16,11 @@ Fixes the story's `createDebeziumConfig` (see shared/spec/REVIEW.md):
 * a signal table (``signal.data.collection``, source channel) so that `cdc snapshot` can request
   incremental snapshots of captured tables (see core/snapshot_signal.py);
 * ``decimal.handling.mode=string`` by default: NUMERIC money stays exact and readable in JSON
-  (``precise`` gives base64 bytes in JSON, ``double`` loses precision).
+  (``precise`` gives base64 bytes in JSON, ``double`` loses precision);
+* JSON converters with the Kafka Connect schema embedded in every record (``cdc.schemas =
+  "embedded"``), or without it (``"none"``: ``schemas.enable=false`` on both converters, records
+  about 5x smaller; the loader then types the values by its own contract, which is why
+  `config.cdc_target` refuses a schemaless connector whose decimals or timestamps it could misread).
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ def render_connector(target: CdcTarget) -> ConnectorSpec:
         secret = cdc.database_password or source.password
         password = secret.get_secret_value()
         secrets.append(password)
+    schemas_enable = "true" if cdc.schemas == "embedded" else "false"
     config: dict[str, str] = {
         "name": cdc.connector_name,
         "connector.class": CONNECTOR_CLASS,
@@ -90,9 +95,9 @@ def render_connector(target: CdcTarget) -> ConnectorSpec:
         "tombstones.on.delete": "true",
         "heartbeat.interval.ms": str(cdc.heartbeat_interval_ms),
         "key.converter": JSON_CONVERTER,
-        "key.converter.schemas.enable": "true",
+        "key.converter.schemas.enable": schemas_enable,
         "value.converter": JSON_CONVERTER,
-        "value.converter.schemas.enable": "true",
+        "value.converter.schemas.enable": schemas_enable,
         # Topics are created by Connect with the broker's defaults instead of relying on
         # auto.create.topics.enable (which production brokers usually disable).
         "topic.creation.default.replication.factor": "-1",

@@ -149,6 +149,10 @@ class CdcSettings(Section):
     # e.g. "${env:ORION_CDC_PASSWORD}" or "${file:/etc/kafka/secrets.properties:cdc.password}".
     database_password_ref: str | None = None
     decimal_handling_mode: Literal["precise", "string", "double"] = "string"
+    # "embedded": every record carries its Kafka Connect schema (~5 KB per trade change);
+    # "none": JSON converters with schemas.enable=false (~1 KB), types come from the loader's own
+    # contract; needs decimal_handling_mode = "string" (docs/cdc.md, "Envelope size").
+    schemas: Literal["embedded", "none"] = "embedded"
     heartbeat_interval_ms: int = Field(10_000, ge=0)
     # Table (in the source schema) the connector's heartbeat.action.query upserts; "" disables it.
     heartbeat_table: str = "orion_cdc_heartbeat"

@@ -156,3 +156,13 @@ def test_usage_error_under_json_is_a_json_document() -> None:
     assert result.returncode == 2
     doc = json.loads(result.stdout)
     assert doc["exit_code"] == 2 and "--bogus" in doc["error"]
+
+
+def test_a_schemaless_connector_with_precise_decimals_is_a_config_problem(tmp_path: Path) -> None:
+    config = tmp_path / "orion-etl.toml"
+    config.write_text('[cdc]\nschemas = "none"\ndecimal_handling_mode = "precise"\n')
+    result = cli("--config", str(config), "config", "check")
+    assert result.returncode == 2, result.stderr
+    assert "cdc.decimal_handling_mode: must be 'string' when schemas = 'none'" in result.stdout
+    config.write_text('[cdc]\nschemas = "none"\n')
+    assert cli("--config", str(config), "config", "check").returncode == 0

@@ -210,3 +210,62 @@ def test_unknown_override_key_fails_at_load() -> None:
 def test_invalid_names_are_config_errors(cdc: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         resolve_target(settings(**cdc))
+
+
+def test_schemaless_connector_turns_both_converters_schemas_off() -> None:
+    embedded = render_connector(resolve_target(settings())).config
+    config = render_connector(resolve_target(settings(schemas="none"))).config
+    assert config["key.converter.schemas.enable"] == config["value.converter.schemas.enable"] == "false"
+    assert config["decimal.handling.mode"] == "string"
+    changed = {k for k in config if config[k] != embedded.get(k)}
+    assert changed == {"key.converter.schemas.enable", "value.converter.schemas.enable"}
+
+
+def test_schemaless_per_environment() -> None:
+    s = settings(environments={"prod": {"schemas": "none"}})
+    assert render_connector(resolve_target(s, "prod")).config["value.converter.schemas.enable"] == "false"
+    assert render_connector(resolve_target(s, "dev")).config["value.converter.schemas.enable"] == "true"
+
+
+@pytest.mark.parametrize(
+    ("cdc", "messages"),
+    [
+        ({"schemas": "none", "decimal_handling_mode": "precise"},
+         ["cdc.decimal_handling_mode: must be 'string'"]),
+        ({"schemas": "none", "decimal_handling_mode": "double"},
+         ["cdc.decimal_handling_mode: must be 'string'"]),
+        ({"schemas": "none", "extra": {"decimal.handling.mode": "precise"}},
+         ["cdc.extra.decimal.handling.mode: must be 'string'"]),
+        ({"schemas": "none", "extra": {"time.precision.mode": "connect"}},
+         ["cdc.extra.time.precision.mode: 'connect'"]),
+        ({"schemas": "none", "extra": {"value.converter.schemas.enable": "true"}},
+         ["cdc.extra.value.converter.schemas.enable: contradicts schemas = 'none'"]),
+        ({"extra": {"key.converter.schemas.enable": "false"}},
+         ["cdc.extra.key.converter.schemas.enable: contradicts schemas = 'embedded'"]),
+        ({"schemas": "none", "decimal_handling_mode": "precise", "slot_name": "Bad"},
+         ["cdc.slot_name", "cdc.decimal_handling_mode"]),
+    ],
+)  # fmt: skip
+def test_settings_a_schemaless_record_cannot_be_read_with_are_refused(
+    cdc: dict[str, Any], messages: list[str]
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        resolve_target(settings(**cdc))
+    problems = "\n".join(caught.value.problems)
+    for message in messages:
+        assert message in problems
+
+
+def test_settings_a_schemaless_record_can_be_read_with_pass() -> None:
+    for extra in ({}, {"decimal.handling.mode": "string"},
+                  {"time.precision.mode": "adaptive_time_microseconds"},
+                  {"value.converter.schemas.enable": "false"}):  # fmt: skip
+        resolve_target(settings(schemas="none", extra=extra))
+    resolve_target(settings(decimal_handling_mode="precise"))  # embedded: the schema carries the scale
+
+
+def test_schemaless_environment_inherits_a_precise_base_and_is_refused_under_its_name() -> None:
+    s = settings(decimal_handling_mode="precise", environments={"prod": {"schemas": "none"}})
+    resolve_target(s, "dev")
+    with pytest.raises(ConfigError, match=r"cdc\.environments\.prod\.decimal_handling_mode"):
+        resolve_target(s, "prod")

@@ -105,3 +105,18 @@ def test_declines_a_row_of_another_table() -> None:
     values = batch_of("trades")
     per_record("trades", records(values))
     assert cdc_frame(records(values), "orders", ORDER_COLUMNS, ORDER_REQUIRED) is None
+
+
+def test_a_batch_across_a_switch_to_schemaless_gives_the_same_frame() -> None:
+    """`cdc.schemas` changed from embedded to none: a batch holding both forms loads the same rows."""
+    rows = [trade_row() for _ in range(4)]
+    embedded = [compact(cdc("trades", r, lsn=1000 + i, ts_ms=1_700_000_000_000)) for i, r in enumerate(rows)]
+    schemaless = [
+        compact(cdc("trades", r, lsn=1000 + i, ts_ms=1_700_000_000_000, schema=False))
+        for i, r in enumerate(rows)
+    ]
+    assert len(schemaless[0]) * 4 < len(embedded[0])
+    expected = per_record("trades", records(embedded))  # type: ignore[arg-type]
+    mixed = per_record("trades", records(embedded[:2] + schemaless[2:]))  # type: ignore[arg-type]
+    assert mixed.equals(expected, null_equal=True)
+    assert per_record("trades", records(schemaless)).equals(expected, null_equal=True)  # type: ignore[arg-type]
