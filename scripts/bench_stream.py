@@ -730,9 +730,10 @@ STAGES: dict[str, tuple[str, tuple[str, ...]]] = {
 def stage_profile(args: argparse.Namespace, settings: OrionSettings, run: str) -> dict[str, Any]:
     """The loader's stages on `--profile-events` events, one batch after the other in this process
     (prepare, then commit: no overlap, no Kafka), and the raw COPY of the same rows, side by side."""
+    from orion_etl.adapters import batch_lookup
     from orion_etl.adapters import positions as positions_adapter
     from orion_etl.adapters import warehouse_loader as wl
-    from orion_etl.core import cdc_batch, facts
+    from orion_etl.core import batch_draft, batch_plan, cdc_batch, facts
     from orion_etl.core.records import KafkaRecord
     from orion_etl.jobs import stream_batch
 
@@ -754,10 +755,10 @@ def stage_profile(args: argparse.Namespace, settings: OrionSettings, run: str) -
         conn.execute("TRUNCATE fact_trades")
     timers.wrap_result(cdc_batch, "_batch_decoder", "decode", "decode: msgspec")
     for owner, name, stage in [
-        (cdc_batch, "build_frame", "decode: columns"), (stream_batch, "cdc_frame", "decode"),
+        (cdc_batch, "build_frame", "decode: columns"), (batch_draft, "cdc_frame", "decode"),
         (facts, "transform_trades", "transform"),
-        (stream_batch.BatchPreparer, "_validate", "rules"),
-        (stream_batch.BatchPreparer, "_dimension_keys", "dimension keys"),
+        (batch_draft, "validate", "rules"),
+        (batch_lookup, "lookup", "dimension keys"), (batch_plan, "with_keys", "dimension keys"),
         (wl.WarehouseLoader, "copy_payload", "encode"), (stream_batch.BatchPreparer, "prepare", "prepare"),
         (positions_adapter, "claim", "claim positions"), (wl.WarehouseLoader, "_copy_data", "COPY"),
         (wl.WarehouseLoader, "_watermarks", "watermarks"),

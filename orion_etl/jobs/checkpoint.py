@@ -159,6 +159,10 @@ class Checkpoint(Generic[B, C]):
         self.reset = reset  # before a batch's transaction is retried (drop its connection)
         self.consumer: PositionConsumer | None = None
         self.assigned: set[Partition] = set()
+        # monotonic time the assignment last became empty (or the checkpoint was made); None while
+        # partitions are assigned. A rebalance empties it for a moment: "nothing assigned for
+        # long" must be timed from then, not from the start of the run.
+        self.unassigned_since: float | None = time.monotonic()
         self.expected: dict[Partition, int | None] = {}
         self.committed: dict[Partition, int | None] = {}
         self.pending: list[KafkaRecord] = []
@@ -187,6 +191,8 @@ class Checkpoint(Generic[B, C]):
         for key in partitions:
             self.expected[key] = self.committed[key] = stored.get(key)
             self.assigned.add(key)
+        if self.assigned:
+            self.unassigned_since = None
         return stored
 
     def revoke(self, partitions: Iterable[Partition]) -> None:
@@ -198,8 +204,16 @@ class Checkpoint(Generic[B, C]):
             self.assigned.discard(key)
             self.expected.pop(key, None)
             self.committed.pop(key, None)
+        if not self.assigned and self.unassigned_since is None:
+            self.unassigned_since = time.monotonic()
         if self.publisher is not None:
             self.publisher.forget(dict.fromkeys(gone))
+
+    def unassigned_for(self, now: float | None = None) -> float:
+        """Seconds since the assignment became empty (0 while partitions are assigned)."""
+        if self.unassigned_since is None:
+            return 0.0
+        return (time.monotonic() if now is None else now) - self.unassigned_since
 
     def reseek(self) -> None:
         """After a fenced batch: continue every assigned partition from its stored position."""

@@ -234,6 +234,7 @@ class StreamJob:
         checkpoint.consumer = consumer
         consumer.subscribe(self.topics, on_assign=checkpoint.assign, on_revoke=checkpoint.revoke)
         started = time.monotonic()
+        checkpoint.unassigned_since = started  # the assignment timeout runs from the subscription
         last_progress = 0.0
         last_log = started
         try:
@@ -245,7 +246,7 @@ class StreamJob:
                     self._submit(records)
                 else:  # idle: nothing to overlap with, account the batches in flight now
                     checkpoint.settle()
-                    if self.until_caught_up and self._caught_up(consumer, started):
+                    if self.until_caught_up and self._caught_up(consumer):
                         break
                 if self.max_messages is not None and self.submitted >= self.max_messages:
                     break
@@ -362,10 +363,11 @@ class StreamJob:
             self._warn_dead_letters(prepared)
         self.metrics.committed(prepared, tally, committed_ms)
 
-    def _caught_up(self, consumer: RecordConsumer, started: float) -> bool:
+    def _caught_up(self, consumer: RecordConsumer) -> bool:
         assigned = self.checkpoint.assigned
         if not assigned:
-            return time.monotonic() - started > self.st.assignment_timeout_s
+            # timed from when the assignment became empty: a rebalance in a long run is not "done"
+            return self.checkpoint.unassigned_for() > self.st.assignment_timeout_s
         for key in assigned:
             low, high = consumer.watermarks(key)
             done = self.checkpoint.committed.get(key)

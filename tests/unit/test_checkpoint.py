@@ -280,3 +280,21 @@ def test_revoke_finishes_the_batch_in_flight_then_hands_the_partition_over() -> 
     assert cp.assigned == {P1} and cp.expected == {P1: 1} and cp.committed == {P1: 1}
     assert [(r.partition, r.offset) for r in cp.pending] == [(1, 1)]
     assert rig.letters.forgotten[-1] == {P0: None}
+
+
+def test_unassigned_time_runs_from_the_moment_the_assignment_became_empty() -> None:
+    """`stream --until-caught-up` ends on "nothing assigned for assignment_timeout_s": a rebalance
+    in a long run empties the assignment for a moment, which must not count as that long."""
+    rig = Rig()
+    cp = rig.checkpoint
+    cp.unassigned_since = time.monotonic() - 3600  # subscribed an hour ago, never assigned
+    assert cp.unassigned_for() >= 3600
+    cp.assign([("t", 0), ("t", 1)])
+    assert cp.unassigned_for() == 0.0
+    time.sleep(0.01)
+    cp.revoke([("t", 0)])
+    assert cp.unassigned_for() == 0.0  # one partition left
+    cp.revoke([("t", 1)])  # a rebalance takes everything, an hour into the run
+    assert 0.0 <= cp.unassigned_for() < 5.0
+    cp.assign([("t", 1)])
+    assert cp.unassigned_for() == 0.0
