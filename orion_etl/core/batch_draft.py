@@ -68,9 +68,6 @@ class BatchCounts:
     superseded: int = 0
     sampled_out: int = 0
 
-    def as_dict(self) -> dict[str, int]:
-        return dict(vars(self))
-
 
 @dataclass(frozen=True)
 class BatchPolicy:

@@ -32,7 +32,7 @@ from orion_etl.adapters.dlq import DeadLetter, letter_id
 from orion_etl.adapters.warehouse_loader import BatchWrite, Rejection, WarehouseLoader
 from orion_etl.config.dq import build_catalog
 from orion_etl.config.models import OrionSettings
-from orion_etl.core.batch_draft import BatchPolicy, Coordinates, Draft, RowIssue, draft_batch
+from orion_etl.core.batch_draft import BatchCounts, BatchPolicy, Coordinates, Draft, RowIssue, draft_batch
 from orion_etl.core.batch_plan import Lookup, Plan, inferred_members, plan_batch, with_keys
 from orion_etl.core.dead_letter_classes import ErrorClass
 from orion_etl.core.fact_model import Route, model_of
@@ -86,7 +86,7 @@ class PreparedBatch:
 
     write: BatchWrite
     letters: list[DeadLetter] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: BatchCounts = field(default_factory=BatchCounts)
     latencies_ts_ms: list[int] = field(default_factory=list)
     topic_counts: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
@@ -204,7 +204,7 @@ class BatchPreparer:
         return PreparedBatch(
             self.write_of(phased, issues),
             letters=letters,
-            counts=plan.counts.as_dict(),
+            counts=plan.counts,
             latencies_ts_ms=plan.latencies_ts_ms,
             topic_counts=draft.topic_counts,
             started=started,

@@ -46,19 +46,19 @@ class Tally:
         """A committed batch's tally: the preparer's counts and what the warehouse changed."""
         c = prepared.counts
         return cls(
-            messages=c["messages"],
+            messages=c.messages,
             loaded=counts.upserted + counts.deleted + counts.quotes,
             quotes=counts.quotes,
             deleted=counts.deleted,
             stale=counts.stale,
             duplicates=counts.duplicates,
-            superseded=c["superseded"],
-            sampled_out=c["sampled_out"],
-            tombstones=c["tombstones"],
-            dlq=c["dlq"] + len(prepared.rejected),
+            superseded=c.superseded,
+            sampled_out=c.sampled_out,
+            tombstones=c.tombstones,
+            dlq=c.dlq + len(prepared.rejected),
             rejected=len(prepared.rejected),
             side_rows_dropped=counts.side_rows_dropped,
-            dq_warnings=c["warnings"],
+            dq_warnings=c.warnings,
         )
 
     def add(self, other: Tally) -> None:
