@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Manage the Debezium connector in Kafka Connect.", no_args_is_help=True)
 
-EnvOption = EnvOpt  # kept for modules that imported it from here
-FormatOption = FormatOpt
 NameArg = Annotated[
     str | None,
     typer.Argument(help="Connector name (default: the one rendered for --env).", show_default=False),

@@ -10,8 +10,6 @@ from typing import Annotated
 
 import typer
 
-DEFAULT_LIMIT = 50
-
 SinceOpt = Annotated[
     str | None,
     typer.Option(

@@ -264,17 +264,6 @@ def print_record(fmt: OutputFormat | None, data: Mapping[str, Any], *, title: st
     print_rows(fmt, [Column("field"), Column("value")], [[k, v] for k, v in data.items()], title=title)
 
 
-def print_table(
-    console: Console | None,
-    title: str,
-    columns: list[str],
-    rows: list[list[Any]],
-    fmt: OutputFormat | None = None,
-) -> None:
-    """Rows under string headers (kept for commands written before `print_rows`)."""
-    print_rows(fmt, columns, rows, title=title)
-
-
 def say(text: str) -> None:
     """A line for people on stdout (plain text: never markup, secrets masked)."""
     sys.stdout.write(redactor.redact(text) + "\n")
