@@ -35,6 +35,7 @@ import psycopg
 from orion_etl.adapters import dlq_replays
 from orion_etl.adapters.dlq_reader import DlqReader, Partition
 from orion_etl.adapters.dlq_replays import ReplayAttempt
+from orion_etl.adapters.failures import is_transient, is_warehouse_failure
 from orion_etl.adapters.jobruns import record_job_run
 from orion_etl.adapters.postgres import advisory_lock, connect
 from orion_etl.adapters.warehouse_loader import BatchWrite, LoadCounts, WarehouseLoader
@@ -378,12 +379,14 @@ def run_replay(
                     run.metadata.update(result.summary())
                     run.exit_code = result.exit_code
                 return result
-    except psycopg.OperationalError as exc:
-        raise ServiceUnavailableError(
-            f"warehouse unavailable during replay: {_one_line(exc)}",
-            hint="letters committed so far stay replayed; run the replay again",
-        ) from exc
-    except psycopg.Error as exc:
+    except Exception as exc:
+        if isinstance(exc, OrionError) or not is_warehouse_failure(exc):
+            raise
+        if is_transient(exc):
+            raise ServiceUnavailableError(
+                f"warehouse unavailable during replay: {_one_line(exc)}",
+                hint="letters committed so far stay replayed; run the replay again",
+            ) from exc
         raise OrionError(
             f"replay failed: {type(exc).__name__}: {_one_line(exc)}",
             hint="nothing of the failing batch was committed; run with --debug",
