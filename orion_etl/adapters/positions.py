@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from orion_etl.adapters.postgres import connect
+from orion_etl.adapters.postgres import close_connection, connect
 from orion_etl.config.models import WarehouseSettings
 from orion_etl.core.offset_reset import PlannedReset
 from orion_etl.errors import OrionError
@@ -206,11 +206,8 @@ class OffsetStore:
         return self.conn
 
     def close(self) -> None:
-        if self.conn is not None:
-            try:
-                self.conn.close()
-            finally:
-                self.conn = None
+        conn, self.conn = self.conn, None
+        close_connection(conn)
 
     def stored_floors(
         self, partitions: Iterable[TopicPartition]

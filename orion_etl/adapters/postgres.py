@@ -37,6 +37,13 @@ def connect(settings: PostgresSettings, *, autocommit: bool = False) -> psycopg.
         ) from None
 
 
+def close_connection(conn: psycopg.Connection | None) -> None:
+    """Close `conn` if there is one. Callers drop their reference first (`conn, self.conn =
+    self.conn, None`), so a broken connection whose close raises is forgotten all the same."""
+    if conn is not None:
+        conn.close()
+
+
 def advisory_key(name: str) -> int:
     """A stable signed 64-bit advisory-lock key for a job name."""
     digest = hashlib.blake2b(name.encode(), digest_size=8).digest()

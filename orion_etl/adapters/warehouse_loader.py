@@ -36,7 +36,7 @@ from psycopg import sql
 
 from orion_etl.adapters import fact_rekey, positions
 from orion_etl.adapters.positions import FencedError, Floors  # noqa: F401 - re-exported
-from orion_etl.adapters.postgres import connect
+from orion_etl.adapters.postgres import close_connection, connect
 from orion_etl.config.models import WarehouseSettings
 from orion_etl.core.fact_model import (
     FACT_MODELS,
@@ -259,22 +259,16 @@ class WarehouseLoader:
 
     def close(self) -> None:
         """Close the write connection (a failed batch's retry reconnects)."""
-        if self.conn is not None:
-            try:
-                self.conn.close()
-            finally:
-                self.conn = None
+        conn, self.conn = self.conn, None
+        close_connection(conn)
 
     def close_all(self) -> None:
         self.close()
         self.close_reader()
 
     def close_reader(self) -> None:
-        if self.reader is not None:
-            try:
-                self.reader.close()
-            finally:
-                self.reader = None
+        reader, self.reader = self.reader, None
+        close_connection(reader)
 
     def open_reader(self) -> psycopg.Connection:
         """The read connection: batch preparation reads while the previous batch commits."""

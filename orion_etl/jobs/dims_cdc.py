@@ -35,7 +35,7 @@ from orion_etl.adapters.dlq_reader import DlqReader
 from orion_etl.adapters.failures import describe_rejection
 from orion_etl.adapters.jobruns import record_job_run
 from orion_etl.adapters.kafka import Partition, RecordConsumer, ensure_topics, make_consumer, make_producer
-from orion_etl.adapters.postgres import connect
+from orion_etl.adapters.postgres import close_connection, connect
 from orion_etl.adapters.warehouse_loader import is_data_rejection
 from orion_etl.config.models import OrionSettings
 from orion_etl.core.dead_letter_classes import ErrorClass
@@ -107,11 +107,8 @@ class _Drain:
 
     def close(self) -> None:
         """Drop the warehouse connections (a retried batch reconnects)."""
-        if self.conn is not None:
-            try:
-                self.conn.close()
-            finally:
-                self.conn = None
+        conn, self.conn = self.conn, None
+        close_connection(conn)
         self.store.close()
 
     def _connection(self) -> psycopg.Connection:

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import psycopg
 import pytest
@@ -189,15 +190,8 @@ def _drain_until(settings: OrionSettings, conn: psycopg.Connection, query: str, 
     assert got == expected
 
 
-def test_real_debezium_connector_to_facts(
-    stack_settings: OrionSettings,
-    connector: tuple[str, OrionSettings],
-    connect_client: ConnectClient,
-    source: psycopg.Connection,
-    wh: psycopg.Connection,
-) -> None:
-    name, settings = connector
-    tenant = uuid.uuid4()
+def _client_and_instrument(source: psycopg.Connection, tenant: uuid.UUID) -> tuple[Any, Any]:
+    """A source client of `tenant` and an instrument, for trades to refer to (their ids)."""
     client = source.execute(
         "INSERT INTO clients (tenant_id, client_code, name, client_type) VALUES (%s, 'C1', 'Acme', 'CORP') "
         "RETURNING id",
@@ -207,6 +201,19 @@ def test_real_debezium_connector_to_facts(
         "INSERT INTO instruments (symbol, name, asset_class, instrument_type) VALUES "
         "('EURUSD', 'Euro', 'FX', 'SPOT') RETURNING id"
     ).fetchone()[0]  # type: ignore[index]
+    return client, instrument
+
+
+def test_real_debezium_connector_to_facts(
+    stack_settings: OrionSettings,
+    connector: tuple[str, OrionSettings],
+    connect_client: ConnectClient,
+    source: psycopg.Connection,
+    wh: psycopg.Connection,
+) -> None:
+    name, settings = connector
+    tenant = uuid.uuid4()
+    client, instrument = _client_and_instrument(source, tenant)
     insert_trade = (
         "INSERT INTO trades (tenant_id, trade_reference, client_id, instrument_id, trade_date, side, "
         "quantity, price, fees) VALUES (%s, %s, %s, %s, '2024-03-15 14:30:00.5+00', %s, %s, %s, %s) "
@@ -280,15 +287,7 @@ def test_schemaless_connector_rendered_by_orion_loads_the_same_facts(
     config = connect_client.request("GET", f"/connectors/{name}/config")
     assert config["value.converter.schemas.enable"] == config["key.converter.schemas.enable"] == "false"
     tenant = uuid.uuid4()
-    client = source.execute(
-        "INSERT INTO clients (tenant_id, client_code, name, client_type) VALUES (%s, 'C1', 'Acme', 'CORP') "
-        "RETURNING id",
-        (tenant,),
-    ).fetchone()[0]  # type: ignore[index]
-    instrument = source.execute(
-        "INSERT INTO instruments (symbol, name, asset_class, instrument_type) VALUES "
-        "('EURUSD', 'Euro', 'FX', 'SPOT') RETURNING id"
-    ).fetchone()[0]  # type: ignore[index]
+    client, instrument = _client_and_instrument(source, tenant)
     insert_trade = (
         "INSERT INTO trades (tenant_id, trade_reference, client_id, instrument_id, trade_date, "
         "settlement_date, side, quantity, price, fees) "
