@@ -16,10 +16,12 @@ the same `check_*` functions on them then).
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
+from operator import attrgetter
 from typing import Any
 
 import polars as pl
@@ -359,24 +361,53 @@ def _delete_frame(model: FactModel, changes: list[Change]) -> tuple[pl.DataFrame
     return good.with_columns(pl.col("id").alias(model.key), *facts.positions("cdc")), issues
 
 
-def draft_batch(records: list[KafkaRecord], policy: BatchPolicy) -> Draft:
-    """Phase A (module doc)."""
-    counts = BatchCounts(messages=len(records))
-    issues: list[RowIssue] = []
-    topic_counts: dict[str, int] = {}
-    offsets: dict[TopicPartition, int] = {}
+_TOPIC = attrgetter("topic")
+_PARTITION = attrgetter("partition")
+_OFFSET = attrgetter("offset")
+_COORDINATES = attrgetter("topic", "partition", "offset")
+
+
+def next_offsets(records: list[KafkaRecord]) -> dict[TopicPartition, int]:
+    """The next offset to read of each partition of `records` (in the order first seen)."""
+    tps = list(zip(map(_TOPIC, records), map(_PARTITION, records), strict=True))
+    offsets = list(map(_OFFSET, records))
+    last = dict(zip(tps, offsets, strict=True))  # (C-level; the usual batch: one partition)
+    if len(last) == 1:
+        return {tp: max(-1, max(offsets) + 1) for tp in last}
+    out = dict.fromkeys(last, -1)
+    for tp, offset in zip(tps, offsets, strict=True):
+        if offset + 1 > out[tp]:
+            out[tp] = offset + 1
+    return out
+
+
+def _route(
+    records: list[KafkaRecord], routes: dict[str, Route], issues: list[RowIssue]
+) -> tuple[dict[str, int], dict[Route, list[KafkaRecord]]]:
+    """(records per topic, records per route); records of unknown topics become `issues`."""
+    topics = list(map(_TOPIC, records))
+    topic_counts = dict(Counter(topics))
     routed: dict[Route, list[KafkaRecord]] = {r: [] for r in Route}
-    for rec in records:
-        topic_counts[rec.topic] = topic_counts.get(rec.topic, 0) + 1
-        tp = (rec.topic, rec.partition)
-        offsets[tp] = max(offsets.get(tp, -1), rec.offset + 1)
-        route = policy.routes.get(rec.topic)
+    if len(topic_counts) == 1 and topics[0] in routes:  # the usual batch: one topic
+        routed[routes[topics[0]]] = list(records)
+        return topic_counts, routed
+    for topic, rec in zip(topics, records, strict=True):
+        route = routes.get(topic)
         if route is None:
             origin = (rec.topic, rec.partition, rec.offset)
             reason = f"no handler for topic {rec.topic}"
             issues.append(RowIssue(IssueSeverity.ERROR, reason, origin, ErrorClass.UNKNOWN_TOPIC))
             continue
         routed[route].append(rec)
+    return topic_counts, routed
+
+
+def draft_batch(records: list[KafkaRecord], policy: BatchPolicy) -> Draft:
+    """Phase A (module doc)."""
+    counts = BatchCounts(messages=len(records))
+    issues: list[RowIssue] = []
+    offsets = next_offsets(records)
+    topic_counts, routed = _route(records, policy.routes, issues)
     # The usual CDC batch decodes in one go (core.cdc_batch.cdc_frame); any other batch of a
     # route, record by record.
     decoded: dict[Route, pl.DataFrame] = {}
@@ -403,7 +434,7 @@ def draft_batch(records: list[KafkaRecord], policy: BatchPolicy) -> Draft:
     _draft_events(tables["fact_risk_snapshots"], by_route[Route.RISK_EVENTS], policy)
     _draft_events(tables["fact_quotes"], by_route[Route.QUOTE_EVENTS], policy)
     return Draft(
-        records={(r.topic, r.partition, r.offset): r for r in records},
+        records=dict(zip(map(_COORDINATES, records), records, strict=True)),
         offsets=offsets,
         watermarks=_watermarks(by_route, decoded),
         topic_counts=topic_counts,
