@@ -21,7 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
-from operator import attrgetter
+from itertools import compress, repeat
+from operator import and_, attrgetter, eq
 from typing import Any
 
 import polars as pl
@@ -368,16 +369,28 @@ _COORDINATES = attrgetter("topic", "partition", "offset")
 
 
 def next_offsets(records: list[KafkaRecord]) -> dict[TopicPartition, int]:
-    """The next offset to read of each partition of `records` (in the order first seen)."""
-    tps = list(zip(map(_TOPIC, records), map(_PARTITION, records), strict=True))
+    """The next offset to read of each partition of `records` (in the order first seen).
+
+    C-level passes (no Python frame per record): one per partition when there are a few.
+    """
+    if not records:
+        return {}
+    topics = list(map(_TOPIC, records))
+    partitions = list(map(_PARTITION, records))
     offsets = list(map(_OFFSET, records))
-    last = dict(zip(tps, offsets, strict=True))  # (C-level; the usual batch: one partition)
-    if len(last) == 1:
-        return {tp: max(-1, max(offsets) + 1) for tp in last}
-    out = dict.fromkeys(last, -1)
-    for tp, offset in zip(tps, offsets, strict=True):
-        if offset + 1 > out[tp]:
-            out[tp] = offset + 1
+    n = len(records)
+    if topics.count(topics[0]) == n and partitions.count(partitions[0]) == n:
+        return {(topics[0], partitions[0]): max(-1, max(offsets) + 1)}
+    tps = dict.fromkeys(zip(topics, partitions, strict=True))
+    out: dict[TopicPartition, int] = {}
+    if len(tps) <= 8:
+        for tp in tps:
+            topic, partition = tp
+            mine = map(and_, map(eq, topics, repeat(topic)), map(eq, partitions, repeat(partition)))
+            out[tp] = max(-1, max(compress(offsets, mine)) + 1)
+        return out
+    for tp, offset in zip(zip(topics, partitions, strict=True), offsets, strict=True):
+        out[tp] = max(out.get(tp, -1), offset + 1)
     return out
 
 

@@ -125,6 +125,16 @@ def _typed_column(
     return None
 
 
+def _has_placeholder(raw: list[Any], typed: pl.Series | None) -> bool:
+    """Whether a value of the column is the TOAST placeholder (text, so never in a typed column
+    of another type; compared in polars when the column is typed text)."""
+    if typed is None:
+        return UNAVAILABLE in raw or UNAVAILABLE_B64 in raw
+    if typed.dtype != pl.String:
+        return False
+    return bool((typed == UNAVAILABLE).any() or (typed == UNAVAILABLE_B64).any())
+
+
 @dataclass(frozen=True, slots=True)
 class _ColumnInputs:
     """What one column is computed from: typed input series named `name#part`, and the unit of
@@ -157,8 +167,7 @@ def _column_inputs(
     typed = _typed_column(kind, raw, ft, uniform, types)
     # Debezium's unchanged-TOAST placeholder is text in a column of any type: the value is unknown
     # (NULL here, listed in `_unavailable`) and the loader keeps the stored one.
-    text_possible = typed is None or typed.dtype == pl.String
-    if unavailable is not None and text_possible and (UNAVAILABLE in raw or UNAVAILABLE_B64 in raw):
+    if unavailable is not None and _has_placeholder(raw, typed):
         placeholders = [i for i, v in enumerate(raw) if type(v) is str and v in _PLACEHOLDERS]
         unavailable[name] = placeholders
         for i in placeholders:
