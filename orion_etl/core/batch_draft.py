@@ -178,11 +178,11 @@ def rejections(frame: pl.DataFrame, table: str, error_class: ErrorClass) -> list
 def _warnings(valid: pl.DataFrame, table: str, key: str) -> list[RowIssue]:
     """One WARNING `RowIssue` per warning label; the record id is the `key` column ("": none)."""
     out: list[RowIssue] = []
-    warned = valid.filter(pl.col(WARNINGS_COLUMN).list.len() > 0)
     record = pl.col(key) if key else pl.lit(None, pl.String)
-    for record_id, topic, partition, offset, labels in warned.select(
-        record, "_topic", "_partition", "_offset", WARNINGS_COLUMN
-    ).iter_rows():
+    warned = valid.select(record, "_topic", "_partition", "_offset", WARNINGS_COLUMN).filter(
+        pl.col(WARNINGS_COLUMN).list.len() > 0
+    )
+    for record_id, topic, partition, offset, labels in warned.iter_rows():
         for label in labels:
             out.append(
                 RowIssue(
@@ -201,8 +201,12 @@ def validate(
     frame: pl.DataFrame, table: str, key: str, rules: list[Rule]
 ) -> tuple[pl.DataFrame, list[RowIssue]]:
     """(rows that converted and pass every ERROR rule, their rejections and warnings)."""
-    issues = rejections(frame.filter(pl.col("_error").is_not_null()), table, ErrorClass.INVALID_VALUE)
-    valid, failed = facts.check(frame.filter(pl.col("_error").is_null()), table, rules)
+    if frame.get_column("_error").null_count() == frame.height:  # the usual batch: no copy of its rows
+        issues, checked = [], frame
+    else:
+        issues = rejections(frame.filter(pl.col("_error").is_not_null()), table, ErrorClass.INVALID_VALUE)
+        checked = frame.filter(pl.col("_error").is_null())
+    valid, failed = facts.check(checked, table, rules)
     issues += rejections(failed, table, ErrorClass.RULE)
     issues += _warnings(valid, table, key)
     dropped = [c for c in (ERRORS_COLUMN, WARNINGS_COLUMN, FAILED_RULES_COLUMN) if c in valid.columns]

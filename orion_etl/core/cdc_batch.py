@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 from itertools import repeat
-from typing import Any, Literal, get_args
+from operator import itemgetter
+from typing import Any, Literal, cast, get_args
 
 import msgspec
 import polars as pl
@@ -67,7 +68,7 @@ def _batch_decoder(columns: dict[str, Kind], table: str, embedded: bool = True) 
                 ("ts_ms", int | None, None),
                 ("lsn", int | None, None),
                 ("sequence", str | None, None),
-                ("table", Literal[table] | None, None),  # type: ignore[valid-type]
+                ("table", Literal[table] | None, None),
             ],
             gc=False,
         )
@@ -99,30 +100,30 @@ def cdc_frame(
     record by record, which also classifies every problem exactly as before. Tested to give the
     same frame as the per-record path (tests/unit/test_debezium_batch.py).
     """
-    values = [r.value for r in records]
-    if not values or None in values:
+    raw = [r.value for r in records]
+    if not raw or None in raw:
         return None
-    known = known_envelope(values[0])  # type: ignore[arg-type]
+    values = cast(list[bytes], raw)
+    known = known_envelope(values[0])
     try:
         # (C-level loops: no Python frame per record)
         if known is not None:  # embedded schema: the payload of each value
             head, fields = known
-            end = len(head)
-            if not all(map(bytes.startswith, values, repeat(head))) or not all(  # type: ignore[arg-type]
-                map(bytes.endswith, values, repeat(b"}"))  # type: ignore[arg-type]
+            if not all(map(bytes.startswith, values, repeat(head))) or not all(
+                map(bytes.endswith, values, repeat(b"}"))
             ):
                 return None
             # (slices of bytes join faster than memoryviews)
-            parts = list(map(bytes.__getitem__, values, repeat(slice(end, -1))))  # type: ignore[arg-type]
+            parts: list[bytes] = list(map(itemgetter(slice(len(head), -1)), values))
         else:  # schemaless: whole values, each one JSON object
             fields = _EMPTY_FIELDS
-            if not all(map(bytes.startswith, values, repeat(b"{"))) or not all(  # type: ignore[arg-type]
-                map(bytes.endswith, values, repeat(b"}"))  # type: ignore[arg-type]
+            if not all(map(bytes.startswith, values, repeat(b"{"))) or not all(
+                map(bytes.endswith, values, repeat(b"}"))
             ):
                 return None
             decoder = _batch_decoder(columns, table, False)
-            decoder.decode(b"[" + values[0] + b"]")  # type: ignore[operator] # (a cheap early no)
-            parts = list(values)  # type: ignore[arg-type]
+            decoder.decode(b"[" + values[0] + b"]")  # (a cheap early no: e.g. an unknown schema)
+            parts = list(values)
         parts[0] = b"[" + parts[0]
         parts[-1] = parts[-1] + b"]"
         payloads = _batch_decoder(columns, table, known is not None).decode(b",".join(parts))

@@ -288,7 +288,7 @@ def latest_per_key(frame: pl.DataFrame, key: str) -> tuple[pl.DataFrame, int]:
         increasing.slice(1).fill_null(False).all(), pl.col(key).n_unique() == pl.len()
     ).row(0)
     if in_order and distinct:
-        return frame, 0
+        return frame.rechunk(), 0  # (one chunk per column, as the sort gives)
     ranked = frame.with_columns(pl.struct(order).alias("_pos_sort"))
     latest = ranked.sort("_pos_sort").unique(subset=[key], keep="last", maintain_order=True).drop("_pos_sort")
     return latest, frame.height - latest.height
