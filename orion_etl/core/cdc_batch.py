@@ -8,6 +8,7 @@ record.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from itertools import repeat
 from operator import itemgetter
@@ -18,8 +19,9 @@ import polars as pl
 from msgspec.structs import astuple
 
 from orion_etl.core.columns import RECORD_META, build_frame
-from orion_etl.core.envelopes import _Payload, known_envelope
-from orion_etl.core.records import LOAD_OPS, FieldType, KafkaRecord, Kind
+from orion_etl.core.dead_letter_classes import DecodeError
+from orion_etl.core.envelopes import _Payload, decode_cdc, known_envelope
+from orion_etl.core.records import LOAD_OPS, FieldType, KafkaRecord, Kind, Tombstone
 
 _NONE = type(None)
 _ROW_TYPES: dict[Kind, Any] = {
@@ -43,6 +45,7 @@ _SEQUENCE_RE = r'^\[\s*"(\d{1,18})"\s*,\s*"(\d{1,18})"\s*\]$'
 _LoadOp = Literal["c", "u", "r"]
 assert set(get_args(_LoadOp)) == LOAD_OPS
 _EMPTY_FIELDS: dict[str, FieldType] = {}
+_SCHEMA_FIRST = re.compile(rb'\{\s*"schema"\s*:')
 
 
 def _batch_decoder(columns: dict[str, Kind], table: str, embedded: bool = True) -> msgspec.json.Decoder[Any]:
@@ -105,6 +108,14 @@ def cdc_frame(
         return None
     values = cast(list[bytes], raw)
     known = known_envelope(values[0])
+    if known is None and _SCHEMA_FIRST.match(values[0]):
+        # an embedded schema not seen yet (the first batch, a schema change): the full decode of
+        # the first record learns its envelope, so the batch need not go record by record
+        try:
+            decode_cdc(records[0])
+        except (DecodeError, Tombstone):
+            return None
+        known = known_envelope(values[0])
     try:
         # (C-level loops: no Python frame per record)
         if known is not None:  # embedded schema: the payload of each value

@@ -10,7 +10,7 @@ import pytest
 
 from orion_etl.core.cdc_batch import cdc_frame
 from orion_etl.core.columns import to_frame
-from orion_etl.core.envelopes import decode_cdc
+from orion_etl.core.envelopes import decode_cdc, known_envelope
 from orion_etl.core.facts import ORDER_COLUMNS, ORDER_REQUIRED, TRADE_COLUMNS, TRADE_REQUIRED
 from orion_etl.core.records import UNAVAILABLE, KafkaRecord
 from tests.stream_builders import cdc, order_row, trade_row
@@ -182,8 +182,14 @@ def test_schemaless_batch_with_an_update_image_equals_per_record() -> None:
     assert got.equals(per_record("trades", batch), null_equal=True)
 
 
-def test_an_embedded_schema_not_seen_yet_is_declined() -> None:
-    """Before its head is known, an embedded-schema batch is not decoded as schemaless."""
-    fees = {"fees": ("string", "x.Other", None)}  # a schema no record carried before
+def test_an_embedded_schema_not_seen_yet_is_learnt_from_the_first_record() -> None:
+    """The first batch of a schema (after a start, a schema change) takes the batch path too."""
+    fees = {"fees": ("string", "test.Learnt", None)}  # a schema no record carried before
     values = [compact(cdc("trades", trade_row(), lsn=1000 + i, overrides=fees)) for i in range(3)]
-    assert cdc_frame(records(values), "trades", TRADE_COLUMNS, TRADE_REQUIRED) is None  # type: ignore[arg-type]
+    batch = records(values)  # type: ignore[arg-type]
+    assert known_envelope(values[0]) is None
+    got = cdc_frame(batch, "trades", TRADE_COLUMNS, TRADE_REQUIRED)
+    assert known_envelope(values[0]) is not None
+    assert got is not None and got.equals(per_record("trades", batch), null_equal=True)
+    broken = [values[0][:-2], *values[1:]]  # a first record that does not decode: record by record
+    assert cdc_frame(records(broken), "trades", TRADE_COLUMNS, TRADE_REQUIRED) is None  # type: ignore[arg-type]
