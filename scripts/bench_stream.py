@@ -30,7 +30,9 @@ docs/benchmarks.md:
   memory   peak RSS of an idle loader, a bare consume loop, batch sizes, envelope forms, smaller
            fetches, with the smaps split at the peak;
   profile  the loader's stages in this process (timers wrapped around its functions by the bench,
-           none in the product): wall, client CPU, main-thread CPU and PostgreSQL backend CPU.
+           none in the product): wall, client CPU, main-thread CPU and PostgreSQL backend CPU;
+  copy     the loader's own fact_trades rows (captured from `copy_payload`) COPYed as CSV and as
+           binary (`[warehouse] copy_format`), rounds alternated: encode CPU, server CPU per row.
 
 Uses its own warehouse database and topics on the local stack and removes them afterwards.
 """
@@ -43,6 +45,7 @@ import io
 import json
 import os
 import platform
+import statistics
 import sys
 import threading
 import time
@@ -86,6 +89,7 @@ PROFILE_MARKS = ("<!-- bench_stream_profile:start -->", "<!-- bench_stream_profi
 MEMORY_MARKS = ("<!-- bench_stream_memory:start -->", "<!-- bench_stream_memory:end -->")
 FORMS_MARKS = ("<!-- bench_stream_forms:start -->", "<!-- bench_stream_forms:end -->")
 SCALE_MARKS = ("<!-- bench_stream_scale:start -->", "<!-- bench_stream_scale:end -->")
+COPY_MARKS = ("<!-- bench_stream_copy:start -->", "<!-- bench_stream_copy:end -->")
 
 
 def log(msg: str) -> None:
@@ -724,7 +728,7 @@ STAGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "transform (fact columns, trading day)": ("transform", ()),
     "rules (DQ row rules)": ("rules", ()),
     "dimension keys (versions from the warehouse, polars join)": ("dimension keys", ()),
-    "encode (CSV for COPY)": ("encode", ()),
+    "encode (COPY data: binary, or CSV)": ("encode", ()),
     "rest of prepare (routing, dedup, lineage columns)": (
         "prepare", ("decode", "transform", "rules", "dimension keys", "encode")),
     "claim positions (compare-and-set)": ("claim positions", ()),
@@ -811,6 +815,117 @@ def stage_profile(args: argparse.Namespace, settings: OrionSettings, run: str) -
         "commit": per.get("commit_batch", [0.0] * 4), "raw": raw,
         "busy": (busy1[0] - busy0[0]) / max(1.0, busy1[1] - busy0[1]),
     }  # fmt: skip
+
+
+def copy_formats(args: argparse.Namespace, settings: OrionSettings, run: str) -> dict[str, list[list[float]]]:
+    """The loader's fact_trades COPY data in both formats: per row [encode CPU, of it main thread,
+    server CPU, wall, bytes], one list per round (formats alternated within each round)."""
+    from orion_etl.adapters import copy_data
+    from orion_etl.adapters import warehouse_loader as wl
+    from orion_etl.core.fact_model import TRADES
+    from orion_etl.core.records import KafkaRecord
+    from orion_etl.jobs import stream_batch
+
+    n, size = args.profile_events, args.batch
+    topic = f"bench.{run}.copy.trades"
+    st = settings.model_copy(
+        update={"stream": settings.stream.model_copy(
+            update={"topics": settings.stream.topics.model_copy(update={"trades_cdc": topic})})}
+    )  # fmt: skip
+    loader = wl.WarehouseLoader(st.warehouse, f"bench-copy-{run}")
+    preparer = stream_batch.BatchPreparer(st, loader)
+    frames: list[pl.DataFrame] = []
+    real = wl.WarehouseLoader.copy_payload
+
+    def capture(self: Any, table: str, frame: pl.DataFrame) -> Any:
+        frames.append(frame.select(TRADES.load_columns))
+        return real(self, table, frame)
+
+    wl.WarehouseLoader.copy_payload = capture  # type: ignore[method-assign]
+    write = EnvelopeWriter(True)
+    try:
+        for start in range(0, n, size):
+            preparer.prepare([
+                KafkaRecord(topic, 0, i, str(i).encode(), write(i, 1_700_000_000_000 + i), 1_700_000_000_000)
+                for i in range(start, min(n, start + size))
+            ])  # fmt: skip
+    finally:
+        wl.WarehouseLoader.copy_payload = real  # type: ignore[method-assign]
+    types = loader.copy_types["fact_trades"]
+    loader.close_all()
+    encoders: dict[str, Callable[[pl.DataFrame], Any]] = {
+        "csv": copy_data.csv_data, "binary": lambda f: copy_data.encode_copy(f, types),
+    }  # fmt: skip
+    out: dict[str, list[list[float]]] = {"csv": [], "binary": []}
+    for _ in range(3):
+        for fmt, encode in encoders.items():
+            gc.collect()
+            c0, m0 = time.process_time(), time.thread_time()
+            payloads = [encode(f) for f in frames]
+            enc_cpu, enc_main = time.process_time() - c0, time.thread_time() - m0
+            assert all(p.format == fmt for p in payloads)
+            with connect(settings.warehouse) as conn:
+                conn.execute("TRUNCATE fact_trades")
+                conn.commit()
+                pid = conn.info.backend_pid
+                s0, t0 = cpu_seconds(pid) or 0.0, time.perf_counter()
+                for p in payloads:  # one transaction per batch, as the loader commits
+                    stmt = p.statement("fact_trades", TRADES.load_columns)
+                    with conn.cursor() as cur, cur.copy(stmt) as cp:
+                        cp.write(p.data)
+                    conn.commit()
+                wall, srv = time.perf_counter() - t0, (cpu_seconds(pid) or 0.0) - s0
+                assert conn.execute("SELECT count(*) FROM fact_trades").fetchone() == (n,)
+                conn.execute("TRUNCATE fact_trades")
+                conn.commit()
+            size_b = sum(len(p.data) for p in payloads)
+            out[fmt].append([x / n * 1e6 for x in (enc_cpu, enc_main, srv, wall)] + [size_b / n])
+            log(f"copy {fmt}: encode {out[fmt][-1][0]:.2f} us/row (main {out[fmt][-1][1]:.2f}), "
+                f"server {out[fmt][-1][2]:.2f} us/row")  # fmt: skip
+    return out
+
+
+def copy_lines(args: argparse.Namespace, r: dict[str, list[list[float]]], info: dict[str, str]) -> list[str]:
+    from orion_etl.core.fact_model import TRADES
+
+    def med(fmt: str, i: int) -> float:
+        return statistics.median(x[i] for x in r[fmt])
+
+    rows = [
+        ("encode (client CPU)", 0, "{:.2f}"), ("of which the calling thread (GIL)", 1, "{:.2f}"),
+        ("COPY (PostgreSQL backend CPU)", 2, "{:.2f}"), ("COPY + commit (wall)", 3, "{:.2f}"),
+        ("bytes per row", 4, "{:.0f}"),
+    ]  # fmt: skip
+    lines = [
+        "## Binary vs CSV COPY (`scripts/bench_stream.py --parts copy`)",
+        "",
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: the loader's own `fact_trades` rows for "
+        f"{args.profile_events:,} trade CDC events (captured from `WarehouseLoader.copy_payload`, all "
+        f"{len(TRADES.load_columns)} load columns), encoded and COPYed in batches of {args.batch:,} (one "
+        "transaction each) into the emptied fact_trades, in each format; 3 rounds, formats alternated "
+        "within a round; medians, per row in us (CPU from /proc, 10 ms ticks summed over all batches).",
+        "",
+        "| per row | CSV | binary (pgpq) | binary / CSV |",
+        "|---|---:|---:|---:|",
+    ]
+    for label, i, f in rows:
+        c, b = med("csv", i), med("binary", i)
+        lines.append(f"| {label} | {f.format(c)} | {f.format(b)} | {b / c:.2f} x |" if c else
+                     f"| {label} | {f.format(c)} | {f.format(b)} | |")  # fmt: skip
+    total_c, total_b = med("csv", 0) + med("csv", 2), med("binary", 0) + med("binary", 2)
+    lines += [
+        "",
+        f"- Client encode + server COPY CPU per row: CSV {total_c:.2f} us, binary {total_b:.2f} us "
+        f"({total_b / total_c:.2f} x). pgpq encodes holding the GIL (the calling-thread row), the CSV "
+        "writer and the casts run in polars' pool.",
+        "- Rounds (encode / server us per row): "
+        + "; ".join(f"{fmt} " + ", ".join(f"{x[0]:.2f}/{x[2]:.2f}" for x in r[fmt]) for fmt in r)
+        + ".",
+        "",
+        "Machine: " + "; ".join(f"{k} {v}" for k, v in info.items()) + ".",
+        "The machine is shared with other work (2 cores); the formats are measured in one run.",
+    ]
+    return lines
 
 
 def raw_copy_cpu(settings: OrionSettings, n: int) -> list[float]:
@@ -933,6 +1048,15 @@ def latency_lines(table: dict[str, list[dict[str, Any]]], seconds: float) -> lis
     return lines
 
 
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "-"
+
+
 def machine_info(conn: psycopg.Connection) -> dict[str, str]:
     cpu = next(
         (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -947,6 +1071,7 @@ def machine_info(conn: psycopg.Connection) -> dict[str, str]:
         "Python": platform.python_version(),
         "polars": pl.__version__,
         "psycopg": psycopg.__version__,
+        "pyarrow / pgpq": f"{_version('pyarrow')} / {_version('pgpq')}",
         "confluent-kafka / librdkafka": f"{confluent_kafka.version()[0]} / {confluent_kafka.libversion()[0]}",
         "PostgreSQL": row[0] if row else "?",
         "Kafka": "4.1.1 (local stack, single broker, KRaft)",
@@ -1139,7 +1264,8 @@ def main() -> None:
     ap.add_argument(
         "--parts", default="main",
         help="comma-separated: main ((a)-(d), latency), forms (embedded vs schemaless envelopes), scale "
-        "(several loader processes), memory (peak RSS and its parts), profile (the loader per stage)",
+        "(several loader processes), memory (peak RSS and its parts), profile (the loader per stage), "
+        "copy (binary vs CSV COPY of the loader's rows)",
     )  # fmt: skip
     ap.add_argument("--scale-procs", default="1,2,4", help="loader processes per scale-out row")
     ap.add_argument("--scale-partitions", default="4,8", help="partitions of the scale-out topics")
@@ -1153,9 +1279,9 @@ def main() -> None:
 
     run = uuid.uuid4().hex[:8]
     parts = set(args.parts.split(","))
-    unknown = parts - {"main", "forms", "scale", "memory", "profile"}
+    unknown = parts - {"main", "forms", "scale", "memory", "profile", "copy"}
     if unknown:
-        ap.error(f"--parts: unknown {sorted(unknown)} (main, forms, scale, memory, profile)")
+        ap.error(f"--parts: unknown {sorted(unknown)} (main, forms, scale, memory, profile, copy)")
     topic = f"bench.{run}.cdc.public.trades"
     blocks: list[tuple[tuple[str, str], list[str]]] = []
     with bench_deployment(run) as settings:
@@ -1181,6 +1307,8 @@ def main() -> None:
             blocks.append((PROFILE_MARKS, profile_lines(args, stage_profile(args, settings, run), info)))
         if "memory" in parts:
             blocks.append((MEMORY_MARKS, memory_lines(args, memory_runs(args, settings, run), info)))
+        if "copy" in parts:
+            blocks.append((COPY_MARKS, copy_lines(args, copy_formats(args, settings, run), info)))
     for marks, lines in blocks:
         report = "\n".join(lines)
         print(report)

@@ -22,7 +22,6 @@ the previous batch commits). Inside one transaction, in this order:
 
 from __future__ import annotations
 
-import io
 import logging
 import re
 from collections.abc import Callable, Iterable
@@ -35,6 +34,7 @@ import psycopg
 from psycopg import sql
 
 from orion_etl.adapters import fact_rekey, positions
+from orion_etl.adapters.copy_data import CopyData, column_types, csv_data, encode_copy
 from orion_etl.adapters.positions import FencedError, Floors  # noqa: F401 - re-exported
 from orion_etl.adapters.postgres import close_connection, connect
 from orion_etl.config.models import WarehouseSettings
@@ -97,7 +97,7 @@ class BatchWrite:
     issues: list[dict[str, Any]] = field(default_factory=list)
     # COPY data of all `trades` / `orders` rows by fact table (WarehouseLoader.copy_payload),
     # encoded by the preparing thread so the commit thread only sends it (when all rows are new)
-    payloads: dict[str, bytes] = field(default_factory=dict)
+    payloads: dict[str, CopyData] = field(default_factory=dict)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)  # next offset to read
     # dimension -> `etl_dim_key_epoch` read before the keys of this batch were resolved (the
     # smallest, when read more than once); a dimension missing here counts as changed
@@ -209,10 +209,19 @@ def _rejection(part: str, row: Any, exc: psycopg.Error) -> Rejection:
     return Rejection(part, topic, partition, offset, exc.sqlstate or "", _describe(exc), key)
 
 
-def _csv(frame: pl.DataFrame) -> bytes:
-    buf = io.BytesIO()
-    frame.write_csv(buf, include_header=False, null_value="", quote_style="necessary")
-    return buf.getvalue()
+# The tables the loader COPYs into (directly or through a staging table of the same columns).
+COPY_TABLES = ("fact_trades", "fact_orders", "fact_quotes", "fact_positions", "fact_risk_snapshots",
+               "etl_fact_tombstones")  # fmt: skip
+# What PostgreSQL says when binary COPY data does not match the column types: a fault of the
+# encoding (the table changed under the loader, say), never of the rows.
+BINARY_FORMAT_SQLSTATES = frozenset({"22P03", "08P01"})  # invalid_binary_representation, protocol
+
+
+def _copy_target(table: str) -> str:
+    """The table whose column types a COPY into `table` (maybe a staging table) must match."""
+    if table == "stg_deletes":
+        return "etl_fact_tombstones"
+    return table.removeprefix("stg_")
 
 
 class WarehouseLoader:
@@ -228,6 +237,10 @@ class WarehouseLoader:
         self.appending: set[str] = {"fact_trades", "fact_orders"}
         self._part = ""  # the part of the batch being written (where a refused batch failed)
         self._isolating = False  # (staging tables are emptied before each piece)
+        # table -> column -> type name, for binary COPY (read when a connection opens; until then,
+        # and with copy_format = "csv", rows go as CSV)
+        self.binary = settings.copy_format == "binary"
+        self.copy_types: dict[str, dict[str, str]] = {}
 
     # --- connection ----------------------------------------------------------------------
 
@@ -254,8 +267,13 @@ class WarehouseLoader:
                 "CREATE TEMP TABLE stg_deletes (LIKE etl_fact_tombstones INCLUDING DEFAULTS) "
                 "ON COMMIT DELETE ROWS"
             )
+            self._read_copy_types(conn)
         self.conn = conn
         return conn
+
+    def _read_copy_types(self, conn: psycopg.Connection) -> None:
+        if self.binary:
+            self.copy_types = column_types(conn, COPY_TABLES)
 
     def close(self) -> None:
         """Close the write connection (a failed batch's retry reconnects)."""
@@ -275,6 +293,7 @@ class WarehouseLoader:
         if self.reader is not None and not self.reader.closed and not self.reader.broken:
             return self.reader
         self.reader = connect(self.settings, autocommit=True)
+        self._read_copy_types(self.reader)
         return self.reader
 
     # --- reads outside the batch transaction ---------------------------------------------
@@ -311,19 +330,40 @@ class WarehouseLoader:
         """
         try:
             try:
-                return self._commit_batch(batch, expected, job_run_id, hooks, append=True)
-            except psycopg.errors.UniqueViolation:
-                # A key this batch appended exists after all (an update after a run of inserts, or a
-                # concurrent writer): the attempt was rolled back as a whole; all rows of this batch
-                # go through the guarded upsert, and the next batches look their keys up first.
-                log.debug("a fact key to append exists; loading the batch through the upsert path")
-                self.appending.clear()
-                return self._commit_batch(batch, expected, job_run_id, hooks, append=False)
+                return self._commit_appending(batch, expected, job_run_id, hooks)
+            except psycopg.Error as exc:
+                if not (self.binary and exc.sqlstate in BINARY_FORMAT_SQLSTATES):
+                    raise
+                # not the rows' fault: the binary data did not match the table (module copy_data)
+                log.warning(
+                    "PostgreSQL refused the binary COPY data (%s); this loader COPYs CSV from now on",
+                    _describe(exc),
+                )
+                self.binary = False
+                self.copy_types = {}
+                return self._commit_appending(batch, expected, job_run_id, hooks)
         except psycopg.Error as exc:
             if not is_data_rejection(exc):
                 raise
             log.info("PostgreSQL refused a row of the batch (%s); isolating it", _describe(exc))
             return self._commit_isolating(batch, expected, job_run_id, hooks, exc)
+
+    def _commit_appending(
+        self,
+        batch: BatchWrite,
+        expected: dict[TopicPartition, int | None],
+        job_run_id: str | None,
+        hooks: CommitHooks | None,
+    ) -> LoadCounts:
+        try:
+            return self._commit_batch(batch, expected, job_run_id, hooks, append=True)
+        except psycopg.errors.UniqueViolation:
+            # A key this batch appended exists after all (an update after a run of inserts, or a
+            # concurrent writer): the attempt was rolled back as a whole; all rows of this batch
+            # go through the guarded upsert, and the next batches look their keys up first.
+            log.debug("a fact key to append exists; loading the batch through the upsert path")
+            self.appending.clear()
+            return self._commit_batch(batch, expected, job_run_id, hooks, append=False)
 
     def _commit_batch(
         self,
@@ -518,19 +558,27 @@ class WarehouseLoader:
         return counts
 
     def _copy(self, conn: psycopg.Connection, table: str, frame: pl.DataFrame, columns: list[str]) -> None:
-        self._copy_data(conn, table, columns, _csv(frame.select(columns)))
+        self._copy_data(conn, table, columns, self._encode(table, frame.select(columns)))
+
+    def _encode(self, table: str, frame: pl.DataFrame) -> CopyData:
+        """Binary COPY data when this loader COPYs binary and the frame allows it, else CSV.
+
+        Rows being isolated after a refusal always go as CSV: PostgreSQL then judges each value
+        exactly as it did before binary COPY existed, so a refused row's reason never depends on
+        the encoding.
+        """
+        if not self.binary or self._isolating:
+            return csv_data(frame)
+        return encode_copy(frame, self.copy_types.get(_copy_target(table)))
 
     @staticmethod
-    def _copy_data(conn: psycopg.Connection, table: str, columns: list[str], data: bytes) -> None:
-        stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
-            sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
-        )
-        with conn.cursor() as cur, cur.copy(stmt) as copy:
-            copy.write(data)
+    def _copy_data(conn: psycopg.Connection, table: str, columns: list[str], data: CopyData) -> None:
+        with conn.cursor() as cur, cur.copy(data.statement(table, columns)) as copy:
+            copy.write(data.data)
 
-    def copy_payload(self, table: str, frame: pl.DataFrame) -> bytes:
+    def copy_payload(self, table: str, frame: pl.DataFrame) -> CopyData:
         """The COPY data of fact rows of `fact_trades` / `fact_orders`, as `_upsert` loads them."""
-        return _csv(frame.select(FACT_SPECS[table].load_columns))
+        return self._encode(table, frame.select(FACT_SPECS[table].load_columns))
 
     def _existing_keys(
         self, conn: psycopg.Connection, spec: FactSpec, keys: list[str], *, facts: bool = True
@@ -560,7 +608,7 @@ class WarehouseLoader:
         frame: pl.DataFrame,
         *,
         append: bool = True,
-        payload: bytes | None = None,
+        payload: CopyData | None = None,
     ) -> LoadCounts:
         """Load one fact table's rows of the batch (one row per natural key, the newest change).
 
@@ -582,6 +630,8 @@ class WarehouseLoader:
             existing = self._existing_keys(conn, spec, keys, facts=not optimistic)
             if not optimistic and not existing:
                 self.appending.add(spec.table)  # all new again: the next batch appends directly
+            if payload is not None and payload.format == "binary" and not self.binary:
+                payload = None  # encoded before this loader went back to CSV
             if not existing and payload is not None:  # all new (the usual case): data encoded already
                 self._copy_data(conn, spec.table, target_cols, payload)
                 return LoadCounts(upserted=frame.height)

@@ -69,6 +69,10 @@ class WarehouseSettings(PostgresSettings):
 
     dbname: str = "orion_warehouse"
     schema_name: str = "public"
+    # How the stream loader COPYs rows: PostgreSQL's binary format (values in their own
+    # representation, less server CPU per row) or CSV. A frame binary cannot carry exactly goes as
+    # CSV either way (orion_etl/adapters/copy_data.py); "csv" is the escape hatch.
+    copy_format: Literal["binary", "csv"] = "binary"
 
 
 class KafkaSettings(Section):
