@@ -75,10 +75,17 @@ def _batch_decoder(columns: dict[str, Kind], table: str, embedded: bool = True) 
             ],
             gc=False,
         )
-        fields: list[Any] = [("op", _LoadOp), ("after", row), ("source", source), ("ts_ms", int | None, None)]
+        # `before` typed as the per-record decode types it (`envelopes._Payload`): a record it
+        # refuses must not load just because it came in a common batch
+        fields: list[Any] = [
+            ("op", _LoadOp),
+            ("after", row),
+            ("source", source),
+            ("ts_ms", int | None, None),  # (the first four are read by position below)
+            ("before", dict[str, Any] | None, None),
+        ]
         if not embedded:
             fields += [
-                ("before", dict[str, Any] | None, None),
                 ("schema", msgspec.Raw, msgspec.Raw()),
                 ("payload", _Payload | msgspec.UnsetType | None, msgspec.UNSET),
             ]

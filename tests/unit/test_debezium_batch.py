@@ -100,6 +100,10 @@ def batch_of(table: str, n: int = 5, schema: bool = True) -> list[bytes]:
         pytest.param(lambda: compact(cdc("trades", trade_row(fill_count=True))), id="bool as int"),
         pytest.param(lambda: compact(cdc("trades", trade_row()))[:-2], id="broken JSON"),
         pytest.param(lambda: compact(cdc("trades", trade_row(), op="t")), id="unknown op"),
+        pytest.param(
+            lambda: compact(cdc("trades", trade_row(), op="u", before=5)),  # type: ignore[arg-type]
+            id="before of a wrong type",
+        ),
     ],
 )
 def test_declines_anything_unusual(odd: Any) -> None:
