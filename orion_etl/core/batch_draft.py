@@ -16,10 +16,13 @@ the same `check_*` functions on them then).
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
+from itertools import compress, repeat
+from operator import and_, attrgetter, eq
 from typing import Any
 
 import polars as pl
@@ -175,11 +178,11 @@ def rejections(frame: pl.DataFrame, table: str, error_class: ErrorClass) -> list
 def _warnings(valid: pl.DataFrame, table: str, key: str) -> list[RowIssue]:
     """One WARNING `RowIssue` per warning label; the record id is the `key` column ("": none)."""
     out: list[RowIssue] = []
-    warned = valid.filter(pl.col(WARNINGS_COLUMN).list.len() > 0)
     record = pl.col(key) if key else pl.lit(None, pl.String)
-    for record_id, topic, partition, offset, labels in warned.select(
-        record, "_topic", "_partition", "_offset", WARNINGS_COLUMN
-    ).iter_rows():
+    warned = valid.select(record, "_topic", "_partition", "_offset", WARNINGS_COLUMN).filter(
+        pl.col(WARNINGS_COLUMN).list.len() > 0
+    )
+    for record_id, topic, partition, offset, labels in warned.iter_rows():
         for label in labels:
             out.append(
                 RowIssue(
@@ -198,8 +201,12 @@ def validate(
     frame: pl.DataFrame, table: str, key: str, rules: list[Rule]
 ) -> tuple[pl.DataFrame, list[RowIssue]]:
     """(rows that converted and pass every ERROR rule, their rejections and warnings)."""
-    issues = rejections(frame.filter(pl.col("_error").is_not_null()), table, ErrorClass.INVALID_VALUE)
-    valid, failed = facts.check(frame.filter(pl.col("_error").is_null()), table, rules)
+    if frame.get_column("_error").null_count() == frame.height:  # the usual batch: no copy of its rows
+        issues, checked = [], frame
+    else:
+        issues = rejections(frame.filter(pl.col("_error").is_not_null()), table, ErrorClass.INVALID_VALUE)
+        checked = frame.filter(pl.col("_error").is_null())
+    valid, failed = facts.check(checked, table, rules)
     issues += rejections(failed, table, ErrorClass.RULE)
     issues += _warnings(valid, table, key)
     dropped = [c for c in (ERRORS_COLUMN, WARNINGS_COLUMN, FAILED_RULES_COLUMN) if c in valid.columns]
@@ -359,24 +366,65 @@ def _delete_frame(model: FactModel, changes: list[Change]) -> tuple[pl.DataFrame
     return good.with_columns(pl.col("id").alias(model.key), *facts.positions("cdc")), issues
 
 
-def draft_batch(records: list[KafkaRecord], policy: BatchPolicy) -> Draft:
-    """Phase A (module doc)."""
-    counts = BatchCounts(messages=len(records))
-    issues: list[RowIssue] = []
-    topic_counts: dict[str, int] = {}
-    offsets: dict[TopicPartition, int] = {}
+_TOPIC = attrgetter("topic")
+_PARTITION = attrgetter("partition")
+_OFFSET = attrgetter("offset")
+_COORDINATES = attrgetter("topic", "partition", "offset")
+
+
+def next_offsets(records: list[KafkaRecord]) -> dict[TopicPartition, int]:
+    """The next offset to read of each partition of `records` (in the order first seen).
+
+    C-level passes (no Python frame per record): one per partition when there are a few.
+    """
+    if not records:
+        return {}
+    topics = list(map(_TOPIC, records))
+    partitions = list(map(_PARTITION, records))
+    offsets = list(map(_OFFSET, records))
+    n = len(records)
+    if topics.count(topics[0]) == n and partitions.count(partitions[0]) == n:
+        return {(topics[0], partitions[0]): max(-1, max(offsets) + 1)}
+    tps = dict.fromkeys(zip(topics, partitions, strict=True))
+    out: dict[TopicPartition, int] = {}
+    if len(tps) <= 8:
+        for tp in tps:
+            topic, partition = tp
+            mine = map(and_, map(eq, topics, repeat(topic)), map(eq, partitions, repeat(partition)))
+            out[tp] = max(-1, max(compress(offsets, mine)) + 1)
+        return out
+    for tp, offset in zip(zip(topics, partitions, strict=True), offsets, strict=True):
+        out[tp] = max(out.get(tp, -1), offset + 1)
+    return out
+
+
+def _route(
+    records: list[KafkaRecord], routes: dict[str, Route], issues: list[RowIssue]
+) -> tuple[dict[str, int], dict[Route, list[KafkaRecord]]]:
+    """(records per topic, records per route); records of unknown topics become `issues`."""
+    topics = list(map(_TOPIC, records))
+    topic_counts = dict(Counter(topics))
     routed: dict[Route, list[KafkaRecord]] = {r: [] for r in Route}
-    for rec in records:
-        topic_counts[rec.topic] = topic_counts.get(rec.topic, 0) + 1
-        tp = (rec.topic, rec.partition)
-        offsets[tp] = max(offsets.get(tp, -1), rec.offset + 1)
-        route = policy.routes.get(rec.topic)
+    if len(topic_counts) == 1 and topics[0] in routes:  # the usual batch: one topic
+        routed[routes[topics[0]]] = list(records)
+        return topic_counts, routed
+    for topic, rec in zip(topics, records, strict=True):
+        route = routes.get(topic)
         if route is None:
             origin = (rec.topic, rec.partition, rec.offset)
             reason = f"no handler for topic {rec.topic}"
             issues.append(RowIssue(IssueSeverity.ERROR, reason, origin, ErrorClass.UNKNOWN_TOPIC))
             continue
         routed[route].append(rec)
+    return topic_counts, routed
+
+
+def draft_batch(records: list[KafkaRecord], policy: BatchPolicy) -> Draft:
+    """Phase A (module doc)."""
+    counts = BatchCounts(messages=len(records))
+    issues: list[RowIssue] = []
+    offsets = next_offsets(records)
+    topic_counts, routed = _route(records, policy.routes, issues)
     # The usual CDC batch decodes in one go (core.cdc_batch.cdc_frame); any other batch of a
     # route, record by record.
     decoded: dict[Route, pl.DataFrame] = {}
@@ -403,7 +451,7 @@ def draft_batch(records: list[KafkaRecord], policy: BatchPolicy) -> Draft:
     _draft_events(tables["fact_risk_snapshots"], by_route[Route.RISK_EVENTS], policy)
     _draft_events(tables["fact_quotes"], by_route[Route.QUOTE_EVENTS], policy)
     return Draft(
-        records={(r.topic, r.partition, r.offset): r for r in records},
+        records=dict(zip(map(_COORDINATES, records), records, strict=True)),
         offsets=offsets,
         watermarks=_watermarks(by_route, decoded),
         topic_counts=topic_counts,

@@ -38,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from functools import lru_cache
 from operator import attrgetter, itemgetter
 from typing import Any
 
@@ -124,6 +125,16 @@ def _typed_column(
     return None
 
 
+def _has_placeholder(raw: list[Any], typed: pl.Series | None) -> bool:
+    """Whether a value of the column is the TOAST placeholder (text, so never in a typed column
+    of another type; compared in polars when the column is typed text)."""
+    if typed is None:
+        return UNAVAILABLE in raw or UNAVAILABLE_B64 in raw
+    if typed.dtype != pl.String:
+        return False
+    return bool((typed == UNAVAILABLE).any() or (typed == UNAVAILABLE_B64).any())
+
+
 @dataclass(frozen=True, slots=True)
 class _ColumnInputs:
     """What one column is computed from: typed input series named `name#part`, and the unit of
@@ -133,8 +144,8 @@ class _ColumnInputs:
     unit: str | None = None
 
     @property
-    def parts(self) -> set[str]:
-        return {s.name.rsplit("#", 1)[1] for s in self.series}
+    def parts(self) -> frozenset[str]:
+        return frozenset(s.name.rsplit("#", 1)[1] for s in self.series)
 
 
 def _column_inputs(
@@ -156,8 +167,7 @@ def _column_inputs(
     typed = _typed_column(kind, raw, ft, uniform, types)
     # Debezium's unchanged-TOAST placeholder is text in a column of any type: the value is unknown
     # (NULL here, listed in `_unavailable`) and the loader keeps the stored one.
-    text_possible = typed is None or typed.dtype == pl.String
-    if unavailable is not None and text_possible and (UNAVAILABLE in raw or UNAVAILABLE_B64 in raw):
+    if unavailable is not None and _has_placeholder(raw, typed):
         placeholders = [i for i, v in enumerate(raw) if type(v) is str and v in _PLACEHOLDERS]
         unavailable[name] = placeholders
         for i in placeholders:
@@ -168,7 +178,8 @@ def _column_inputs(
         series = values if isinstance(values, pl.Series) else pl.Series(values, dtype=dtype)
         return series.alias(f"{name}#{suffix}")
 
-    exact = typed is not None and typed.null_count() == raw.count(None)  # (a 65-bit int is a null Int64)
+    # a text or bool series is null exactly where the value is None; a 65-bit int is a null Int64
+    exact = typed is not None and (typed.dtype != pl.Int64 or typed.null_count() == raw.count(None))
     parts = [] if exact else [part("present", [v is not None for v in raw], pl.Boolean)]
     unit: str | None = None
     if kind is Kind.DECIMAL:
@@ -207,8 +218,12 @@ def _column_inputs(
     return _ColumnInputs(parts, unit)
 
 
-def _column_exprs(name: str, kind: Kind, unit: str | None, parts: set[str]) -> tuple[pl.Expr, pl.Expr]:
-    """(converted value, true where a given value did not convert), from `_column_inputs`' parts."""
+@lru_cache(maxsize=1024)
+def _column_exprs(name: str, kind: Kind, unit: str | None, parts: frozenset[str]) -> tuple[pl.Expr, pl.Expr]:
+    """(converted value, true where a given value did not convert), from `_column_inputs`' parts.
+
+    Cached: a topic's batches build the same expressions (polars expressions are immutable).
+    """
 
     def col(suffix: str, dtype: Any) -> pl.Expr:
         return pl.col(f"{name}#{suffix}") if suffix in parts else pl.lit(None, dtype)
@@ -258,6 +273,12 @@ def _column_exprs(name: str, kind: Kind, unit: str | None, parts: set[str]) -> t
         value = pl.when(out_of_calendar).then(None).otherwise(value)
         bad = bad | out_of_calendar
     return value.alias(name), bad
+
+
+@lru_cache(maxsize=1024)
+def _invalid(name: str, kind: Kind) -> pl.Expr:
+    """The `_error` message of a value of column `name` that did not convert (else null)."""
+    return pl.when(pl.col(f"{name}#bad")).then(pl.lit(f"{name}: invalid {kind.value} value"))
 
 
 def _columns_of(images: list[dict[str, Any]], names: list[str]) -> list[list[Any]]:
@@ -369,7 +390,7 @@ def build_frame(
         inputs += column.series
         value, bad = _column_exprs(name, kind, column.unit, column.parts)
         values += [value, bad.alias(f"{name}#bad")]
-        errors.append(pl.when(pl.col(f"{name}#bad")).then(pl.lit(f"{name}: invalid {kind.value} value")))
+        errors.append(_invalid(name, kind))
         if name in required:
             missing = pl.col(name).is_null()
             if name in unavailable:
@@ -392,7 +413,11 @@ def build_frame(
         for name, values_ in meta.items()
     ]
     # built from joined text: a list-of-lists Series costs one Python Series per row
-    series.append(pl.Series("_unavailable", listed, dtype=pl.String))
+    series.append(
+        pl.Series("_unavailable", listed, dtype=pl.String)
+        if unavailable
+        else pl.repeat("", n, dtype=pl.String, eager=True)  # (no Python list of n texts)
+    )
     return (
         pl.DataFrame([*(s.alias(n_) for s, n_ in zip(series, [*meta, "_unavailable"], strict=True)), *inputs])
         .lazy()

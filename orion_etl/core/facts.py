@@ -279,6 +279,16 @@ def latest_per_key(frame: pl.DataFrame, key: str) -> tuple[pl.DataFrame, int]:
         pl.col("src_event_ts").dt.epoch("us").fill_null(-(2**62)),
         pl.col("_offset"),
     ]
+    # The usual batch: distinct keys, already in strictly increasing position (a null part
+    # counts as not increasing). The sort and the dedup below would then give the frame itself.
+    increasing = order[-1].shift(1) < order[-1]
+    for part in reversed(order[:-1]):
+        increasing = (part.shift(1) < part) | ((part.shift(1) == part) & increasing)
+    in_order, distinct = frame.select(
+        increasing.slice(1).fill_null(False).all(), pl.col(key).n_unique() == pl.len()
+    ).row(0)
+    if in_order and distinct:
+        return frame.rechunk(), 0  # (one chunk per column, as the sort gives)
     ranked = frame.with_columns(pl.struct(order).alias("_pos_sort"))
     latest = ranked.sort("_pos_sort").unique(subset=[key], keep="last", maintain_order=True).drop("_pos_sort")
     return latest, frame.height - latest.height

@@ -147,6 +147,14 @@ def evaluate_rows(frame: pl.DataFrame, rules: list[Rule], table: str) -> pl.Data
     is empty; warnings never reject a row.
     """
     active = applicable(rules, table, frame.columns)
+    if active and not frame.is_empty():
+        # The usual batch violates no rule: then every row's lists are empty, without building them.
+        violations = [r.violation().fill_null(False) for r in active]
+        if not frame.select(pl.any_horizontal(violations).any()).item():
+            none = pl.lit([], dtype=pl.List(pl.String))
+            return frame.with_columns(
+                none.alias(ERRORS_COLUMN), none.alias(WARNINGS_COLUMN), none.alias(FAILED_RULES_COLUMN)
+            )
 
     def collect(severity: Severity) -> pl.Expr:
         parts = [
@@ -172,6 +180,8 @@ def evaluate_rows(frame: pl.DataFrame, rules: list[Rule], table: str) -> pl.Data
 def split_valid(evaluated: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(rows without errors, rows with at least one error-severity violation)."""
     has_error = pl.col(ERRORS_COLUMN).list.len() > 0
+    if not evaluated.select(has_error.any()).item():  # the usual batch: no copy of its rows
+        return evaluated, evaluated.clear()
     return evaluated.filter(~has_error), evaluated.filter(has_error)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -9,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
+import pytest
 from polars.testing import assert_frame_equal
 
 from orion_etl.core.batch_draft import (
@@ -18,6 +20,7 @@ from orion_etl.core.batch_draft import (
     RowIssue,
     StoredNeed,
     draft_batch,
+    next_offsets,
 )
 from orion_etl.core.batch_plan import Lookup, inferred_members, plan_batch, with_keys
 from orion_etl.core.dead_letter_classes import ErrorClass
@@ -109,6 +112,38 @@ def test_unknown_topic_tombstone_and_undecodable_records_are_accounted() -> None
     # the letter is built from the record found by the rejection's coordinates
     letter = letter_of(plan.rejections[1], draft.records)
     assert (letter.record.offset, letter.error_class, letter.source_table) == (2, "DECODE", "fact_trades")
+
+
+def _next_offsets_one_by_one(records: list[KafkaRecord]) -> dict[tuple[str, int], int]:
+    offsets: dict[tuple[str, int], int] = {}
+    for r in records:
+        offsets[(r.topic, r.partition)] = max(offsets.get((r.topic, r.partition), -1), r.offset + 1)
+    return offsets
+
+
+@pytest.mark.parametrize("partitions", [1, 3, 12])
+def test_next_offsets_are_the_highest_offset_plus_one_per_partition(partitions: int) -> None:
+    rng = random.Random(partitions)
+    for _ in range(50):
+        records = [
+            KafkaRecord(rng.choice(["a", "b"]), rng.randrange(partitions), rng.randrange(100), None, None)
+            for _ in range(rng.randint(1, 30))
+        ]
+        expected = _next_offsets_one_by_one(records)
+        got = next_offsets(records)
+        assert got == expected and list(got) == list(expected)  # in the order first seen
+    assert next_offsets([]) == {}
+
+
+def test_a_batch_of_one_known_topic_is_routed_whole() -> None:
+    records = [rec(TRADES, i, cdc("trades", trade_row(), lsn=1000 + i)) for i in range(3)]
+    draft = draft_batch(records, POLICY)
+    assert draft.topic_counts == {TRADES: 3} and draft.offsets == {(TRADES, 0): 3} and draft.issues == []
+    assert draft.tables["fact_trades"].rows is not None and draft.tables["fact_trades"].rows.height == 3
+    assert list(draft.records) == [(TRADES, 0, i) for i in range(3)]
+    unknown = draft_batch([rec("some.other.topic", i, b"{}") for i in range(2)], POLICY)
+    assert [i.error_class for i in unknown.issues] == [ErrorClass.UNKNOWN_TOPIC] * 2
+    assert unknown.topic_counts == {"some.other.topic": 2}
 
 
 def test_toast_placeholder_filled_from_an_earlier_change_of_the_batch() -> None:

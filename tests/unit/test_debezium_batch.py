@@ -10,7 +10,7 @@ import pytest
 
 from orion_etl.core.cdc_batch import cdc_frame
 from orion_etl.core.columns import to_frame
-from orion_etl.core.envelopes import decode_cdc
+from orion_etl.core.envelopes import decode_cdc, known_envelope
 from orion_etl.core.facts import ORDER_COLUMNS, ORDER_REQUIRED, TRADE_COLUMNS, TRADE_REQUIRED
 from orion_etl.core.records import UNAVAILABLE, KafkaRecord
 from tests.stream_builders import cdc, order_row, trade_row
@@ -55,15 +55,24 @@ def random_row(rng: random.Random, table: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("table", ["trades", "orders"])
 @pytest.mark.parametrize("spaced", [False, True])
-def test_batch_equals_per_record(table: str, spaced: bool) -> None:
-    rng = random.Random(f"{table}{spaced}")
+@pytest.mark.parametrize("schema", [True, False], ids=["embedded", "schemaless"])
+def test_batch_equals_per_record(table: str, spaced: bool, schema: bool) -> None:
+    rng = random.Random(f"{table}{spaced}{schema}")
     for trial in range(40):
         values = []
         for i in range(rng.randint(1, 40)):
             commit = rng.choice([900 + i, 900 + i, None]) if trial % 3 == 0 else 900 + i
             ts = rng.choice([0, 1_700_000_000_000 + i]) if trial % 4 == 0 else 1_700_000_000_000 + i
             op = rng.choice(["c", "u", "r"])
-            value = cdc(table, random_row(rng, table), op=op, lsn=1000 + 7 * i, commit_lsn=commit, ts_ms=ts)
+            value = cdc(
+                table,
+                random_row(rng, table),
+                op=op,
+                lsn=1000 + 7 * i,
+                commit_lsn=commit,
+                ts_ms=ts,
+                schema=schema,
+            )
             values.append(value if spaced else compact(value))
         batch = records(values)
         expected = per_record(table, batch)  # also teaches the decoder the envelope's schema
@@ -76,8 +85,8 @@ def test_batch_equals_per_record(table: str, spaced: bool) -> None:
         assert got.equals(expected, null_equal=True), trial
 
 
-def batch_of(table: str, n: int = 5) -> list[bytes]:
-    return [compact(cdc(table, SPECS[table][2](), lsn=1000 + i)) for i in range(n)]
+def batch_of(table: str, n: int = 5, schema: bool = True) -> list[bytes]:
+    return [compact(cdc(table, SPECS[table][2](), lsn=1000 + i, schema=schema)) for i in range(n)]
 
 
 @pytest.mark.parametrize(
@@ -91,6 +100,10 @@ def batch_of(table: str, n: int = 5) -> list[bytes]:
         pytest.param(lambda: compact(cdc("trades", trade_row(fill_count=True))), id="bool as int"),
         pytest.param(lambda: compact(cdc("trades", trade_row()))[:-2], id="broken JSON"),
         pytest.param(lambda: compact(cdc("trades", trade_row(), op="t")), id="unknown op"),
+        pytest.param(
+            lambda: compact(cdc("trades", trade_row(), op="u", before=5)),  # type: ignore[arg-type]
+            id="before of a wrong type",
+        ),
     ],
 )
 def test_declines_anything_unusual(odd: Any) -> None:
@@ -120,3 +133,67 @@ def test_a_batch_across_a_switch_to_schemaless_gives_the_same_frame() -> None:
     mixed = per_record("trades", records(embedded[:2] + schemaless[2:]))  # type: ignore[arg-type]
     assert mixed.equals(expected, null_equal=True)
     assert per_record("trades", records(schemaless)).equals(expected, null_equal=True)  # type: ignore[arg-type]
+
+
+def schemaless(**kw: Any) -> bytes:
+    return compact(cdc("trades", trade_row(), schema=False, **kw))
+
+
+def wrapped(value: bytes, **top: Any) -> bytes:
+    doc = json.loads(value)
+    doc.update(top)
+    return compact(json.dumps(doc).encode())
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        pytest.param(
+            lambda: compact(cdc("trades", None, op="d", before=trade_row(), schema=False)), id="delete"
+        ),
+        pytest.param(lambda: None, id="tombstone"),
+        pytest.param(lambda: compact(cdc("trades", trade_row())), id="embedded schema"),
+        pytest.param(lambda: b" " + schemaless(), id="leading space"),
+        pytest.param(lambda: schemaless() + b"," + schemaless(), id="two values in one"),
+        pytest.param(lambda: schemaless(before=5), id="before of a wrong type"),  # type: ignore[arg-type]
+        pytest.param(lambda: wrapped(schemaless(), payload=5), id="payload of a wrong type"),
+        pytest.param(
+            lambda: compact(json.dumps({"schema": None, "payload": json.loads(schemaless())}).encode()),
+            id="null schema wrapper",
+        ),
+        pytest.param(lambda: schemaless(op="t"), id="unknown op"),
+        pytest.param(lambda: schemaless()[:-2], id="broken JSON"),
+    ],
+)
+def test_schemaless_batch_declines_anything_unusual(odd: Any) -> None:
+    """The per-record path decides (and classifies) every batch holding such a record."""
+    values: list[bytes | None] = batch_of("trades", schema=False)
+    assert cdc_frame(records(values), "trades", TRADE_COLUMNS, TRADE_REQUIRED) is not None
+    values.insert(2, odd())
+    assert cdc_frame(records(values), "trades", TRADE_COLUMNS, TRADE_REQUIRED) is None
+
+
+def test_schemaless_batch_with_an_update_image_equals_per_record() -> None:
+    """Top-level fields the per-record decode checks (`before`, a `payload` beside `op`) load the same."""
+    values = [
+        schemaless(op="u", before=trade_row(), lsn=1000),  # type: ignore[arg-type]
+        wrapped(schemaless(lsn=1001), payload=None, schema={"type": "struct"}),
+        schemaless(op="r", lsn=1002),
+    ]
+    batch = records(values)  # type: ignore[arg-type]
+    got = cdc_frame(batch, "trades", TRADE_COLUMNS, TRADE_REQUIRED)
+    assert got is not None
+    assert got.equals(per_record("trades", batch), null_equal=True)
+
+
+def test_an_embedded_schema_not_seen_yet_is_learnt_from_the_first_record() -> None:
+    """The first batch of a schema (after a start, a schema change) takes the batch path too."""
+    fees = {"fees": ("string", "test.Learnt", None)}  # a schema no record carried before
+    values = [compact(cdc("trades", trade_row(), lsn=1000 + i, overrides=fees)) for i in range(3)]
+    batch = records(values)  # type: ignore[arg-type]
+    assert known_envelope(values[0]) is None
+    got = cdc_frame(batch, "trades", TRADE_COLUMNS, TRADE_REQUIRED)
+    assert known_envelope(values[0]) is not None
+    assert got is not None and got.equals(per_record("trades", batch), null_equal=True)
+    broken = [values[0][:-2], *values[1:]]  # a first record that does not decode: record by record
+    assert cdc_frame(records(broken), "trades", TRADE_COLUMNS, TRADE_REQUIRED) is None  # type: ignore[arg-type]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import random
+from datetime import UTC, datetime
 from decimal import Decimal
+from itertools import pairwise
 
 import polars as pl
 import pytest
@@ -152,3 +155,66 @@ def test_cdc_outranks_events(origin_first: str) -> None:
     parts = [cdc_frame, ev_frame] if origin_first == "cdc" else [ev_frame, cdc_frame]
     latest, _ = facts.latest_per_key(pl.concat(parts, how="diagonal_relaxed"), "trade_id")
     assert latest.item(0, "price") == Decimal("5")
+
+
+def _sorted_then_deduplicated(frame: pl.DataFrame, key: str) -> pl.DataFrame:
+    """`latest_per_key` without its shortcut for frames already in order with distinct keys."""
+    order = [
+        (pl.col("src_origin") == "cdc").cast(pl.Int8),
+        pl.col("src_commit_lsn").fill_null(-1),
+        pl.col("src_lsn").fill_null(-1),
+        pl.col("src_event_version").fill_null(-1),
+        pl.col("src_event_ts").dt.epoch("us").fill_null(-(2**62)),
+        pl.col("_offset"),
+    ]
+    ranked = frame.with_columns(pl.struct(order).alias("_pos_sort"))
+    return ranked.sort("_pos_sort").unique(subset=[key], keep="last", maintain_order=True).drop("_pos_sort")
+
+
+def test_latest_per_key_equals_sort_then_dedup() -> None:
+    """Frames in order with distinct keys (returned as they are) and any other frame give what the
+    full sort and dedup give."""
+    rng = random.Random(20)
+    hits = 0
+    for trial in range(300):
+        n = rng.randint(1, 12)
+        small = trial % 2 == 0  # few distinct values: ties, repeated keys
+        frame = pl.DataFrame(
+            {
+                "trade_id": [str(rng.randint(0, 3) if small else i) for i in range(n)],
+                "src_origin": [rng.choice(["cdc", "cdc", "event", None]) for _ in range(n)],
+                "src_commit_lsn": [rng.choice([None, *range(3 if small else 1000)]) for _ in range(n)],
+                "src_lsn": [rng.choice([None, *range(3 if small else 1000)]) for _ in range(n)],
+                "src_event_version": [rng.choice([None, 1, 2]) for _ in range(n)],
+                "src_event_ts": [rng.choice([None, datetime(2024, 1, 1, tzinfo=UTC)]) for _ in range(n)],
+                "_offset": [rng.randint(0, 5) if small else i for i in range(n)],
+            },
+            schema_overrides={"src_commit_lsn": pl.Int64, "src_lsn": pl.Int64, "src_event_version": pl.Int64},
+        )
+        if trial % 3 == 0:  # in position order
+            frame = _sorted_then_deduplicated(frame, "_offset" if not small else "trade_id")
+        latest, superseded = facts.latest_per_key(frame, "trade_id")
+        expected = _sorted_then_deduplicated(frame, "trade_id")
+        assert superseded == frame.height - expected.height
+        positions = frame.select(
+            (pl.col("src_origin") == "cdc").cast(pl.Int8),
+            pl.col("src_commit_lsn").fill_null(-1),
+            pl.col("src_lsn").fill_null(-1),
+            pl.col("src_event_version").fill_null(-1),
+            pl.col("src_event_ts").dt.epoch("us").fill_null(-(2**62)),
+            "_offset",
+        ).rows()
+        increasing = all(None not in a and None not in b and a < b for a, b in pairwise(positions))
+        if increasing and frame.get_column("trade_id").is_unique().all():  # the shortcut
+            hits += 1
+            assert latest.equals(frame, null_equal=True) and latest.equals(expected, null_equal=True), trial
+        else:  # the full sort: rows of equal position may come in any order
+            assert sorted(latest.rows(), key=repr) == sorted(expected.rows(), key=repr), trial
+    assert 30 < hits < 270
+
+
+def test_latest_per_key_of_a_frame_in_order_is_the_frame() -> None:
+    frame = trades(*(trade_row() for _ in range(4)), lsn=100)
+    frame = frame.with_columns(pl.col("src_lsn") + pl.col("_offset"))
+    latest, superseded = facts.latest_per_key(frame, "trade_id")
+    assert latest.equals(frame) and superseded == 0

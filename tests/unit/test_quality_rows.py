@@ -80,3 +80,28 @@ def test_order_rules() -> None:
         "[filled_not_exceed_requested] filled quantity exceeds requested"
     ]
     assert out[ERRORS_COLUMN].to_list() == [[], ["[valid_status] invalid order status"]]
+
+
+def test_a_batch_without_violations_gets_the_lists_the_full_evaluation_gives() -> None:
+    """The shortcut for a batch that violates no rule equals evaluating every rule row by row."""
+    good = trades(
+        tenant_id=["t1", "t2", "t3"],
+        client_id=["c1", "c2", "c3"],
+        instrument_id=["i1", "i2", "i3"],
+        quantity=[Decimal(1), Decimal(2), Decimal(3)],
+        price=[Decimal(1), Decimal(2), Decimal(3)],
+        side=["BUY", "SELL", "BUY"],
+        fees=[Decimal(0), None, Decimal(1)],
+    )
+    bad = trades(tenant_id=[None], fees=[Decimal(-1)])  # an error and a warning: the full evaluation
+    shortcut = evaluate_rows(good, DEFAULT_RULES, "fact_trades")
+    full = evaluate_rows(pl.concat([good, bad]), DEFAULT_RULES, "fact_trades").head(good.height)
+    assert shortcut.schema == full.schema
+    assert shortcut.equals(full)
+    valid, invalid = split_valid(shortcut)  # (no error: the frame and none of its rows)
+    has_error = pl.col(ERRORS_COLUMN).list.len() > 0
+    filtered_invalid = full.filter(has_error)
+    assert valid.equals(full.filter(~has_error))
+    assert invalid.equals(filtered_invalid) and invalid.schema == filtered_invalid.schema
+    empty = evaluate_rows(good.clear(), DEFAULT_RULES, "fact_trades")
+    assert empty.schema == full.schema and empty.height == 0
