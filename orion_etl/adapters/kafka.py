@@ -385,6 +385,65 @@ class RecordConsumer:
         self.raw.close()
 
 
+Coordinates = tuple[str, int, int]  # (topic, partition, offset) of one record
+
+
+def read_records(
+    settings: KafkaSettings, wanted: Iterable[Coordinates], *, timeout_s: float = 30.0
+) -> dict[Coordinates, KafkaRecord]:
+    """The records at `wanted` coordinates, read again from Kafka (key, value, timestamp and
+    headers as they were consumed): a throw-away consumer, no group, reading each partition from
+    its lowest wanted offset to its highest.
+
+    A coordinate Kafka no longer holds (retention, compaction) is left out of the result.
+    `ServiceUnavailableError` when Kafka does not give the records within `timeout_s`.
+    """
+    todo = set(wanted)
+    last: dict[Partition, int] = {}
+    first: dict[Partition, int] = {}
+    for topic, partition, offset in todo:
+        key = (topic, partition)
+        last[key] = max(offset, last.get(key, offset))
+        first[key] = min(offset, first.get(key, offset))
+    if not todo:
+        return {}
+    consumer = make_consumer(
+        settings, f"orion-etl-reread-{uuid.uuid4().hex[:8]}", **{"enable.partition.eof": True}
+    )
+    found: dict[Coordinates, KafkaRecord] = {}
+    reading = set(last)
+    deadline = time.monotonic() + timeout_s
+    try:
+        consumer.assign([TopicPartition(t, p, first[(t, p)]) for t, p in sorted(reading)])
+        while reading:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ServiceUnavailableError(
+                    f"Kafka at {settings.bootstrap_servers}: records of "
+                    + ", ".join(f"{t}[{p}]" for t, p in sorted(reading))
+                    + f" not read again within {timeout_s:.0f} s"
+                )
+            for msg in consumer.consume(num_messages=500, timeout=min(1.0, left)):
+                key = (msg.topic() or "", msg.partition() or 0)
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        reading.discard(key)  # the end: what is still wanted is gone
+                    elif not is_unreachable(err):
+                        raise KafkaException(err)
+                    continue
+                offset = msg.offset() or 0
+                if key in reading and (key[0], key[1], offset) in todo:
+                    found[(key[0], key[1], offset)] = records_of([msg]).records[0]
+                if offset >= last.get(key, -1):
+                    reading.discard(key)
+    except KafkaException as exc:
+        raise _unavailable(settings, exc) or exc from None
+    finally:
+        consumer.close()
+    return found
+
+
 # --- the loader's positions as Kafka sees them (`stream status`, `stream offsets`) ----------------
 
 

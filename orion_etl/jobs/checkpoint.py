@@ -209,6 +209,11 @@ class Checkpoint(Generic[B, C]):
         if self.publisher is not None:
             self.publisher.forget(dict.fromkeys(gone))
 
+    def take_pending(self) -> list[KafkaRecord]:
+        """The records read and not yet in a batch, handed over (`pending` starts empty again)."""
+        records, self.pending = self.pending, []
+        return records
+
     def unassigned_for(self, now: float | None = None) -> float:
         """Seconds since the assignment became empty (0 while partitions are assigned)."""
         if self.unassigned_since is None:

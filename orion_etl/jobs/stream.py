@@ -38,7 +38,14 @@ from orion_etl.adapters.dlq import DeadLetterPublisher
 from orion_etl.adapters.dlq_reader import DlqReader
 from orion_etl.adapters.failures import is_warehouse_failure
 from orion_etl.adapters.jobruns import JobRun, record_job_run
-from orion_etl.adapters.kafka import RecordConsumer, ensure_topics, make_consumer, make_producer
+from orion_etl.adapters.kafka import (
+    Coordinates,
+    RecordConsumer,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+    read_records,
+)
 from orion_etl.adapters.positions import FencedError, Floors
 from orion_etl.adapters.warehouse_loader import LoadCounts, Rejection, WarehouseLoader
 from orion_etl.config.models import OrionSettings
@@ -61,6 +68,7 @@ __all__ = ["CONSUMER_TUNING", "RATE_WINDOW_S", "StreamJob", "StreamResult", "Str
 
 log = logging.getLogger(__name__)
 PIPELINE_DEPTH = 2  # batches handed to the commit thread at most (one committing, one waiting)
+READ_AGAIN_TIMEOUT_S = 30.0  # reading refused rows' records again (then the batch is retried)
 KEEP_ALIVE_S = 15.0  # how often the loader checks its ledger session (jobruns.JobRun.keep_alive)
 
 
@@ -70,11 +78,12 @@ CONSUMER_TUNING: dict[str, Any] = {
     "statistics.interval.ms": 1000,  # keeps cached watermarks fresh (lag, caught-up)
     # Memory. librdkafka decompresses a whole fetch response at once, and lz4 packs 5 KB Debezium
     # envelopes (schema repeated in each) ~10-20x, so the *compressed* fetch size, not the queue
-    # limit, sets the peak: 8 MiB fetches put the process at ~500 MiB, 2 MiB ones at ~300 MiB
-    # (docs/benchmarks.md). The broker still returns one whole record batch when it is larger.
+    # limit, sets the peak: 8 MiB fetches put the process at ~500 MiB, 2 MiB ones at ~400 MiB,
+    # 1 MiB ones ~30 MiB lower, at the same drain rate (docs/benchmarks.md "Loader memory"). The
+    # broker still returns one whole record batch when it is larger.
     "queued.max.messages.kbytes": 8192,
-    "fetch.max.bytes": 2 * 1024 * 1024,
-    "max.partition.fetch.bytes": 1024 * 1024,
+    "fetch.max.bytes": 1024 * 1024,
+    "max.partition.fetch.bytes": 512 * 1024,
     # Throughput. Once the prefetch queue is over its bound, librdkafka waits fetch.queue.backoff.ms
     # (default 1000 ms) before fetching that partition again: with a small queue the loader then
     # starves for most of every second. 5 ms refills the queue as soon as the batch has taken it.
@@ -242,8 +251,7 @@ class StreamJob:
             while not self.stopping:
                 self._collect(consumer)
                 if checkpoint.pending:
-                    records, checkpoint.pending = checkpoint.pending, []
-                    self._submit(records)
+                    self._submit(checkpoint.take_pending())  # (no name here keeps the records alive)
                 else:  # idle: nothing to overlap with, account the batches in flight now
                     checkpoint.settle()
                     if self.until_caught_up and self._caught_up(consumer):
@@ -332,18 +340,26 @@ class StreamJob:
         waits for this one. Batches commit one after the other, in order, each claiming its
         positions from where the one before ends. A prepared batch holds its fact rows (a few MB),
         not the records, so memory stays bounded.
+
+        Memory: the records' values (5 KB each for envelopes with an embedded schema, most of a
+        batch's memory) are released once the batch is prepared, here and in the batches in
+        flight: a row PostgreSQL refuses at commit time has its record read again from Kafka for
+        its dead letter (`_BatchLetters.rejected`). The caller keeps no reference to `records`.
         """
         assigned = self.checkpoint.assigned
         records = [r for r in records if (r.topic, r.partition) in assigned]
         if not records:
             return
+        count = len(records)
         try:
-            prepared = self.retry(lambda: self.preparer.prepare(records))
+            prepared = self.retry(partial(self.preparer.prepare, records))
         except FencedError:
             return  # the batch before was fenced; positions re-read, this batch is void
+        del records
+        prepared.records = {}  # released: a refused row's record is read again (`_BatchLetters`)
         if not self.checkpoint.settle(keep=PIPELINE_DEPTH - 1):
             return
-        self.submitted += len(records)
+        self.submitted += count
         batch = Batch(prepared, prepared.write.offsets, lambda: [*prepared.letters, *prepared.rejected])
         self.checkpoint.submit(batch, partial(self._commit, prepared))
 
@@ -351,8 +367,13 @@ class StreamJob:
         self, prepared: PreparedBatch, expected: dict[Partition, int | None], hooks: LetterHooks
     ) -> LoadCounts:
         """(Commit thread) rows, positions and dead letters in one transaction (`_BatchLetters`)."""
-        letters = _BatchLetters(self.preparer, prepared, hooks)
+        letters = _BatchLetters(self.preparer, prepared, hooks, self._read_again)
         return self.loader.commit_batch(prepared.write, expected, self.job_run_id, letters)
+
+    def _read_again(self, wanted: list[Coordinates]) -> dict[Coordinates, KafkaRecord]:
+        """(Commit thread) the records of refused rows, read again from Kafka (their values were
+        released once the batch was prepared)."""
+        return read_records(self.settings.kafka, wanted, timeout_s=READ_AGAIN_TIMEOUT_S)
 
     def _committed(self, batch: Batch[PreparedBatch], counts: LoadCounts, committed_ms: float) -> None:
         """Account a committed batch: stats, its dead letters' warning, metrics."""
@@ -402,15 +423,33 @@ class _BatchLetters:
     """The loader's `CommitHooks` for one batch: the checkpoint's (floors with the claim, letters
     flushed before the commit), and the rows the warehouse refused, as letters and issues."""
 
-    def __init__(self, preparer: BatchPreparer, prepared: PreparedBatch, hooks: LetterHooks) -> None:
+    def __init__(
+        self,
+        preparer: BatchPreparer,
+        prepared: PreparedBatch,
+        hooks: LetterHooks,
+        read_again: Callable[[list[Coordinates]], dict[Coordinates, KafkaRecord]],
+    ) -> None:
         self.preparer = preparer
         self.prepared = prepared
         self.hooks = hooks
+        self.read_again = read_again
 
     def floors(self) -> dict[str, Floors] | None:
         return self.hooks.floors()
 
     def rejected(self, rejections: list[Rejection]) -> list[dict[str, Any]]:
+        # The records were released once the batch was prepared (`StreamJob._submit`): those of
+        # the refused rows are read again from Kafka (kept for a retried attempt). A record Kafka
+        # no longer holds keeps its letter and issue row, without its value.
+        records = self.prepared.records
+        wanted = sorted({_origin(r) for r in rejections if r.topic} - records.keys())
+        if wanted:
+            records.update(self.read_again(wanted))
+            for t, p, o in wanted:
+                if (t, p, o) not in records:
+                    log.error("%s[%s]@%s is no longer in Kafka: its dead letter has no value", t, p, o)
+                    records[(t, p, o)] = KafkaRecord(t, p, o, None, None)
         # assigned, not appended: a retried attempt finds the same rows again
         self.prepared.rejected = self.preparer.rejected_letters(self.prepared, rejections)
         for r in rejections:
@@ -425,6 +464,10 @@ class _BatchLetters:
 
     def before_commit(self) -> None:
         self.hooks.before_commit()
+
+
+def _origin(r: Rejection) -> Coordinates:
+    return (r.topic or "", r.partition or 0, r.offset or 0)  # (as `rejected_letters` looks it up)
 
 
 def run_stream(
@@ -461,6 +504,11 @@ def loader_runtime() -> Iterator[None]:
       released; each time it wakes (a result arrived, a polars call returned) it must take the GIL
       back from the decoding thread, which by default holds it up to 5 ms, a dozen times per batch.
       0.5 ms made the loader ~6% faster in scripts/bench_stream.py (docs/benchmarks.md).
+
+    Tried and left out (issue #20): a fixed glibc malloc mmap threshold (mallopt M_MMAP_THRESHOLD
+    256 KiB: large buffers unmapped when freed) took the peak RSS of a 1,000,000-event drain from
+    ~330 to ~275 MiB, but the page faults of fresh mappings cost 10-30% more CPU and, on a busy
+    machine, a quarter of the drain rate.
     """
     gc_threshold, switch_interval = gc.get_threshold(), sys.getswitchinterval()
     gc.set_threshold(50_000, 20, 100)
