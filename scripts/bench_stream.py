@@ -738,6 +738,12 @@ STAGES: dict[str, tuple[str, tuple[str, ...]]] = {
 }  # fmt: skip
 
 
+def with_trades_topic(settings: OrionSettings, topic: str) -> OrionSettings:
+    """`settings` whose trades CDC route reads `topic` (the in-process parts: profile, copy)."""
+    topics = settings.stream.topics.model_copy(update={"trades_cdc": topic})
+    return settings.model_copy(update={"stream": settings.stream.model_copy(update={"topics": topics})})
+
+
 def stage_profile(args: argparse.Namespace, settings: OrionSettings, run: str) -> dict[str, Any]:
     """The loader's stages on `--profile-events` events, one batch after the other in this process
     (prepare, then commit: no overlap, no Kafka), and the raw COPY of the same rows, side by side."""
@@ -750,10 +756,7 @@ def stage_profile(args: argparse.Namespace, settings: OrionSettings, run: str) -
 
     n, size = args.profile_events, args.batch
     topic = f"bench.{run}.profile.trades"
-    st = settings.model_copy(
-        update={"stream": settings.stream.model_copy(
-            update={"topics": settings.stream.topics.model_copy(update={"trades_cdc": topic})})}
-    )  # fmt: skip
+    st = with_trades_topic(settings, topic)
     write = EnvelopeWriter(True)
     loader = wl.WarehouseLoader(st.warehouse, f"bench-profile-{run}")
     preparer = stream_batch.BatchPreparer(st, loader)
@@ -828,10 +831,7 @@ def copy_formats(args: argparse.Namespace, settings: OrionSettings, run: str) ->
 
     n, size = args.profile_events, args.batch
     topic = f"bench.{run}.copy.trades"
-    st = settings.model_copy(
-        update={"stream": settings.stream.model_copy(
-            update={"topics": settings.stream.topics.model_copy(update={"trades_cdc": topic})})}
-    )  # fmt: skip
+    st = with_trades_topic(settings, topic)
     loader = wl.WarehouseLoader(st.warehouse, f"bench-copy-{run}")
     preparer = stream_batch.BatchPreparer(st, loader)
     frames: list[pl.DataFrame] = []

@@ -263,6 +263,19 @@ def check(
     return split_valid(evaluated)
 
 
+def position_order() -> list[pl.Expr]:
+    """A change's source position, most significant first: origin rank (CDC above events), commit
+    LSN, LSN, event version, event time, then the Kafka offset as the final tie-breaker."""
+    return [
+        (pl.col("src_origin") == "cdc").cast(pl.Int8),
+        pl.col("src_commit_lsn").fill_null(-1),
+        pl.col("src_lsn").fill_null(-1),
+        pl.col("src_event_version").fill_null(-1),
+        pl.col("src_event_ts").dt.epoch("us").fill_null(-(2**62)),
+        pl.col("_offset"),
+    ]
+
+
 def latest_per_key(frame: pl.DataFrame, key: str) -> tuple[pl.DataFrame, int]:
     """Keep the newest change of every key in a batch; returns (rows, number superseded).
 
@@ -271,14 +284,7 @@ def latest_per_key(frame: pl.DataFrame, key: str) -> tuple[pl.DataFrame, int]:
     """
     if frame.is_empty():
         return frame, 0
-    order = [
-        (pl.col("src_origin") == "cdc").cast(pl.Int8),
-        pl.col("src_commit_lsn").fill_null(-1),
-        pl.col("src_lsn").fill_null(-1),
-        pl.col("src_event_version").fill_null(-1),
-        pl.col("src_event_ts").dt.epoch("us").fill_null(-(2**62)),
-        pl.col("_offset"),
-    ]
+    order = position_order()
     # The usual batch: distinct keys, already in strictly increasing position (a null part
     # counts as not increasing). The sort and the dedup below would then give the frame itself.
     increasing = order[-1].shift(1) < order[-1]

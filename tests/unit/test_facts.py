@@ -159,15 +159,7 @@ def test_cdc_outranks_events(origin_first: str) -> None:
 
 def _sorted_then_deduplicated(frame: pl.DataFrame, key: str) -> pl.DataFrame:
     """`latest_per_key` without its shortcut for frames already in order with distinct keys."""
-    order = [
-        (pl.col("src_origin") == "cdc").cast(pl.Int8),
-        pl.col("src_commit_lsn").fill_null(-1),
-        pl.col("src_lsn").fill_null(-1),
-        pl.col("src_event_version").fill_null(-1),
-        pl.col("src_event_ts").dt.epoch("us").fill_null(-(2**62)),
-        pl.col("_offset"),
-    ]
-    ranked = frame.with_columns(pl.struct(order).alias("_pos_sort"))
+    ranked = frame.with_columns(pl.struct(facts.position_order()).alias("_pos_sort"))
     return ranked.sort("_pos_sort").unique(subset=[key], keep="last", maintain_order=True).drop("_pos_sort")
 
 
